@@ -1,0 +1,686 @@
+"""The project's configuration: conveyor.yaml, validated into pydantic models.
+
+Read once per command, with precedence defaults < file < ``CONVEYOR_*`` environment. Every
+problem becomes a ConfigIssue naming the key and its line, all of them in one pass where possible,
+so a user fixes the file once rather than once per error.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import math
+import os
+import posixpath
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from conveyor.config_yaml import (
+    YamlPath,
+    format_location,
+    invalid,
+    read_yaml_file,
+    validation_issues,
+)
+from conveyor.exceptions import ConfigError, ConfigIssue, ProjectError, StepNotFound
+
+CONFIG_FILE = "conveyor.yaml"
+DEFAULT_STORE_URL = "sqlite:///.conveyor/conveyor.db"
+DEFAULT_ARTIFACTS = ".conveyor/artifacts"
+ENV_STORE_URL = "CONVEYOR_STORE_URL"
+ENV_ARTIFACTS = "CONVEYOR_ARTIFACTS"
+ENV_EXECUTOR = "CONVEYOR_EXECUTOR"
+ENV_JOBS = "CONVEYOR_JOBS"
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SQLITE = re.compile(r"(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?")
+_REF_HELP = "write 'data.NAME', 'STEP' or 'STEP.OUTPUT'"
+# Validation context key: the loader checks the DAG itself, to give each problem its own line.
+_LOADER_CHECKS_GRAPH = "conveyor_loader_checks_graph"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        # `params:` with nothing after it reads as null; it means "none", not a type error.
+        if isinstance(data, dict):
+            fields = cls.model_fields
+            return {
+                k: v
+                for k, v in data.items()
+                if not (v is None and k in fields and not fields[k].is_required())
+            }
+        return data
+
+
+class StoreConfig(_Model):
+    """Where metadata (a SQLAlchemy URL) and artifacts (a path or fsspec URL) live."""
+
+    url: str = DEFAULT_STORE_URL
+    artifacts: str = DEFAULT_ARTIFACTS
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _URL.match(value):
+            raise invalid(
+                "expected a SQLAlchemy URL such as 'sqlite:///.conveyor/conveyor.db' or "
+                f"'postgresql+psycopg://user@host/db', got {value!r}"
+            )
+        return value
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, value: str) -> str:
+        if not value.strip():
+            raise invalid("expected a folder or an fsspec URL such as 's3://bucket/conveyor'")
+        return value
+
+
+def _executor_mapping(value: str) -> dict[str, Any]:
+    if value.startswith("ray://"):
+        return {"kind": "ray", "address": value}
+    if value in ("local", "ray"):
+        return {"kind": value}
+    raise invalid(
+        f"expected 'local', 'ray' or a mapping such as {{kind: ray, jobs: 4}}, got {value!r}"
+    )
+
+
+class ExecutorConfig(_Model):
+    """Where steps run: local processes, or a Ray cluster; ``jobs`` None means one per CPU."""
+
+    kind: Literal["local", "ray"] = "local"
+    jobs: int | None = None
+    address: str | None = None
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs(cls, value: Any) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+            value = int(value)  # from CONVEYOR_JOBS
+        if value is None or (type(value) is int and value >= 1):
+            return value
+        raise invalid(f"expected an integer ≥ 1, got {value!r}")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("kind") == "local":
+            raise invalid("'address' applies only to kind 'ray'; remove it or set 'kind: ray'")
+        return value
+
+    def workers(self) -> int:
+        """How many steps may run at once."""
+        return self.jobs or os.cpu_count() or 1
+
+
+class SourceConfig(_Model):
+    """A data source: files (a path or glob of CSV/Parquet) or a SQL query against a URL."""
+
+    source: str | None = None
+    format: Literal["csv", "parquet"] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    sql: str | None = None
+    url: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"source": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceConfig:
+        if self.source is not None and self.sql is not None:
+            raise invalid("give either 'source' (a file or glob) or 'sql' with 'url', not both")
+        if self.source is None and self.sql is None:
+            raise invalid("give either 'source' (a file or glob) or 'sql' with 'url'")
+        if self.sql is not None and self.url is None:
+            raise invalid("'sql' needs 'url', the SQLAlchemy URL of the database to query")
+        if self.source is not None and self.url is not None:
+            raise invalid("'url' goes with 'sql'; for files use 'source' alone")
+        if self.sql is not None and self.format is not None:
+            raise invalid("'format' applies to 'source' files only; remove it")
+        return self
+
+
+def _check_json(value: Any, path: tuple[str | int, ...]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise invalid(f"key {key!r} must be a string to be stored as JSON", *path)
+            _check_json(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, (*path, index))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise invalid(f"{value!r} cannot be stored as JSON; use null or a string", *path)
+    elif value is not None and not isinstance(value, str | int | float | bool):
+        raise invalid(
+            f"expected a string, number, boolean, null, list or mapping, got {value!r} "
+            f"({type(value).__name__}); put it in quotes to keep it as text",
+            *path,
+        )
+
+
+class StepConfig(_Model):
+    """One pipeline step: a Python function (``run``) or a shell command (``cmd``)."""
+
+    run: str | None = None
+    cmd: str | None = None
+    inputs: list[str] | dict[str, str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    deps: list[str] = Field(default_factory=list)
+    outs: list[str] = Field(default_factory=list)
+    metrics: str | None = None
+    description: str | None = None
+
+    @field_validator("run")
+    @classmethod
+    def _run(cls, value: str) -> str:
+        module, colon, function = value.partition(":")
+        parts = [*module.split("."), function]
+        if not colon or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+            raise invalid(f"expected 'module:function' such as 'loans.steps:train', got {value!r}")
+        return value
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd(cls, value: str) -> str:
+        if not value.strip():
+            raise invalid("the command is empty; write the shell command to run")
+        return value
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            for index, ref in enumerate(value):
+                if not isinstance(ref, str):
+                    raise invalid(f"expected a reference ({_REF_HELP}), got {ref!r}", index)
+            return value
+        if isinstance(value, dict):
+            for name, ref in value.items():
+                if not isinstance(ref, str):
+                    raise invalid(f"expected a reference ({_REF_HELP}), got {ref!r}", name)
+            return value
+        raise invalid(
+            f"expected a list of references or a mapping keyword: reference, got {value!r}"
+        )
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            _check_json(item, (key,))
+        return value
+
+    @field_validator("deps", "outs", mode="before")
+    @classmethod
+    def _one_path(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("deps", "outs", "metrics")
+    @classmethod
+    def _only_for_cmd(cls, value: Any, info: ValidationInfo) -> Any:
+        if value and info.data.get("run") is not None and info.data.get("cmd") is None:
+            raise invalid(
+                f"'{info.field_name}' applies only to 'cmd' steps; a 'run' step gets its "
+                "inputs from 'inputs' and returns its outputs"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StepConfig:
+        if (self.run is None) == (self.cmd is None):
+            not_both = ", not both" if self.run is not None else ""
+            raise invalid(
+                "give either 'run' (a Python function 'module:function') or 'cmd' "
+                f"(a shell command){not_both}"
+            )
+        return self
+
+    def input_refs(self) -> list[tuple[str | None, str]]:
+        """(keyword, reference) pairs; the keyword is None for a positional input."""
+        if isinstance(self.inputs, dict):
+            return list(self.inputs.items())
+        return [(None, ref) for ref in self.inputs]
+
+
+def _norm(path: str) -> str:
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def _upstream_map(steps: Mapping[str, StepConfig]) -> dict[str, list[str]]:
+    """Each step's direct upstream steps, in file order; unknown references are ignored."""
+    outs = [(name, _norm(out)) for name, step in steps.items() for out in step.outs]
+    order = {name: index for index, name in enumerate(steps)}
+    result: dict[str, list[str]] = {}
+    for name, step in steps.items():
+        ups: set[str] = set()
+        for _, ref in step.input_refs():
+            head = ref.partition(".")[0]
+            if head != "data" and head in steps:
+                ups.add(head)
+        for dep in map(_norm, step.deps):
+            for owner, out in outs:
+                # A dep on a produced file, on a file inside a produced folder, or on a folder
+                # holding a produced file all have to wait for the producer.
+                if dep == out or dep.startswith(out + "/") or out.startswith(dep + "/"):
+                    ups.add(owner)
+        ups.discard(name)
+        result[name] = sorted(ups, key=order.__getitem__)
+    return result
+
+
+def _ref_problem(ref: str, step: str, steps: list[str], sources: list[str]) -> str | None:
+    head, dot, tail = ref.partition(".")
+    if head == "data":
+        if not dot:
+            example = sources[0] if sources else "loans"
+            return f"'data' alone is not a reference; name a source, such as 'data.{example}'"
+        if not _NAME.fullmatch(tail):
+            return f"{_REF_HELP}, got {ref!r}"
+        if tail not in sources:
+            known = f"known sources: {', '.join(sources)}" if sources else "'data:' declares none"
+            return f"unknown data source {tail!r}; {known}"
+        return None
+    if not _NAME.fullmatch(head) or (dot and not _NAME.fullmatch(tail)):
+        return f"{_REF_HELP}, got {ref!r}"
+    if head == step:
+        return f"step {step!r} cannot take its own output as input"
+    if head not in steps:
+        others = [s for s in steps if s != step]
+        known = f"known steps: {', '.join(others)}" if others else "there are no other steps"
+        return f"unknown step {head!r}; {known}"
+    return None
+
+
+def _cycles(ups: Mapping[str, list[str]]) -> list[list[str]]:
+    """One cycle per knot of mutually dependent steps, from its first step in file order and
+    following the data downstream, e.g. ``[prepare, train, prepare]``."""
+    down = {name: [child for child in ups if name in ups[child]] for name in ups}
+    reach: dict[str, set[str]] = {}
+    for name in ups:
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            for child in down[todo.pop()]:
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        reach[name] = seen
+    cycles: list[list[str]] = []
+    placed: set[str] = set()
+    for start in ups:
+        if start in placed or start not in reach[start]:
+            continue
+        knot = {name for name in reach[start] if start in reach[name]}
+        placed |= knot
+        # Breadth-first inside the knot: the first way back to start is the shortest cycle.
+        came_from: dict[str, str] = {}
+        frontier = [start]
+        while start not in came_from:
+            later = []
+            for node in frontier:
+                for child in down[node]:
+                    if child in knot and child not in came_from:
+                        came_from[child] = node
+                        later.append(child)
+            frontier = later
+        cycle = [start, came_from[start]]
+        while cycle[-1] != start:
+            cycle.append(came_from[cycle[-1]])
+        cycles.append(cycle[::-1])
+    return cycles
+
+
+def _graph_problems(
+    steps: Mapping[str, StepConfig], step_names: list[str], source_names: list[str]
+) -> list[tuple[YamlPath, str, YamlPath]]:
+    """Problems that span steps: names, references, shared outputs and cycles, each as
+    (location, message, path whose line to show)."""
+    problems: list[tuple[YamlPath, str, YamlPath]] = []
+    for name in source_names:
+        if not _NAME.fullmatch(name):
+            problems.append((("data", name), _bad_name("source", name), ("data", name)))
+    for name in step_names:
+        if name == "data":
+            message = (
+                "a step cannot be named 'data', which refers to sources in 'inputs'; rename it"
+            )
+            problems.append((("pipeline", name), message, ("pipeline", name)))
+        elif not _NAME.fullmatch(name):
+            problems.append((("pipeline", name), _bad_name("step", name), ("pipeline", name)))
+    owners: dict[str, str] = {}
+    for name, step in steps.items():
+        for index, (kw, ref) in enumerate(step.input_refs()):
+            at: YamlPath = ("pipeline", name, "inputs", index if kw is None else kw)
+            if kw is not None and (not kw.isidentifier() or keyword.iskeyword(kw)):
+                message = f"keyword {kw!r} must be a Python identifier, such as 'frame'"
+                problems.append((at, message, at))
+            problem = _ref_problem(ref, name, step_names, source_names)
+            if problem:
+                problems.append((at, problem, at))
+        for index, out in enumerate(step.outs):
+            owner = owners.setdefault(_norm(out), name)
+            if owner != name:
+                message = (
+                    f"{out!r} is also an output of step {owner!r}; only one step may write a path"
+                )
+                at = ("pipeline", name, "outs", index)
+                problems.append((at, message, at))
+    for cycle in _cycles(_upstream_map(steps)):
+        # Said of the whole pipeline, at the line of the first step in the cycle.
+        problems.append((("pipeline",), f"cycle {' -> '.join(cycle)}", ("pipeline", cycle[0])))
+    return problems
+
+
+def _bad_name(what: str, name: str) -> str:
+    return (
+        f"{what} name {name!r} is not valid; use letters, digits, '_' and '-', "
+        "starting with a letter or '_'"
+    )
+
+
+def _resolve_sqlite(url: str, root: Path) -> str:
+    match = _SQLITE.fullmatch(url)
+    if not match:
+        return url
+    prefix, db, query = match.group(1), match.group(2), match.group(3) or ""
+    if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
+        return url
+    return prefix + os.path.normpath(root / Path(db).expanduser()) + query
+
+
+class ProjectConfig(_Model):
+    """The whole of conveyor.yaml. ``root`` and ``file`` are set by :func:`load_config`."""
+
+    project: str
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    data: dict[str, SourceConfig] = Field(default_factory=dict)
+    pipeline: dict[str, StepConfig] = Field(default_factory=dict)
+
+    _root: Path | None = PrivateAttr(default=None)
+    _file: Path | None = PrivateAttr(default=None)
+
+    @field_validator("project")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.fullmatch(value):
+            raise invalid(
+                "expected a slug such as 'loans' (lowercase letters, digits, '_' and '-', "
+                f"starting with a letter or digit), got {value!r}"
+            )
+        return value
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, value: Any) -> Any:
+        return _executor_mapping(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _graph(self, info: ValidationInfo) -> ProjectConfig:
+        if info.context and info.context.get(_LOADER_CHECKS_GRAPH):
+            return self
+        problems = _graph_problems(self.pipeline, list(self.pipeline), list(self.data))
+        if problems:
+            raise invalid("; ".join(f"{format_location(at)}: {msg}" for at, msg, _ in problems))
+        return self
+
+    @property
+    def root(self) -> Path:
+        """The project folder; relative paths in the config are relative to it."""
+        return self._root if self._root is not None else Path.cwd()
+
+    @property
+    def file(self) -> Path:
+        """The conveyor.yaml this config was read from."""
+        return self._file if self._file is not None else self.root / CONFIG_FILE
+
+    def _step(self, step: str) -> StepConfig:
+        if step not in self.pipeline:
+            known = ", ".join(self.pipeline) or "none"
+            raise StepNotFound(f"No step {step!r} in {self.file}; known steps: {known}.")
+        return self.pipeline[step]
+
+    def upstream(self, step: str) -> list[str]:
+        """Steps that ``step`` depends on directly, in file order.
+
+        An input ``STEP`` or ``STEP.OUTPUT`` makes an edge, and so does a ``cmd`` step's dep that
+        is, lies inside, or holds another step's out.
+
+        Raises:
+            StepNotFound: ``step`` is not in the pipeline.
+        """
+        self._step(step)
+        return _upstream_map(self.pipeline)[step]
+
+    def sources_of(self, step: str) -> list[str]:
+        """Data sources that ``step`` reads as ``data.NAME``, in the order of its inputs.
+
+        Raises:
+            StepNotFound: ``step`` is not in the pipeline.
+        """
+        names = [ref[5:] for _, ref in self._step(step).input_refs() if ref.startswith("data.")]
+        return list(dict.fromkeys(names))
+
+    def topological_order(self) -> list[str]:
+        """Every step after all of its upstream steps; ties keep file order, so it is stable.
+
+        Raises:
+            ConfigError: the pipeline has a cycle (only possible if validation was bypassed).
+        """
+        ups = _upstream_map(self.pipeline)
+        order: list[str] = []
+        done: set[str] = set()
+        remaining = list(self.pipeline)
+        while remaining:
+            ready = next((s for s in remaining if done.issuperset(ups[s])), None)
+            if ready is None:
+                cycle = " -> ".join(_cycles(ups)[0])
+                raise ConfigError(self.file.name, [ConfigIssue("pipeline", f"cycle {cycle}")])
+            remaining.remove(ready)
+            order.append(ready)
+            done.add(ready)
+        return order
+
+    def downstream(self, step: str) -> set[str]:
+        """Every step that depends on ``step``, directly or through others.
+
+        Raises:
+            StepNotFound: ``step`` is not in the pipeline.
+        """
+        self._step(step)
+        ups = _upstream_map(self.pipeline)
+        found: set[str] = set()
+        todo = [step]
+        while todo:
+            current = todo.pop()
+            for name, parents in ups.items():
+                if current in parents and name not in found:
+                    found.add(name)
+                    todo.append(name)
+        return found
+
+    def store_url(self) -> str:
+        """The metadata URL, with a relative SQLite path made absolute against the root."""
+        return _resolve_sqlite(self.store.url, self.root)
+
+    def artifacts_url(self) -> str:
+        """The artifact store: an fsspec URL as written, or a local folder made absolute."""
+        if _URL.match(self.store.artifacts):
+            return self.store.artifacts
+        return os.path.normpath(self.root / Path(self.store.artifacts).expanduser())
+
+    def to_json(self) -> str:
+        """Canonical JSON of the validated config (sorted keys, no spaces), fit for hashing."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest folder, from ``start`` upwards, that holds a conveyor.yaml.
+
+    Args:
+        start: a folder (or a file) inside the project.
+
+    Raises:
+        ProjectError: no folder from ``start`` to the filesystem root holds a conveyor.yaml.
+    """
+    start = Path(start).resolve()
+    if start.is_file():
+        start = start.parent
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise ProjectError(
+        f"No {CONFIG_FILE} in {start} or any parent directory. "
+        "Run 'conveyor init' to create a project."
+    )
+
+
+def load_project(start: Path | None = None, env: Mapping[str, str] | None = None) -> ProjectConfig:
+    """Find the project around ``start`` (default: the working directory) and load its config.
+
+    Raises:
+        ProjectError: there is no conveyor.yaml here or above.
+        ConfigError: the file cannot be used as written.
+    """
+    root = find_project_root(Path.cwd() if start is None else start)
+    return load_config(root / CONFIG_FILE, env=env)
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> ProjectConfig:
+    """Read, validate and cross-check a conveyor.yaml, reporting every problem at once.
+
+    Args:
+        path: the file, or the folder holding it.
+        env: where to read ``CONVEYOR_*`` overrides from; defaults to ``os.environ``.
+
+    Raises:
+        ProjectError: the file does not exist or cannot be read.
+        ConfigError: the file is not valid YAML or does not fit the schema; ``issues`` lists
+            every problem with its key and line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    doc = read_yaml_file(path)
+    name = path.name
+    if doc.data is None:
+        raise ConfigError(name, doc.issues)
+    env_paths = _apply_env(doc.data, os.environ if env is None else env)
+    issues = list(doc.issues)
+    config: ProjectConfig | None = None
+    try:
+        config = ProjectConfig.model_validate(doc.data, context={_LOADER_CHECKS_GRAPH: True})
+    except ValidationError as exc:
+        issues += validation_issues(exc, doc, _keys_at, _SHAPES, env_paths)
+    steps = config.pipeline if config else _valid_steps(doc.data.get("pipeline"))
+    step_names = list(doc.data["pipeline"]) if isinstance(doc.data.get("pipeline"), dict) else []
+    sources = list(doc.data["data"]) if isinstance(doc.data.get("data"), dict) else []
+    for at, message, line_at in _graph_problems(steps, step_names, sources):
+        issues.append(ConfigIssue(format_location(at), message, doc.line_of(line_at)))
+    if issues or config is None:
+        issues.sort(key=lambda issue: (issue.line is not None, issue.line or 0))
+        raise ConfigError(name, issues)
+    config._root = path.parent.resolve()
+    config._file = config._root / name
+    return config
+
+
+def _valid_steps(pipeline: Any) -> dict[str, StepConfig]:
+    """Every step whose links (inputs, deps, outs) are well formed, so that references and
+    cycles are checked even in steps with other problems, already reported."""
+    steps: dict[str, StepConfig] = {}
+    for name, raw in pipeline.items() if isinstance(pipeline, dict) else ():
+        if not isinstance(raw, dict):
+            continue
+        links = {key: raw[key] for key in ("inputs", "deps", "outs") if raw.get(key) is not None}
+        try:
+            # 'cmd' stands in for whatever the step really runs, which may be the broken part.
+            steps[name] = StepConfig.model_validate({**links, "cmd": "-"})
+        except ValidationError:
+            continue
+    return steps
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[YamlPath, str]:
+    """Overlay CONVEYOR_* variables on the file's values; returns which paths each one set."""
+    set_by: dict[YamlPath, str] = {}
+    store = data.get("store")
+    for var, key in ((ENV_STORE_URL, "url"), (ENV_ARTIFACTS, "artifacts")):
+        if env.get(var) and (store is None or isinstance(store, dict)):
+            store = data["store"] = {**(store or {}), key: env[var]}
+            set_by[("store", key)] = var
+    executor = data.get("executor")
+    kind, jobs = env.get(ENV_EXECUTOR), env.get(ENV_JOBS)
+    if not (kind or jobs):
+        return set_by
+    if isinstance(executor, str):
+        ray_url = executor.startswith("ray://")
+        executor = {"kind": "ray", "address": executor} if ray_url else {"kind": executor}
+    if executor is None or isinstance(executor, dict):
+        executor = dict(executor or {})
+        if kind:
+            # The variable replaces the file's choice whole: a file's Ray address means nothing
+            # once the executor is switched to local.
+            executor.pop("address", None)
+            ray_url = kind.startswith("ray://")
+            executor.update({"kind": "ray", "address": kind} if ray_url else {"kind": kind})
+            set_by[("executor", "kind")] = set_by[("executor", "address")] = ENV_EXECUTOR
+        if jobs:
+            executor["jobs"] = jobs
+            set_by[("executor", "jobs")] = ENV_JOBS
+        data["executor"] = executor
+    return set_by
+
+
+# What each model looks like, for "expected ..., got ..." when a mapping is missing.
+_SHAPES = {
+    "ProjectConfig": "a mapping",
+    "StoreConfig": "a mapping with 'url' and/or 'artifacts'",
+    "ExecutorConfig": "'local', 'ray' or a mapping such as {kind: ray, jobs: 4}",
+    "SourceConfig": "a path or glob such as 'data/loans/*.parquet', or a mapping with 'source' "
+    "or 'sql'",
+    "StepConfig": "a mapping with 'run' (a Python function) or 'cmd' (a shell command)",
+}
+
+
+def _keys_at(path: YamlPath) -> list[str]:
+    """The keys allowed in the mapping at ``path``, for did-you-mean suggestions."""
+    model: type[BaseModel] | None = None
+    if path == ():
+        model = ProjectConfig
+    elif path in (("store",), ("executor",)):
+        model = StoreConfig if path == ("store",) else ExecutorConfig
+    elif len(path) == 2 and path[0] in ("data", "pipeline"):
+        model = SourceConfig if path[0] == "data" else StepConfig
+    return list(model.model_fields) if model else []

@@ -1,0 +1,326 @@
+"""Read conveyor.yaml into plain values while remembering the line of every key and list item.
+
+PyYAML's loaders drop line numbers and silently keep the last of two equal keys. Composing the
+node tree and building the values ourselves keeps both, so every error can point at a line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
+
+from conveyor.exceptions import ConfigError, ConfigIssue, ProjectError
+
+YamlPath = tuple[str | int, ...]
+
+# libyaml is several times faster; the pure-Python loader gives the same nodes.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# YAML 1.1 (PyYAML) reads an unquoted 1e-3 as a string; YAML 1.2 and every user read a number.
+_FLOAT_12 = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+_AT = "conveyor_at"  # error ctx key carrying the sub-path of a problem found inside a field
+_EXPECTED_TYPE = {
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+}
+
+
+def format_location(path: YamlPath) -> str:
+    """Render a path as ``pipeline.train.inputs[1]``; odd keys are quoted: ``params['a.b']``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+@dataclass
+class YamlDocument:
+    """The top-level mapping (None when there is none), the line of each path, and problems."""
+
+    data: dict[str, Any] | None
+    lines: dict[YamlPath, int] = field(default_factory=dict)
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def line_of(self, path: YamlPath) -> int | None:
+        """Line of ``path``, or of its nearest ancestor that was written in the file."""
+        for end in range(len(path), 0, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+
+def read_yaml_file(path: Path) -> YamlDocument:
+    """Read ``path`` and parse it; the document's ``data`` is always a mapping.
+
+    Raises:
+        ProjectError: the file does not exist or cannot be read.
+        ConfigError: the file is not UTF-8, not YAML, empty, or not a mapping at the top.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProjectError(
+            f"No {path.name} at {path.parent}. Run 'conveyor init' to create a project."
+        ) from None
+    except OSError as exc:
+        raise ProjectError(f"Cannot read {path}: {exc.strerror}.") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (bad byte at offset {exc.start}); save the file as UTF-8"
+        raise ConfigError(path.name, [ConfigIssue("", message)]) from None
+    doc = parse_yaml(text)
+    if doc.data is None:
+        raise ConfigError(path.name, doc.issues)
+    return doc
+
+
+def parse_yaml(text: str) -> YamlDocument:
+    """Compose ``text`` and build its values, collecting every problem instead of raising.
+
+    Args:
+        text: the whole file.
+
+    Returns:
+        A document whose ``data`` is None when the text is not YAML, is empty, or is not a
+        mapping at the top level; ``issues`` then says why.
+    """
+    try:
+        root = yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError as exc:
+        return YamlDocument(None, issues=[ConfigIssue("", _syntax_message(exc))])
+    except yaml.YAMLError as exc:
+        return YamlDocument(None, issues=[ConfigIssue("", " ".join(str(exc).split()))])
+    builder = _Builder()
+    value = None if root is None else builder.build(root, ())
+    if value is None:
+        issue = ConfigIssue("", "the file is empty; start it with a line such as 'project: loans'")
+        return YamlDocument(None, issues=[issue])
+    if not isinstance(value, dict):
+        message = (
+            "expected a mapping of keys such as 'project:' and 'pipeline:' at the top level, "
+            f"got {_kind(value)}"
+        )
+        return YamlDocument(None, issues=[ConfigIssue("", message, root.start_mark.line + 1)])
+    return YamlDocument(value, builder.lines, builder.issues)
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "not valid YAML"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    message = f"{where}{problem}"
+    # The context often names the real culprit, e.g. the unclosed quote two lines above.
+    if exc.context and exc.problem and exc.context_mark:
+        message += f" ({exc.context} on line {exc.context_mark.line + 1})"
+    return message
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    return f"the value {value!r}"
+
+
+class _Builder:
+    """Turns nodes into dicts, lists and scalars; records lines and problems on the way."""
+
+    def __init__(self) -> None:
+        self.lines: dict[YamlPath, int] = {}
+        self.issues: list[ConfigIssue] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._active: set[int] = set()
+
+    def _problem(self, path: YamlPath, message: str, node: yaml.Node) -> None:
+        self.issues.append(ConfigIssue(format_location(path), message, node.start_mark.line + 1))
+
+    def build(self, node: yaml.Node, path: YamlPath) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if id(node) in self._active:  # an alias inside its own anchor
+            self._problem(path, "an alias refers to the node that contains it", node)
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                if node.tag != _MAP_TAG:
+                    self._problem(path, f"the tag {node.tag!r} is not supported here", node)
+                return self._mapping(node, path)
+            if node.tag != _SEQ_TAG:
+                self._problem(path, f"the tag {node.tag!r} is not supported here", node)
+            items = []
+            for index, item in enumerate(node.value):
+                self.lines[(*path, index)] = item.start_mark.line + 1
+                items.append(self.build(item, (*path, index)))
+            return items
+        finally:
+            self._active.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode, path: YamlPath) -> Any:
+        if node.tag == _STR_TAG and not node.style and _FLOAT_12.fullmatch(node.value):
+            return float(node.value)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            self._problem(path, f"cannot read this value: {problem}", node)
+            return None
+
+    def _mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                self._merge(value_node, path, merged)
+        out: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                message = (
+                    f"key {key!r} appears twice, on lines {first_line[key]} and {line}; "
+                    "keep only one"
+                )
+                self.issues.append(ConfigIssue(format_location(path), message, line))
+            else:
+                first_line[key] = line
+            self.lines[(*path, key)] = line
+            out[key] = self.build(value_node, (*path, key))
+        # Explicit keys win over merged ones, as in YAML's merge-key spec.
+        return {**{k: v for k, v in merged.items() if k not in out}, **out}
+
+    def _merge(self, node: yaml.Node, path: YamlPath, into: dict[str, Any]) -> None:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                self._problem(path, "'<<' needs a mapping or a list of mappings", source)
+                continue
+            for key, value in self.build(source, path).items():
+                into.setdefault(key, value)  # earlier mappings in the list take precedence
+
+    def _key(self, node: yaml.Node, path: YamlPath) -> str | None:
+        if not isinstance(node, yaml.ScalarNode):
+            self._problem(path, "a key must be a plain name, not a list or mapping", node)
+            return None
+        value = self._scalar(node, path)
+        if isinstance(value, str):
+            return value
+        # YAML 1.1 reads `on:` as true and `1:` as a number; keep going with the text as written.
+        self._problem(
+            (*path, node.value),
+            f"key {node.value!r} is read as {_kind(value)}; "
+            f'write it in quotes ("{node.value}") to use it as a name',
+            node,
+        )
+        return node.value
+
+
+def invalid(message: str, *at: str | int) -> PydanticCustomError:
+    """A validation error for a validator to raise; ``at`` continues its location below the
+    field, so the issue points at the exact item (``params.grid[2]``) and its line."""
+    return PydanticCustomError("conveyor", message, {_AT: list(at)})
+
+
+def validation_issues(
+    exc: ValidationError,
+    doc: YamlDocument,
+    keys_at: Callable[[YamlPath], list[str]],
+    shapes: Mapping[str, str],
+    env_paths: Mapping[YamlPath, str],
+) -> list[ConfigIssue]:
+    """Turn pydantic's errors into one-line issues at the key's path and line.
+
+    Args:
+        exc: the error from validating ``doc.data``.
+        doc: the parsed file, for line numbers.
+        keys_at: the keys allowed at a path, to suggest one for a misspelt key.
+        shapes: per model class name, what a value of it looks like.
+        env_paths: paths whose value came from an environment variable, and its name.
+    """
+    return [_issue(error, doc, keys_at, shapes, env_paths) for error in exc.errors()]
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _issue(
+    error: Any,
+    doc: YamlDocument,
+    keys_at: Callable[[YamlPath], list[str]],
+    shapes: Mapping[str, str],
+    env_paths: Mapping[YamlPath, str],
+) -> ConfigIssue:
+    loc: YamlPath = tuple(error["loc"])
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    line_at = loc
+    if kind == "conveyor":
+        loc = line_at = (*loc, *ctx.get(_AT, ()))
+        message = error["msg"]
+    elif kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+    elif kind == "extra_forbidden":
+        key, loc = str(loc[-1]), loc[:-1]
+        known = keys_at(loc)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(known)}"
+        message = f"unknown key {key!r}; {hint}"
+    elif kind == "missing":
+        key, loc = str(loc[-1]), loc[:-1]
+        line_at = loc
+        example = " such as 'project: loans'" if key == "project" and loc == () else ""
+        message = f"missing required key {key!r}; add it{example}"
+    elif kind == "literal_error":
+        message = f"expected {ctx.get('expected')}, got {_describe(value)}"
+    elif kind in ("model_type", "model_attributes_type"):
+        expected = shapes.get(str(ctx.get("class_name")), "a mapping")
+        message = f"expected {expected}, got {_describe(value)}"
+    elif kind in _EXPECTED_TYPE:
+        message = f"expected {_EXPECTED_TYPE[kind]}, got {_describe(value)}"
+    else:  # pydantic's own text is one sentence for the remaining simple types
+        text = str(error["msg"]).splitlines()[0]
+        message = f"{text[:1].lower()}{text[1:]}, got {_describe(value)}"
+    var = env_paths.get(loc)
+    if var:
+        return ConfigIssue(format_location(loc), f"{message} (from environment variable {var})")
+    return ConfigIssue(format_location(loc), message, doc.line_of(line_at))

@@ -1,0 +1,175 @@
+"""How the CLI shows runs: a live step table on a terminal, plain lines in CI logs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+MARKS = {
+    "pending": "[dim]·[/]",
+    "running": "[cyan]▶[/]",
+    "ran": "[green]✓[/]",
+    "cached": "[green]✓[/]",
+    "failed": "[red]✗[/]",
+    "blocked": "[yellow]–[/]",
+    "interrupted": "[red]![/]",
+    "up-to-date": "[green]✓[/]",
+    "stale": "[yellow]●[/]",
+    "never-ran": "[yellow]●[/]",
+}
+
+
+class RunDisplay:
+    """Listener for the engine: redraws a step table live, or prints one line per change."""
+
+    def __init__(self, steps: list[str], *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.rows: dict[str, dict[str, Any]] = {s: {"status": "pending"} for s in steps}
+        self._live = None
+        self._started: dict[str, float] = {}
+
+    def __enter__(self) -> RunDisplay:
+        if self.enabled and console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=console, refresh_per_second=8, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, step: str, status: str, details: dict) -> None:
+        if not self.enabled:
+            return
+        row = self.rows.setdefault(step, {})
+        row.update(status=status, **details)
+        if status == "running":
+            self._started[step] = time.monotonic()
+        if self._live is not None:
+            self._live.update(self._table())
+        elif status != "pending":
+            extra = details.get("reason") if status in ("running", "blocked") else ""
+            if status == "ran":
+                extra = f"{details.get('duration_s', 0):.2f} s"
+            console.print(f"  {MARKS.get(status, status)} {step}  {status}  [dim]{extra or ''}[/]")
+
+    def _table(self) -> Table:
+        table = Table(box=None, show_header=False, pad_edge=False)
+        for step, row in self.rows.items():
+            status = row["status"]
+            note = row.get("reason") or ""
+            if status == "running":
+                note = f"{time.monotonic() - self._started.get(step, time.monotonic()):.1f} s  {note}"
+            table.add_row(MARKS.get(status, status), step, status, f"[dim]{note}[/]")
+        return table
+
+
+def print_summary(summary: Any) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in ("", "step", "status", "time", "why / metrics"):
+        table.add_column(column)
+    for outcome in summary.steps:
+        if outcome.status == "ran":
+            note = outcome.reason
+        elif outcome.status == "cached":
+            note = "restored from cache"
+        else:
+            note = outcome.error or outcome.reason
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in list(outcome.metrics.items())[:4])
+        if metrics:
+            note = f"{note}  [dim]{metrics}[/]" if note else metrics
+        duration = f"{outcome.duration_s:.2f} s" if outcome.status == "ran" else ""
+        table.add_row(MARKS.get(outcome.status, ""), outcome.name, outcome.status, duration, note)
+    console.print(table)
+    cached = sum(1 for o in summary.steps if o.status == "cached")
+    ran = sum(1 for o in summary.steps if o.status == "ran")
+    if summary.ok:
+        what = (
+            f"nothing changed; all {cached} steps restored from cache"
+            if ran == 0
+            else f"{ran} ran, {cached} restored from cache"
+        )
+        console.print(f"Run {summary.run_id} [green]succeeded[/]: {what} in {summary.duration_s:.2f} s.")
+        return
+    for outcome in summary.steps:
+        if outcome.status == "failed":
+            err.print(f"\n[red]Step '{outcome.name}' failed[/]: {outcome.error}")
+            if outcome.traceback:
+                err.print(outcome.traceback.rstrip(), markup=False)
+            if outcome.log_path:
+                err.print(f"Log: {outcome.log_path}  (conveyor show {summary.run_id} --log {outcome.name})")
+    err.print(f"Run {summary.run_id} [red]failed[/] after {summary.duration_s:.2f} s.")
+
+
+def print_status(rows: list[dict]) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in ("", "step", "state", "why"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(MARKS.get(row["state"], ""), row["step"], row["state"], row["reason"])
+    console.print(table)
+    stale = [r for r in rows if r["state"] != "up-to-date"]
+    if stale:
+        console.print(f"{len(stale)} of {len(rows)} steps would run. Run 'conveyor run'.")
+    else:
+        console.print("Everything is up to date.")
+
+
+def print_runs(rows: list[dict]) -> None:
+    if not rows:
+        console.print("No runs yet. Run 'conveyor run'.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("run", "status", "started (UTC)", "time", "steps", "commit"):
+        table.add_column(column)
+    for row in rows:
+        steps = ", ".join(f"{n} {s}" for s, n in sorted(row["steps"].items()))
+        duration = f"{row['duration_s']:.2f} s" if row["duration_s"] is not None else ""
+        commit = (row["git_commit"] or "")[:8] + ("+dirty" if row["git_dirty"] else "")
+        table.add_row(row["run_id"], row["status"], row["started_at"], duration, steps, commit)
+    console.print(table)
+
+
+def print_run(info: dict) -> None:
+    console.print(f"[bold]Run {info['run_id']}[/]  {info['status']}  project {info['project']}")
+    console.print(f"  started {info['started_at']}, finished {info['finished_at'] or '-'}")
+    commit = info["git_commit"] or "no git"
+    console.print(f"  commit {commit}{' (dirty)' if info['git_dirty'] else ''}, env {info['env_hash'][:12]}")
+    if info["error"]:
+        console.print(f"  [red]error[/]: {info['error']}")
+    table = Table(box=None, pad_edge=False, title=None)
+    for column in ("", "step", "status", "time", "why", "outputs"):
+        table.add_column(column)
+    for step in info["steps"]:
+        outs = ", ".join(f"{n} ({d['format']}, {d['digest'][:10]})" for n, d in step["outputs"].items())
+        duration = f"{step['duration_s']:.2f} s" if step["duration_s"] else ""
+        table.add_row(
+            MARKS.get(step["status"], ""), step["step"], step["status"], duration,
+            step["reason"] or step["error"] or "", outs,
+        )
+    console.print(table)
+    for step, values in info["metrics"].items():
+        shown = ", ".join(
+            f"{k}={v['last'] if isinstance(v, dict) else v:.4g}" for k, v in values.items()
+        )
+        console.print(f"  metrics {step}: {shown}")
+    for step, values in info["params"].items():
+        console.print(f"  params {step}: {values}")
+    for snap in info["snapshots"]:
+        rows = snap["row_count"] if snap["row_count"] is not None else "?"
+        console.print(
+            f"  data {snap['source']}: {snap['files']} files, {rows} rows, "
+            f"{snap['columns']} columns, hash {snap['content_hash'][:12]}"
+        )
+    for step in info["steps"]:
+        if step["traceback"]:
+            err.print(f"\n[red]{step['step']} failed[/]: {step['error']}")
+            err.print(step["traceback"].rstrip(), markup=False)

@@ -1,0 +1,706 @@
+"""What ``conveyor run`` records about each data source: a content hash, then a profile.
+
+Two speeds on purpose. :func:`fingerprint_files` runs on every ``conveyor run`` and only hashes
+bytes (through the stat cache, so an unchanged project costs a few stat calls); it decides
+whether anything downstream must run again. :func:`profile` parses the data to record schema,
+row count and per-column statistics; it streams record batches so memory stays bounded, and it
+spends its time in Arrow's C++ code with the GIL released, so it can run in a background thread
+beside the pipeline's steps.
+
+pyarrow and pandas are imported inside the functions that parse data, never at import time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from conveyor.data.hashing import FileHasher, combine
+from conveyor.data.sources import (
+    column_mismatch,
+    csv_delimiter,
+    detect_format,
+    query_sql,
+    read_frame,
+    resolve_files,
+)
+from conveyor.exceptions import DataError
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+KINDS = ("files", "sql")
+TOP_VALUES = 5
+# Exact distinct counting stops here, to bound memory on id-like text columns; past it the
+# profile reports a lower bound and approximate top values.
+MAX_DISTINCT = 100_000
+CSV_BLOCK_SIZE = 4 << 20
+CSV_INFER_BLOCK_SIZE = 256 << 10
+PARQUET_BATCH_ROWS = 64 * 1024
+
+
+@dataclass
+class FileEntry:
+    """One file of a snapshot."""
+
+    path: str  # relative to the project root, posix; absolute if outside the root
+    size: int
+    hash: str
+
+
+@dataclass
+class Snapshot:
+    """The recorded state of one data source at one run."""
+
+    source: str
+    kind: str  # "files" | "sql"
+    content_hash: str
+    files: list[FileEntry] = field(default_factory=list)
+    schema: dict[str, str] | None = None  # column -> Arrow type string
+    row_count: int | None = None
+    profile: dict[str, dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict (only dicts, lists, str, int, float, bool and None)."""
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "content_hash": self.content_hash,
+            "files": [{"path": f.path, "size": f.size, "hash": f.hash} for f in self.files],
+            "schema": None if self.schema is None else dict(self.schema),
+            "row_count": self.row_count,
+            "profile": self.profile,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        """Rebuild a snapshot from :meth:`to_dict` output.
+
+        Raises:
+            DataError: A required key is missing or the kind is unknown.
+        """
+        try:
+            snapshot = cls(
+                source=data["source"],
+                kind=data["kind"],
+                content_hash=data["content_hash"],
+                files=[
+                    FileEntry(path=f["path"], size=int(f["size"]), hash=f["hash"])
+                    for f in data.get("files") or []
+                ],
+                schema=data.get("schema"),
+                row_count=data.get("row_count"),
+                profile=data.get("profile"),
+            )
+        except KeyError as exc:
+            raise DataError(
+                f"Snapshot record lacks the key {exc.args[0]!r}; it was not written by Conveyor."
+            ) from exc
+        if snapshot.kind not in KINDS:
+            raise DataError(
+                f"Snapshot of {snapshot.source!r} has unknown kind {snapshot.kind!r};"
+                f" expected one of {', '.join(KINDS)}."
+            )
+        return snapshot
+
+
+# -- fingerprints ---------------------------------------------------------------------------
+
+
+def fingerprint_files(name: str, pattern: str, root: Path, hasher: FileHasher) -> Snapshot:
+    """Hash a file source without parsing it; cheap enough for every ``conveyor run``.
+
+    Args:
+        name: The source's name in conveyor.yaml.
+        pattern: Its path or glob, relative to ``root`` unless absolute.
+        root: The project directory.
+        hasher: Hashes through the stat cache, so unchanged files are not read.
+
+    Raises:
+        DataError: Nothing matches, or a file is unreadable.
+    """
+    root = Path(root).resolve()
+    paths = resolve_files(name, pattern, root)
+    digests = hasher.hash_many(paths)
+    files = []
+    for path in paths:
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise DataError(f"Data source {name!r}: cannot stat {str(path)!r}: {exc}.") from exc
+        files.append(FileEntry(path=_relative(path, root), size=size, hash=digests[path]))
+    content_hash = combine((f.path, f.hash) for f in files)
+    return Snapshot(source=name, kind="files", content_hash=content_hash, files=files)
+
+
+def fingerprint_sql(name: str, url: str, query: str) -> tuple[Snapshot, pyarrow.Table]:
+    """Run a SQL source's query and hash its result.
+
+    The hash is xxh3-128 over the Arrow IPC stream of the result, so it changes with any value,
+    column name, type or row order.
+
+    Args:
+        name: The source's name in conveyor.yaml.
+        url: A SQLAlchemy database URL.
+        query: The SELECT to run.
+
+    Raises:
+        DataError: The query cannot be run or its result cannot be typed.
+    """
+    table = query_sql(name, url, query)
+    snapshot = Snapshot(
+        source=name,
+        kind="sql",
+        content_hash=_hash_table(table),
+        schema={f.name: str(f.type) for f in table.schema},
+        row_count=table.num_rows,
+    )
+    return snapshot, table
+
+
+# -- profile --------------------------------------------------------------------------------
+
+
+def profile(
+    snapshot: Snapshot,
+    root: Path,
+    fmt: str | None = None,
+    table: pyarrow.Table | None = None,
+) -> Snapshot:
+    """Return a copy of ``snapshot`` with schema, row count and per-column statistics.
+
+    Per column: ``null_count`` (NaN counts as null, as in pandas); for numbers ``min``, ``max``,
+    ``mean`` and ``std`` (sample, ddof=1); for text and categories ``distinct``,
+    ``distinct_exact`` and ``top`` (the 5 commonest values with counts); for booleans
+    ``true_count``; for dates and times ``min`` and ``max`` as ISO strings. Non-finite floats
+    are stored as None so the result stays strict JSON.
+
+    Args:
+        snapshot: From :func:`fingerprint_files` or :func:`fingerprint_sql`.
+        root: The project directory the snapshot's relative paths start from.
+        fmt: ``"csv"`` or ``"parquet"`` for every file, instead of the extensions.
+        table: For a SQL snapshot, the table :func:`fingerprint_sql` returned.
+
+    Raises:
+        DataError: A file cannot be parsed, changed since the snapshot, or the files of the
+            source disagree on columns or types.
+        ValueError: A SQL snapshot was given without its table.
+    """
+    import pyarrow as pa
+
+    if snapshot.kind == "sql":
+        if table is None:
+            raise ValueError(
+                "profile() of a SQL snapshot needs the table fingerprint_sql returned."
+            )
+        stats = _Profiler(table.schema)
+        for batch in table.to_batches():
+            stats.add(batch)
+        return _with_profile(snapshot, stats)
+
+    root = Path(root).resolve()
+    files = [(_absolute(entry.path, root), entry) for entry in snapshot.files]
+    if not files:
+        raise DataError(f"Data source {snapshot.source!r}: the snapshot lists no files.")
+    fmts = [detect_format(path, fmt) for path, _ in files]
+    schema, file_columns = _unified_schema(snapshot.source, files, fmts)
+    # A type inferred from a file's first block can be contradicted further down; widen that
+    # column (int -> double -> string) and start over, at most a few times per column.
+    for _ in range(3 * len(schema) + 1):
+        stats = _Profiler(schema)
+        try:
+            for batch in _scan(snapshot.source, files, fmts, schema, file_columns):
+                stats.add(batch)
+        except _Widen as widen:
+            index = schema.get_field_index(widen.column)
+            schema = schema.set(index, pa.field(widen.column, widen.to))
+            continue
+        return _with_profile(snapshot, stats)
+    raise DataError(f"Data source {snapshot.source!r}: column types never settled while reading.")
+
+
+def load(
+    snapshot: Snapshot,
+    root: Path,
+    fmt: str | None = None,
+    options: dict[str, Any] | None = None,
+    *,
+    table: pyarrow.Table | None = None,
+    hasher: FileHasher | None = None,
+) -> pandas.DataFrame:
+    """Read a snapshot's data as one DataFrame, for steps that take a source as input.
+
+    The files read are exactly those the snapshot lists (the glob is not resolved again).
+
+    Args:
+        snapshot: The snapshot to load.
+        root: The project directory the snapshot's relative paths start from.
+        fmt: ``"csv"`` or ``"parquet"`` for every file, instead of the extensions.
+        options: Keyword arguments for ``pandas.read_csv`` / ``pandas.read_parquet``.
+        table: For a SQL snapshot, the table :func:`fingerprint_sql` returned.
+        hasher: If given, each file's hash is checked against the snapshot first (cheap via
+            the stat cache); otherwise only its size is.
+
+    Raises:
+        DataError: A file is missing, changed since the snapshot, or cannot be parsed.
+        ValueError: A SQL snapshot was given without its table.
+    """
+    if snapshot.kind == "sql":
+        if table is None:
+            raise ValueError("load() of a SQL snapshot needs the table fingerprint_sql returned.")
+        return table.to_pandas()
+    root = Path(root).resolve()
+    paths = [_absolute(entry.path, root) for entry in snapshot.files]
+    digests = hasher.hash_many(paths) if hasher is not None else {}
+    for path, entry in zip(paths, snapshot.files, strict=True):
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise DataError(
+                f"Data source {snapshot.source!r}: file {entry.path!r} is gone since the"
+                " snapshot was taken. Run again to take a new snapshot."
+            ) from exc
+        if size != entry.size or digests.get(path, entry.hash) != entry.hash:
+            raise _changed(snapshot.source, entry.path)
+    return read_frame(paths, fmt, options)
+
+
+# -- internals ------------------------------------------------------------------------------
+
+
+class _Widen(Exception):
+    """A CSV column held a value its inferred type cannot; retry with a wider type."""
+
+    def __init__(self, column: str, to: pyarrow.DataType) -> None:
+        super().__init__(column)
+        self.column = column
+        self.to = to
+
+
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to ([\w\[\], ]+)")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _absolute(rel: str, root: Path) -> Path:
+    path = Path(rel)
+    return path if path.is_absolute() else root / path
+
+
+def _changed(source: str, rel: str) -> DataError:
+    return DataError(
+        f"Data source {source!r}: file {rel!r} changed since the snapshot was taken."
+        " Run again to take a new snapshot."
+    )
+
+
+def _hash_table(table: pyarrow.Table) -> str:
+    """xxh3-128 of the table's Arrow IPC stream, fed to the hasher as it is written."""
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    h = xxhash.xxh3_128()
+
+    class _Sink:
+        closed = False
+
+        def write(self, data: bytes) -> int:
+            h.update(data)
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    # One chunk per column, so equal tables serialize identically whatever their chunking.
+    table = table.combine_chunks().replace_schema_metadata(None)
+    with pa.PythonFile(_Sink(), mode="w") as sink:
+        with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return h.hexdigest()
+
+
+def _unified_schema(
+    source: str, files: list[tuple[Path, FileEntry]], fmts: list[str]
+) -> tuple[pyarrow.Schema, list[list[str]]]:
+    """One schema every file fits, from each file's own (cheap: footer or first block)."""
+    import pyarrow as pa
+
+    (first_path, first), *rest = files
+    schema = _file_schema(source, first_path, first, fmts[0])
+    file_columns = [schema.names]
+    for (path, entry), fmt in zip(rest, fmts[1:], strict=True):
+        own = _file_schema(source, path, entry, fmt)
+        file_columns.append(own.names)
+        if set(own.names) != set(schema.names):
+            raise DataError(
+                f"Data source {source!r}: "
+                + column_mismatch(Path(first.path), schema.names, Path(entry.path), own.names)
+            )
+        for f in own:
+            current = schema.field(f.name).type
+            merged = _merge_types(current, f.type)
+            if merged is None:
+                raise DataError(
+                    f"Data source {source!r}: column {f.name!r} is {current} in {first.path!r}"
+                    f" but {f.type} in {entry.path!r}. Every file of a source must have the"
+                    " same column types; fix the files or split the source."
+                )
+            if merged != current:
+                schema = schema.set(schema.get_field_index(f.name), pa.field(f.name, merged))
+    return schema, file_columns
+
+
+def _file_schema(source: str, path: Path, entry: FileEntry, fmt: str) -> pyarrow.Schema:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    try:
+        if fmt == "parquet":
+            return pq.read_schema(path)
+        reader = pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=CSV_INFER_BLOCK_SIZE),
+            parse_options=pcsv.ParseOptions(delimiter=csv_delimiter(path)),
+        )
+        schema = reader.schema
+        reader.close()
+        return schema
+    except (pa.ArrowException, OSError) as exc:
+        raise _unparseable(source, entry.path, fmt, exc) from exc
+
+
+def _scan(
+    source: str,
+    files: list[tuple[Path, FileEntry]],
+    fmts: list[str],
+    schema: pyarrow.Schema,
+    file_columns: list[list[str]],
+) -> Iterator[pyarrow.RecordBatch]:
+    """Yield every file's record batches, columns in ``schema`` order and types."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    for (path, entry), fmt, columns in zip(files, fmts, file_columns, strict=True):
+        try:
+            with open(path, "rb") as raw:
+                if os.fstat(raw.fileno()).st_size != entry.size:
+                    raise _changed(source, entry.path)
+                if fmt == "parquet":
+                    batches: Iterator[pa.RecordBatch] = pq.ParquetFile(raw).iter_batches(
+                        batch_size=PARQUET_BATCH_ROWS, columns=schema.names
+                    )
+                else:
+                    batches = pcsv.open_csv(
+                        pa.input_stream(path),
+                        read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_SIZE),
+                        parse_options=pcsv.ParseOptions(delimiter=csv_delimiter(path)),
+                        convert_options=pcsv.ConvertOptions(column_types=schema),
+                    )
+                for batch in batches:
+                    yield _conform(batch, schema)
+        except pa.ArrowInvalid as exc:
+            match = _CONVERSION_ERROR.search(str(exc))
+            if fmt == "csv" and match and int(match.group(1)) < len(columns):
+                column = columns[int(match.group(1))]
+                wider = _wider(schema.field(column).type)
+                if wider is not None:
+                    raise _Widen(column, wider) from exc
+            raise _unparseable(source, entry.path, fmt, exc) from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise _unparseable(source, entry.path, fmt, exc) from exc
+
+
+def _conform(batch: pyarrow.RecordBatch, schema: pyarrow.Schema) -> pyarrow.RecordBatch:
+    import pyarrow as pa
+
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for f in schema:
+        column = batch.column(f.name)
+        arrays.append(column if column.type == f.type else column.cast(f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _merge_types(a: pyarrow.DataType, b: pyarrow.DataType) -> pyarrow.DataType | None:
+    """The narrowest type holding both, within safe promotions; None if there is none."""
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    if a == b:
+        return a
+    if t.is_null(a):
+        return b
+    if t.is_null(b):
+        return a
+    if t.is_dictionary(a) or t.is_dictionary(b):
+        va = a.value_type if t.is_dictionary(a) else a
+        vb = b.value_type if t.is_dictionary(b) else b
+        return _merge_types(va, vb)
+    if t.is_integer(a) and t.is_integer(b):
+        if t.is_unsigned_integer(a) and t.is_unsigned_integer(b):
+            return pa.uint64()
+        return pa.int64()
+    if (t.is_integer(a) or t.is_floating(a)) and (t.is_integer(b) or t.is_floating(b)):
+        return pa.float64()
+    if (t.is_string(a) or t.is_large_string(a)) and (t.is_string(b) or t.is_large_string(b)):
+        return pa.large_string()
+    return None
+
+
+def _wider(type_: pyarrow.DataType) -> pyarrow.DataType | None:
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    if t.is_null(type_):
+        return pa.int64()
+    if t.is_integer(type_):
+        return pa.float64()
+    if t.is_string(type_) or t.is_large_string(type_):
+        return None
+    return pa.string()
+
+
+def _unparseable(source: str, rel: str, fmt: str, exc: BaseException) -> DataError:
+    text = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else repr(exc)
+    return DataError(
+        f"Data source {source!r}: cannot read {rel!r} as {fmt.upper()}: {text}."
+        " Fix the file, or set the source's format in conveyor.yaml."
+    )
+
+
+def _with_profile(snapshot: Snapshot, stats: _Profiler) -> Snapshot:
+    return replace(
+        snapshot,
+        schema={f.name: str(f.type) for f in stats.schema},
+        row_count=stats.rows,
+        profile=stats.result(),
+    )
+
+
+class _Profiler:
+    """Per-column running statistics over record batches, merged exactly batch by batch."""
+
+    def __init__(self, schema: pyarrow.Schema) -> None:
+        import pyarrow.types as t
+
+        self.schema = schema
+        self.rows = 0
+        self.columns: dict[str, _Column] = {}
+        for f in schema:
+            type_ = f.type.value_type if t.is_dictionary(f.type) else f.type
+            if t.is_boolean(type_):
+                column: _Column = _BoolColumn()
+            elif t.is_integer(type_) or t.is_floating(type_) or t.is_decimal(type_):
+                column = _NumericColumn(floating=t.is_floating(type_) or t.is_decimal(type_))
+            elif t.is_string(type_) or t.is_large_string(type_):
+                column = _TextColumn()
+            elif t.is_temporal(type_):
+                column = _TemporalColumn()
+            else:
+                column = _Column()
+            self.columns[f.name] = column
+
+    def add(self, batch: pyarrow.RecordBatch) -> None:
+        import pyarrow.types as t
+
+        self.rows += batch.num_rows
+        for name, column in self.columns.items():
+            array = batch.column(name)
+            if t.is_dictionary(array.type):
+                array = array.dictionary_decode()
+            column.add(array)
+
+    def result(self) -> dict[str, dict[str, Any]]:
+        return {name: column.result() for name, column in self.columns.items()}
+
+
+class _Column:
+    def __init__(self) -> None:
+        self.null_count = 0
+
+    def add(self, array: pyarrow.Array) -> None:
+        self.null_count += array.null_count
+
+    def result(self) -> dict[str, Any]:
+        return {"null_count": self.null_count}
+
+
+class _NumericColumn(_Column):
+    def __init__(self, floating: bool) -> None:
+        super().__init__()
+        self.floating = floating
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0  # sum of squared deviations from the mean (Chan et al. merge)
+        self.min: Any = None
+        self.max: Any = None
+
+    def add(self, array: pyarrow.Array) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.types as t
+
+        if t.is_decimal(array.type):
+            array = array.cast(pa.float64())
+        valid = array.drop_null() if array.null_count else array
+        if self.floating:
+            nan = pc.is_nan(valid)
+            if pc.any(nan).as_py():
+                valid = valid.filter(pc.invert(nan))
+        self.null_count += len(array) - len(valid)
+        n = len(valid)
+        if n == 0:
+            return
+        bounds = pc.min_max(valid)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+        mean = pc.mean(valid).as_py()
+        m2 = pc.variance(valid, ddof=0).as_py() * n
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.n * n / total
+        self.n = total
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "null_count": self.null_count,
+            "min": _json_number(self.min),
+            "max": _json_number(self.max),
+            "mean": _json_number(self.mean) if self.n else None,
+            "std": _json_number(math.sqrt(self.m2 / (self.n - 1))) if self.n > 1 else None,
+        }
+
+
+class _BoolColumn(_Column):
+    def __init__(self) -> None:
+        super().__init__()
+        self.true_count = 0
+
+    def add(self, array: pyarrow.Array) -> None:
+        import pyarrow.compute as pc
+
+        self.null_count += array.null_count
+        self.true_count += pc.sum(array).as_py() or 0
+
+    def result(self) -> dict[str, Any]:
+        return {"null_count": self.null_count, "true_count": self.true_count}
+
+
+class _TemporalColumn(_Column):
+    def __init__(self) -> None:
+        super().__init__()
+        self.min: Any = None
+        self.max: Any = None
+
+    def add(self, array: pyarrow.Array) -> None:
+        import pyarrow.compute as pc
+
+        self.null_count += array.null_count
+        if array.null_count == len(array):
+            return
+        bounds = pc.min_max(array)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "null_count": self.null_count,
+            "min": _iso(self.min),
+            "max": _iso(self.max),
+        }
+
+
+class _TextColumn(_Column):
+    """Exact value counts, merged in Arrow (group-by) every few batches to stay fast."""
+
+    MERGE_EVERY = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[pyarrow.StructArray] = []
+        self.counts: pyarrow.Table | None = None
+        self.exact = True
+
+    def add(self, array: pyarrow.Array) -> None:
+        import pyarrow.compute as pc
+
+        self.null_count += array.null_count
+        if array.null_count == len(array):
+            return
+        self.pending.append(pc.value_counts(array.drop_null() if array.null_count else array))
+        if len(self.pending) >= self.MERGE_EVERY:
+            self._merge()
+
+    def _merge(self) -> None:
+        import pyarrow as pa
+
+        parts = [
+            pa.table({"value": p.field("values").cast(pa.large_string()), "n": p.field("counts")})
+            for p in self.pending
+        ]
+        self.pending = []
+        if self.counts is not None:
+            parts.append(self.counts)
+        grouped = pa.concat_tables(parts).group_by("value").aggregate([("n", "sum")])
+        merged = pa.table({"value": grouped["value"], "n": grouped["n_sum"]})
+        if merged.num_rows > MAX_DISTINCT:
+            # Keep the commonest values only (lossy counting): top values stay right for any
+            # value common enough to matter, and the distinct count becomes a lower bound.
+            self.exact = False
+            merged = merged.sort_by([("n", "descending")]).slice(0, MAX_DISTINCT // 2)
+        self.counts = merged
+
+    def result(self) -> dict[str, Any]:
+        if self.pending:
+            self._merge()
+        if self.counts is None:
+            return {"null_count": self.null_count, "distinct": 0, "distinct_exact": True, "top": []}
+        top = self.counts.sort_by([("n", "descending"), ("value", "ascending")]).slice(
+            0, TOP_VALUES
+        )
+        return {
+            "null_count": self.null_count,
+            "distinct": self.counts.num_rows if self.exact else MAX_DISTINCT,
+            "distinct_exact": self.exact,
+            "top": [
+                {"value": v, "count": c}
+                for v, c in zip(
+                    top.column("value").to_pylist(), top.column("n").to_pylist(), strict=True
+                )
+            ],
+        }
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    isoformat: Callable[[], str] | None = getattr(value, "isoformat", None)
+    return isoformat() if isoformat is not None else str(value)

@@ -1,0 +1,114 @@
+"""Every error Conveyor raises on purpose.
+
+Each message says what was wrong, quotes the value, and names the fix. Only the CLI prints
+them (as ``Error: ...``) and picks the exit code.
+
+    ConveyorError
+    ├── ConfigError            conveyor.yaml is malformed or inconsistent (carries .issues)
+    ├── ProjectError           no project here, or the project is busy (ProjectLocked)
+    │   └── ProjectLocked
+    ├── StoreError             the metadata database cannot be opened, migrated or written
+    ├── ArtifactError          the artifact store cannot read or write an object
+    │   ├── ArtifactNotFound
+    │   └── ArtifactCorrupted  the bytes no longer match their hash
+    ├── DataError              a data source is missing, unreadable or of an unknown format
+    ├── PipelineError          a step cannot be loaded, run or its result stored
+    │   ├── StepNotFound
+    │   ├── StepFailed         the step's own code raised (carries the traceback)
+    │   └── UnsupportedOutput  a step returned a value Conveyor cannot store
+    ├── RunNotFound
+    └── ExecutorError          an executor (process pool, Ray) cannot start or lost a worker
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConveyorError(Exception):
+    """Base of every error Conveyor raises on purpose."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in conveyor.yaml: where it is and what was expected."""
+
+    location: str  # dotted path such as "pipeline.train.inputs[1]"
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        loc = f"{self.location}: " if self.location else ""
+        return f"{loc}{self.message}{where}"
+
+
+class ConfigError(ConveyorError):
+    """conveyor.yaml cannot be used as written."""
+
+    exit_code = 2
+
+    def __init__(self, file: str, issues: list[ConfigIssue]) -> None:
+        self.file = file
+        self.issues = issues
+        lines = [f"{file}: {issue}" for issue in issues]
+        super().__init__("\n".join(lines))
+
+
+class ProjectError(ConveyorError):
+    """No project at this path, or the project cannot be used right now."""
+
+
+class ProjectLocked(ProjectError):
+    """Another process holds the project's run lock."""
+
+
+class StoreError(ConveyorError):
+    """The metadata store cannot be opened, migrated, read or written."""
+
+
+class ArtifactError(ConveyorError):
+    """The artifact store cannot read or write an object."""
+
+
+class ArtifactNotFound(ArtifactError):
+    """No artifact with that hash is in the store."""
+
+
+class ArtifactCorrupted(ArtifactError):
+    """An artifact's bytes do not match the hash that names it."""
+
+
+class DataError(ConveyorError):
+    """A data source is missing, unreadable, or in a format Conveyor does not read."""
+
+
+class PipelineError(ConveyorError):
+    """A pipeline step cannot be loaded, run, or its result stored."""
+
+
+class StepNotFound(PipelineError):
+    """A step's ``module:function`` does not exist or cannot be imported."""
+
+
+class StepFailed(PipelineError):
+    """A step's own code raised; the traceback is kept."""
+
+    def __init__(self, step: str, message: str, traceback: str = "") -> None:
+        self.step = step
+        self.traceback = traceback
+        super().__init__(message)
+
+
+class UnsupportedOutput(PipelineError):
+    """A step returned a value that has no storage format."""
+
+
+class RunNotFound(ConveyorError):
+    """No run with that id exists in the store."""
+
+
+class ExecutorError(ConveyorError):
+    """An executor cannot start, or lost a worker mid-step."""

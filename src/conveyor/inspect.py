@@ -1,0 +1,168 @@
+"""Read-side views of the store for the CLI and the dashboard: runs, one run, logs, events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conveyor.exceptions import ConveyorError
+
+
+def _open(config: Any):  # -> Store
+    from conveyor.store.metadata import Store
+
+    return Store(config.store_url()).open()
+
+
+def _iso(value: Any) -> str | None:
+    from conveyor.store.metadata import as_utc
+
+    return as_utc(value).isoformat(timespec="seconds") if value else None
+
+
+def list_runs(config: Any, *, limit: int = 20) -> list[dict]:
+    """The newest runs of this project with a count of steps by status."""
+    with _open(config) as store:
+        rows = []
+        for run in store.runs(limit=limit, project=config.project):
+            steps = store.step_runs(run.id)
+            counts: dict[str, int] = {}
+            for step in steps:
+                counts[step.status] = counts.get(step.status, 0) + 1
+            duration = (
+                (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
+            )
+            rows.append(
+                {
+                    "run_id": run.id,
+                    "status": run.status,
+                    "started_at": _iso(run.started_at),
+                    "duration_s": duration,
+                    "steps": counts,
+                    "git_commit": run.git_commit,
+                    "git_dirty": run.git_dirty,
+                }
+            )
+        return rows
+
+
+def describe_run(config: Any, run_id: str) -> dict:
+    """Everything recorded about one run."""
+    with _open(config) as store:
+        run = store.run(run_id)
+        metrics: dict[str, dict[str, Any]] = {}
+        for metric in store.metrics(run.id):
+            series = metrics.setdefault(metric.step, {})
+            if metric.key in series:
+                previous = series[metric.key]
+                series[metric.key] = {"last": metric.value, "count": _count(previous) + 1}
+            else:
+                series[metric.key] = metric.value
+        params: dict[str, dict[str, Any]] = {}
+        for param in store.params(run.id):
+            params.setdefault(param.step, {})[param.key] = json.loads(param.value)
+        return {
+            "run_id": run.id,
+            "project": run.project,
+            "status": run.status,
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+            "host": run.host,
+            "workspace": run.workspace,
+            "git_commit": run.git_commit,
+            "git_dirty": run.git_dirty,
+            "env_hash": run.env_hash,
+            "error": run.error,
+            "steps": [
+                {
+                    "step": s.step,
+                    "status": s.status,
+                    "reason": s.reason,
+                    "duration_s": s.duration_s,
+                    "cache_key": s.cache_key,
+                    "outputs": {
+                        name: {k: d[k] for k in ("format", "digest", "size") if k in d}
+                        for name, d in (s.outputs or {}).items()
+                    },
+                    "error": s.error,
+                    "traceback": s.traceback,
+                    "log_digest": s.log_digest,
+                }
+                for s in store.step_runs(run.id)
+            ],
+            "metrics": metrics,
+            "params": params,
+            "artifacts": [
+                {"step": a.step, "name": a.name, "digest": a.digest, "size": a.size}
+                for a in store.logged_artifacts(run.id)
+            ],
+            "snapshots": [
+                {
+                    "source": snap.source,
+                    "content_hash": snap.content_hash,
+                    "files": len(snap.files or []),
+                    "row_count": snap.row_count,
+                    "columns": len(snap.schema or {}),
+                }
+                for snap in store.run_snapshots(run.id)
+            ],
+        }
+
+
+def _count(previous: Any) -> int:
+    return previous["count"] if isinstance(previous, dict) else 1
+
+
+def step_log(config: Any, run_id: str, step: str) -> str:
+    """The captured stdout/stderr of one step of a run, from the artifact store."""
+    from conveyor.store.artifacts import ArtifactStore
+
+    with _open(config) as store:
+        run = store.run(run_id)
+        rows = {s.step: s for s in store.step_runs(run.id)}
+    if step not in rows:
+        raise ConveyorError(
+            f"Run {run.id} has no step {step!r}; its steps: {', '.join(rows) or 'none'}."
+        )
+    digest = rows[step].log_digest
+    if not digest:
+        return f"(step {step!r} of run {run.id} has no log: it was {rows[step].status})\n"
+    with ArtifactStore(config.artifacts_url()) as artifacts:
+        return artifacts.read_bytes(digest).decode(errors="replace")
+
+
+def list_events(config: Any, *, limit: int = 50) -> list[dict]:
+    with _open(config) as store:
+        return [
+            {
+                "id": e.id,
+                "at": _iso(e.at),
+                "kind": e.kind,
+                "entity": e.entity,
+                "entity_id": e.entity_id,
+                "actor": e.actor,
+                "payload": e.payload,
+            }
+            for e in store.events(limit=limit)
+        ]
+
+
+def collect_garbage(config: Any, *, dry_run: bool = False) -> dict:
+    """Remove unreferenced artifacts, under the run lock so no run is writing meanwhile."""
+    from pathlib import Path
+
+    from conveyor.pipeline.lock import RunLock
+    from conveyor.project import Paths
+    from conveyor.store.artifacts import ArtifactStore
+
+    with RunLock(Paths(Path(config.root)).run_lock), _open(config) as store:
+        keep = store.referenced_digests()
+        with ArtifactStore(config.artifacts_url()) as artifacts:
+            report = artifacts.gc(keep, dry_run=dry_run)
+    return {
+        "removed": report.removed,
+        "freed_bytes": report.freed_bytes,
+        "kept": report.kept,
+        "tmp_removed": report.tmp_removed,
+        "dry_run": dry_run,
+    }

@@ -1,0 +1,639 @@
+"""Runs a project's pipeline: snapshot the sources, then each step in DAG order, skipping every
+step whose cache key is already in the store.
+
+A step's key is computed only once its upstream steps are done, from the digests of what they
+produced: when an upstream step re-runs and produces identical bytes, its dependents stay cached.
+Independent steps run concurrently on the executor; a failed step blocks only its dependents.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from conveyor.exceptions import DataError, PipelineError
+from conveyor.pipeline import keys
+from conveyor.pipeline.executors import Executor, make_executor
+from conveyor.pipeline.task import InputSpec, StepResult, StepTask
+
+Listener = Callable[[str, str, dict], None]  # (step, status, details)
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    status: str  # ran | cached | failed | blocked | pending
+    reason: str = ""
+    duration_s: float = 0.0
+    error: str | None = None
+    traceback: str | None = None
+    log_path: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str
+    steps: list[StepOutcome]
+    duration_s: float
+    fast: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 4),
+            "restored_from_cache": self.fast or all(s.status == "cached" for s in self.steps),
+            "steps": [
+                {
+                    "step": s.name,
+                    "status": s.status,
+                    "reason": s.reason,
+                    "duration_s": round(s.duration_s, 4),
+                    "error": s.error,
+                    "log": s.log_path,
+                    "metrics": s.metrics,
+                }
+                for s in self.steps
+            ],
+        }
+
+
+class Context:
+    """The open stores and caches of one project, shared by run and status."""
+
+    def __init__(self, config: Any) -> None:
+        from conveyor.data.hashing import FileHasher
+        from conveyor.data.state import StateDB
+        from conveyor.project import Paths
+        from conveyor.store.artifacts import ArtifactStore
+        from conveyor.store.metadata import Store
+
+        self.config = config
+        self.root: Path = Path(config.root)
+        self.paths = Paths(self.root)
+        self.state = StateDB(self.paths.state_db)
+        self.state.open()
+        self.hasher = FileHasher(self.state)
+        self.code = keys.CodeHasher(self.root, self.state)
+        self.store = Store(config.store_url()).open()
+        self.artifacts = ArtifactStore(config.artifacts_url())
+        self.artifacts.open()
+        self.env = keys.env_lock()
+
+    def close(self) -> None:
+        self.store.close()
+        self.artifacts.close()
+        self.state.close()
+
+
+class Planner:
+    """Computes the key parts of steps from sources, code, params and upstream outputs."""
+
+    def __init__(self, ctx: Context, snapshots: dict[str, dict]) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.snapshots = snapshots  # source name -> snapshot dict (+ "data_digest")
+        self.outputs: dict[str, dict[str, dict]] = {}  # step -> outputs of this run
+
+    def parts(self, step: str) -> dict:
+        cfg = self.config.pipeline[step]
+        parts: dict[str, Any] = {"env": self.ctx.env.hash, "params": cfg.params}
+        if cfg.cmd is not None:
+            parts["cmd"] = cfg.cmd
+            parts["deps"] = self._deps(step, cfg.deps)
+            parts["outs"] = list(cfg.outs)
+            parts["metrics"] = cfg.metrics
+        else:
+            parts["run"] = cfg.run
+            parts["code"] = self.ctx.code.closure(cfg.run.split(":", 1)[0])
+        inputs: dict[str, Any] = {}
+        for _kw, ref in cfg.input_refs():
+            inputs[ref] = self._input_digest(ref)
+        for up in self.config.upstream(step):
+            inputs.setdefault(up, self._output_digests(up))
+        parts["inputs"] = inputs
+        return parts
+
+    def _input_digest(self, ref: str) -> Any:
+        if ref.startswith("data."):
+            return self.snapshots[ref[5:]]["content_hash"]
+        step, _, name = ref.partition(".")
+        digests = self._output_digests(step)
+        return digests.get(name) if name else digests
+
+    def _output_digests(self, step: str) -> dict[str, str]:
+        return {name: d["digest"] for name, d in self.outputs.get(step, {}).items()}
+
+    def _deps(self, step: str, deps: list[str]) -> dict[str, str]:
+        from conveyor.data.hashing import combine
+
+        out: dict[str, str] = {}
+        for dep in deps:
+            path = self.ctx.root / dep
+            if path.is_file():
+                out[dep] = self.ctx.hasher.hash(path)
+            elif path.is_dir():
+                files = sorted(p for p in path.rglob("*") if p.is_file())
+                hashes = self.ctx.hasher.hash_many(files)
+                out[dep] = combine(
+                    (p.relative_to(path).as_posix(), hashes[p]) for p in files
+                )
+            else:
+                raise PipelineError(
+                    f"Step '{step}': dependency {dep!r} does not exist under {self.ctx.root}. "
+                    "Create it, or fix 'deps' in conveyor.yaml."
+                )
+        return out
+
+    def dep_files(self, deps: list[str]) -> list[Path]:
+        files: list[Path] = []
+        for dep in deps:
+            path = self.ctx.root / dep
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+        return files
+
+
+def snapshot_sources(
+    ctx: Context, names: list[str]
+) -> tuple[dict[str, dict], list[tuple[str, Any]]]:
+    """Fingerprint each source (cheap: the stat cache avoids re-reading unchanged files).
+
+    Returns the snapshots, and those that still need a profile (schema, rows, statistics).
+    """
+    from conveyor.data import snapshot as snap_mod
+
+    snapshots: dict[str, dict] = {}
+    to_profile: list[tuple[str, Any]] = []
+    for name in names:
+        src = ctx.config.data[name]
+        if src.sql is not None:
+            snap, table = snap_mod.fingerprint_sql(name, src.url, src.sql)
+            digest = _table_digest(ctx, table)
+            snapshots[name] = {**snap.to_dict(), "data_digest": digest}
+            continue
+        snap = snap_mod.fingerprint_files(name, src.source, ctx.root, ctx.hasher)
+        data = snap.to_dict()
+        snapshots[name] = data
+        existing = ctx.store.snapshot(f"{name}:{snap.content_hash}")
+        if existing is None or existing.profile is None:
+            to_profile.append((name, snap))
+    return snapshots, to_profile
+
+
+def _table_digest(ctx: Context, table: Any) -> str:
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=ctx.artifacts.tmp_dir())
+    os.close(fd)
+    pq.write_table(table, tmp)
+    return ctx.artifacts.put_file(tmp, move=True).digest
+
+
+class Profiler(threading.Thread):
+    """Profiles new snapshots beside the steps (pyarrow releases the GIL while it reads)."""
+
+    def __init__(self, ctx: Context, todo: list[tuple[str, Any]]) -> None:
+        super().__init__(name="conveyor-profiler", daemon=True)
+        self.ctx = ctx
+        self.todo = todo
+        self.done: list[Any] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        from conveyor.data import snapshot as snap_mod
+
+        for name, snap in self.todo:
+            src = self.ctx.config.data[name]
+            try:
+                self.done.append(snap_mod.profile(snap, self.ctx.root, fmt=src.format))
+            except DataError as exc:
+                self.errors.append(str(exc))
+
+
+def run_pipeline(
+    config: Any,
+    *,
+    steps: list[str] | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+    executor: Executor | None = None,
+    wait_for_lock: bool = False,
+    listener: Listener | None = None,
+) -> RunSummary:
+    """Run (or restore from cache) the selected steps and everything they need.
+
+    Args:
+        config: the loaded ProjectConfig.
+        steps: only these steps (plus the upstream steps they need); None means all.
+        force: re-run the selected steps even when cached.
+        jobs: how many steps may run at once (default: the config's, else CPU count).
+        executor: an executor to use instead of the configured one (tests, embedding).
+        wait_for_lock: queue behind another run in this workspace instead of refusing.
+        listener: called as (step, status, details) when a step changes state.
+
+    Raises:
+        ProjectLocked: another run holds this workspace.
+        PipelineError, DataError, StoreError: before any step ran.
+    """
+    from conveyor.pipeline.lock import RunLock
+    from conveyor.project import Paths
+
+    started = time.perf_counter()
+    notify = listener or (lambda *_: None)
+    paths = Paths(Path(config.root))
+    lock = RunLock(paths.run_lock).acquire(wait=wait_for_lock)
+    try:
+        ctx = Context(config)
+        try:
+            return _run(ctx, steps, force, jobs, executor, notify, started)
+        finally:
+            ctx.close()
+    finally:
+        lock.release()
+
+
+def _selection(config: Any, steps: list[str] | None) -> tuple[list[str], set[str]]:
+    order = config.topological_order()
+    if not steps:
+        return order, set(order)
+    unknown = [s for s in steps if s not in config.pipeline]
+    if unknown:
+        raise PipelineError(
+            f"Unknown step {unknown[0]!r}; steps in conveyor.yaml: {', '.join(order)}."
+        )
+    needed: set[str] = set()
+    todo = list(steps)
+    while todo:
+        step = todo.pop()
+        if step not in needed:
+            needed.add(step)
+            todo.extend(config.upstream(step))
+    return [s for s in order if s in needed], set(steps)
+
+
+def _run(
+    ctx: Context,
+    steps: list[str] | None,
+    force: bool,
+    jobs: int | None,
+    executor: Executor | None,
+    notify: Listener,
+    started: float,
+) -> RunSummary:
+    from conveyor.store.metadata import StepRecord
+
+    config = ctx.config
+    workspace = str(ctx.root)
+    ctx.store.mark_interrupted(workspace)
+    order, targets = _selection(config, steps)
+    forced = targets if force else set()
+    source_names = sorted({s for step in order for s in config.sources_of(step)})
+    snapshots, to_profile = snapshot_sources(ctx, source_names)
+    profiler = Profiler(ctx, to_profile)
+    profiler.start()
+
+    commit, dirty = git_state(ctx.root)
+    ctx.store.save_env_lock(ctx.env.hash, ctx.env.python, list(ctx.env.packages))
+    run_id = ctx.store.start_run(
+        project=config.project,
+        workspace=workspace,
+        env_hash=ctx.env.hash,
+        config_hash=keys.digest_of(config.to_json()),
+        args={"steps": steps or [], "force": force, "jobs": jobs},
+        git_commit=commit,
+        git_dirty=dirty,
+        steps={s: "" for s in order},
+    )
+    snap_ids = {
+        name: ctx.store.save_snapshot(run_id, snap, snap.get("data_digest"))
+        for name, snap in snapshots.items()
+    }
+    planner = Planner(ctx, snapshots)
+    outcomes = {s: StepOutcome(s, "pending") for s in order}
+    owned = executor is None
+    exe = executor or make_executor(
+        config.executor.kind, jobs or config.executor.jobs, config.executor.address
+    )
+    running: dict[Future[StepResult], tuple[str, str, dict, str, float]] = {}
+    run_status = "failed"
+    try:
+        remaining = list(order)
+        while remaining or running:
+            for step in list(remaining):
+                ups = config.upstream(step)
+                states = [outcomes[u].status for u in ups]
+                if any(st in ("failed", "blocked") for st in states):
+                    bad = next(u for u in ups if outcomes[u].status in ("failed", "blocked"))
+                    _finish_blocked(ctx, run_id, outcomes[step], bad)
+                    notify(step, "blocked", {"reason": outcomes[step].reason})
+                    remaining.remove(step)
+                    continue
+                if not all(st in ("ran", "cached") for st in states):
+                    continue
+                try:
+                    parts = planner.parts(step)
+                except PipelineError as exc:
+                    _finish_failed_early(ctx, run_id, outcomes[step], str(exc))
+                    notify(step, "failed", {"error": str(exc)})
+                    remaining.remove(step)
+                    continue
+                key = keys.digest_of(parts)
+                hit = None if step in forced else _cache_hit(ctx, step, key)
+                if hit is not None:
+                    planner.outputs[step] = hit.outputs
+                    outcome = outcomes[step]
+                    outcome.status, outcome.reason = "cached", "unchanged"
+                    outcome.metrics = dict(hit.metrics or {})
+                    ctx.store.record_step(
+                        StepRecord(
+                            run_id=run_id,
+                            step=step,
+                            status="cached",
+                            cache_key=key,
+                            key_parts=parts,
+                            reason="unchanged",
+                            outputs=hit.outputs,
+                        )
+                    )
+                    notify(step, "cached", {})
+                    remaining.remove(step)
+                    continue
+                if len(running) >= exe.jobs:
+                    continue
+                last = ctx.store.last_step_run(step)
+                reason = "forced" if step in forced else keys.explain(
+                    last.key_parts if last else None, parts
+                )
+                task = _task(ctx, run_id, step, planner)
+                ctx.store.step_started(run_id, step, reason)
+                notify(step, "running", {"reason": reason})
+                running[exe.submit(task)] = (step, key, parts, reason, time.time())
+                remaining.remove(step)
+            if not running:
+                if remaining:  # nothing can progress: every remaining step waits on a failure
+                    continue
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                step, key, parts, reason, t0 = running.pop(fut)
+                result = _result_of(fut, step, t0)
+                _record_result(ctx, run_id, step, key, parts, reason, result, outcomes[step])
+                if result.ok:
+                    planner.outputs[step] = result.outputs
+                notify(step, outcomes[step].status, _details(outcomes[step]))
+        failed = [o for o in outcomes.values() if o.status in ("failed", "blocked")]
+        run_status = "failed" if failed else "succeeded"
+    except BaseException:
+        exe.close(cancel=True)
+        owned = False
+        ctx.store.finish_run(run_id, "interrupted", "interrupted by the user or a signal")
+        raise
+    finally:
+        if owned:
+            exe.close()
+    profiler.join()
+    for snap in profiler.done:
+        ctx.store.update_profile(
+            snap_ids[snap.source], snap.schema or {}, snap.row_count or 0, snap.profile or {}
+        )
+    error = None
+    if run_status == "failed":
+        error = "; ".join(
+            f"{o.name}: {o.error or o.reason}" for o in outcomes.values() if o.status == "failed"
+        )
+    ctx.store.finish_run(run_id, run_status, error)
+    summary = RunSummary(run_id, run_status, list(outcomes.values()), time.perf_counter() - started)
+    if run_status == "succeeded" and not steps and not force:
+        from conveyor.pipeline import fastpath
+
+        fastpath.remember(ctx, planner, order, snapshots, summary)
+    return summary
+
+
+def _cache_hit(ctx: Context, step: str, key: str) -> Any:
+    """The cache entry for this key, provided every artifact it names is still stored."""
+    hit = ctx.store.cached([key]).get(key)
+    if hit is None:
+        return None
+    for desc in hit.outputs.values():
+        if not ctx.artifacts.exists(desc["digest"]):
+            return None
+    cfg = ctx.config.pipeline[step]
+    if cfg.cmd is not None:
+        restore_outs(ctx, hit.outputs)
+    return hit
+
+
+def restore_outs(ctx: Context, outputs: dict[str, dict]) -> None:
+    """Put a cached cmd step's declared outs back in the workspace, unless already identical."""
+    import json
+
+    for out, desc in outputs.items():
+        path = ctx.root / desc.get("path", out)
+        key = f"out:{path}"
+        recorded = ctx.state.get(key)
+        if recorded and path.exists():
+            entry = json.loads(recorded)
+            if entry["digest"] == desc["digest"] and entry["stamp"] == _stamp(path):
+                continue
+        if desc["format"] == "dir":
+            import shutil
+
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            for rel, digest in desc["files"].items():
+                ctx.artifacts.materialize(digest, path / rel)
+        else:
+            if path.is_dir():
+                import shutil
+
+                shutil.rmtree(path)
+            ctx.artifacts.materialize(desc["digest"], path)
+        ctx.state.put(key, json.dumps({"digest": desc["digest"], "stamp": _stamp(path)}))
+
+
+def _stamp(path: Path) -> str:
+    if path.is_dir():
+        parts = []
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                parts.append(f"{p.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+        return "|".join(parts)
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def _task(ctx: Context, run_id: str, step: str, planner: Planner) -> StepTask:
+    cfg = ctx.config.pipeline[step]
+    inputs: list[tuple[str | None, InputSpec]] = []
+    for keyword, ref in cfg.input_refs():
+        if ref.startswith("data."):
+            name = ref[5:]
+            snap = planner.snapshots[name]
+            src = ctx.config.data[name]
+            spec = InputSpec(
+                ref=ref,
+                kind="source",
+                files=tuple(str(ctx.root / f["path"]) for f in snap.get("files", [])),
+                format=src.format,
+                options=dict(src.options),
+                data_digest=snap.get("data_digest"),
+            )
+        else:
+            up, _, select = ref.partition(".")
+            outputs = planner.outputs.get(up, {})
+            if select and select not in outputs:
+                raise PipelineError(
+                    f"Step '{step}' takes {ref!r}, but step '{up}' produced the outputs "
+                    f"{', '.join(sorted(outputs)) or 'none'}. Fix 'inputs' in conveyor.yaml."
+                )
+            spec = InputSpec(ref=ref, kind="output", outputs=outputs, select=select or None)
+        inputs.append((keyword, spec))
+    return StepTask(
+        name=step,
+        run=cfg.run,
+        cmd=cfg.cmd,
+        root=str(ctx.root),
+        artifacts_url=ctx.config.artifacts_url(),
+        log_path=str(ctx.paths.logs / run_id / f"{step}.log"),
+        inputs=tuple(inputs),
+        params=dict(cfg.params),
+        outs=tuple(cfg.outs),
+        metrics_file=cfg.metrics,
+    )
+
+
+def _result_of(fut: Future[StepResult], step: str, t0: float) -> StepResult:
+    try:
+        return fut.result()
+    except Exception as exc:  # the worker process itself died (segfault, OOM kill, Ray loss)
+        now = time.time()
+        return StepResult(
+            name=step,
+            ok=False,
+            started_at=t0,
+            finished_at=now,
+            error=f"the worker running the step died: {type(exc).__name__}: {exc}",
+        )
+
+
+def _record_result(
+    ctx: Context,
+    run_id: str,
+    step: str,
+    key: str,
+    parts: dict,
+    reason: str,
+    result: StepResult,
+    outcome: StepOutcome,
+) -> None:
+    from conveyor.store.metadata import StepRecord
+
+    log_path = ctx.paths.logs / run_id / f"{step}.log"
+    log_digest = ctx.artifacts.put_file(log_path).digest if log_path.is_file() else None
+    status = "ran" if result.ok else "failed"
+    if result.ok and ctx.config.pipeline[step].cmd is not None:
+        import json
+
+        for out, desc in result.outputs.items():
+            path = ctx.root / desc.get("path", out)
+            ctx.state.put(f"out:{path}", json.dumps({"digest": desc["digest"], "stamp": _stamp(path)}))
+    ctx.store.record_step(
+        StepRecord(
+            run_id=run_id,
+            step=step,
+            status=status,
+            cache_key=key,
+            key_parts=parts,
+            reason=reason,
+            started_at=_dt(result.started_at),
+            finished_at=_dt(result.finished_at),
+            duration_s=result.duration_s,
+            outputs=result.outputs,
+            log_digest=log_digest,
+            error=result.error,
+            traceback=result.traceback,
+            metrics=result.metrics,
+            params=result.params or None,
+            artifacts=result.artifacts,
+            cacheable=True,
+        )
+    )
+    outcome.status = status
+    outcome.reason = reason
+    outcome.duration_s = result.duration_s
+    outcome.error = result.error
+    outcome.traceback = result.traceback
+    outcome.log_path = str(log_path) if log_path.is_file() else None
+    outcome.metrics = {k: v for k, v, _i, _t in result.metrics}
+
+
+def _finish_blocked(ctx: Context, run_id: str, outcome: StepOutcome, upstream: str) -> None:
+    from conveyor.store.metadata import StepRecord
+
+    outcome.status = "blocked"
+    outcome.reason = f"upstream step '{upstream}' did not succeed"
+    ctx.store.record_step(
+        StepRecord(run_id=run_id, step=outcome.name, status="blocked", cache_key="",
+                   reason=outcome.reason)
+    )
+
+
+def _finish_failed_early(ctx: Context, run_id: str, outcome: StepOutcome, error: str) -> None:
+    from conveyor.store.metadata import StepRecord
+
+    outcome.status = "failed"
+    outcome.error = error
+    ctx.store.record_step(
+        StepRecord(run_id=run_id, step=outcome.name, status="failed", cache_key="", error=error)
+    )
+
+
+def _details(outcome: StepOutcome) -> dict:
+    return {
+        "duration_s": outcome.duration_s,
+        "error": outcome.error,
+        "reason": outcome.reason,
+        "log": outcome.log_path,
+    }
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def git_state(root: Path) -> tuple[str | None, bool | None]:
+    """The commit and dirty flag of the repository holding the project, if any."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return commit.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None

@@ -1,0 +1,252 @@
+"""Turning a step's return value into stored artifacts, and stored artifacts back into values.
+
+A descriptor is ``{"format": ..., "digest": sha256, "size": bytes}`` plus what loading needs
+(the trusted types of a skops file, the file name of a path). Formats: parquet (DataFrame,
+Series), skops (scikit-learn estimators), npy (NumPy arrays), json (dicts, lists, scalars),
+file and dir (a ``pathlib.Path`` the step returns).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from conveyor.exceptions import PipelineError, UnsupportedOutput
+from conveyor.store.artifacts import ArtifactStore
+
+WHOLE = "return"  # the output name of a step that returns one value
+
+SUPPORTED = (
+    "a pandas DataFrame or Series, a scikit-learn estimator, a NumPy array, a dict or list "
+    "(stored as JSON), a pathlib.Path to a file or folder, or None"
+)
+
+
+def store_return(step: str, value: Any, store: ArtifactStore) -> tuple[dict[str, dict], dict]:
+    """Store a step's return value.
+
+    Returns:
+        (outputs, metrics): output name → descriptor, and the numeric entries of a returned
+        dict, which count as the step's metrics.
+
+    Raises:
+        UnsupportedOutput: the value (or an entry of a returned dict) has no storage format.
+    """
+    if value is None:
+        return {}, {}
+    if isinstance(value, dict) and value and any(_is_rich(v) for v in value.values()):
+        outputs = {}
+        for name, item in value.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise UnsupportedOutput(
+                    f"Step '{step}' returned a dict of outputs with the key {name!r}; output "
+                    "names must be identifiers so that other steps can name them "
+                    f"('{step}.<name>')."
+                )
+            if item is not None:
+                outputs[name] = _store_one(f"{step}.{name}", item, store)
+        return outputs, {}
+    metrics = _numeric_entries(value) if isinstance(value, dict) else {}
+    return {WHOLE: _store_one(step, value, store)}, metrics
+
+
+def load_output(descriptor: dict, store: ArtifactStore) -> Any:
+    """Load one stored output back into the value the step returned."""
+    fmt = descriptor["format"]
+    digest = descriptor["digest"]
+    if fmt == "parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(store.path(digest))
+        if descriptor.get("series"):
+            series = frame.iloc[:, 0]
+            series.name = descriptor.get("series_name")
+            return series
+        return frame
+    if fmt == "skops":
+        import skops.io as sio
+
+        return sio.load(store.path(digest), trusted=descriptor.get("trusted") or [])
+    if fmt == "npy":
+        import numpy as np
+
+        return np.load(store.path(digest), allow_pickle=False)
+    if fmt == "json":
+        return json.loads(store.read_bytes(digest))
+    if fmt == "file":
+        return store.path(digest)
+    if fmt == "dir":
+        return _materialize_dir(descriptor, store)
+    raise PipelineError(f"Unknown stored format {fmt!r} for artifact {digest[:12]}.")
+
+
+def _is_rich(value: Any) -> bool:
+    """A value that is not plain JSON: its presence turns a dict into named outputs."""
+    if isinstance(value, Path):
+        return True
+    module = type(value).__module__
+    return module.startswith(("pandas", "numpy", "sklearn")) or hasattr(value, "get_params")
+
+
+def _numeric_entries(value: dict) -> dict[str, float]:
+    out = {}
+    for key, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            continue
+        out[str(key)] = float(item)
+    return out
+
+
+def _store_one(where: str, value: Any, store: ArtifactStore) -> dict:
+    module = type(value).__module__
+    if module.startswith("pandas"):
+        return _store_pandas(where, value, store)
+    if _is_estimator(value):
+        return _store_skops(where, value, store)
+    if module.startswith("numpy"):
+        return _store_numpy(where, value, store)
+    if isinstance(value, Path):
+        return _store_path(where, value, store)
+    if isinstance(value, dict | list | tuple | str | int | float | bool):
+        try:
+            data = json.dumps(_finite(value), sort_keys=True, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedOutput(
+                f"Step '{where}' returned a {type(value).__name__} that is not JSON: {exc}. "
+                f"Return {SUPPORTED}."
+            ) from None
+        artifact = store.put_bytes(data)
+        return {"format": "json", "digest": artifact.digest, "size": artifact.size}
+    raise UnsupportedOutput(
+        f"Step '{where}' returned a {module}.{type(value).__qualname__}, which Conveyor cannot "
+        f"store. Return {SUPPORTED}."
+    )
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: store it as null rather than writing invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _is_estimator(value: Any) -> bool:
+    try:
+        from sklearn.base import BaseEstimator
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        return False
+    return isinstance(value, BaseEstimator)
+
+
+def _tmp(store: ArtifactStore, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=store.tmp_dir())
+    os.close(fd)
+    return Path(name)
+
+
+def _store_pandas(where: str, value: Any, store: ArtifactStore) -> dict:
+    import pandas as pd
+
+    extra: dict[str, Any] = {}
+    if isinstance(value, pd.Series):
+        extra = {"series": True, "series_name": value.name}
+        value = value.to_frame(name=str(value.name) if value.name is not None else "value")
+    if not isinstance(value, pd.DataFrame):
+        raise UnsupportedOutput(
+            f"Step '{where}' returned a {type(value).__name__}; return {SUPPORTED}."
+        )
+    path = _tmp(store, ".parquet")
+    try:
+        value.to_parquet(path)
+    except (ValueError, TypeError, ImportError) as exc:
+        path.unlink(missing_ok=True)
+        raise UnsupportedOutput(
+            f"Step '{where}' returned a DataFrame that cannot be written as Parquet: {exc}"
+        ) from exc
+    artifact = store.put_file(path, move=True)
+    return {"format": "parquet", "digest": artifact.digest, "size": artifact.size, **extra}
+
+
+def _store_skops(where: str, value: Any, store: ArtifactStore) -> dict:
+    import skops.io as sio
+
+    path = _tmp(store, ".skops")
+    try:
+        sio.dump(value, path)
+        # We wrote this file ourselves, so the types it needs are trusted to load it back; the
+        # list is kept with the descriptor and the file is only read after its hash matches.
+        trusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        raise UnsupportedOutput(
+            f"Step '{where}' returned a {type(value).__name__} that skops cannot save: {exc}"
+        ) from exc
+    artifact = store.put_file(path, move=True)
+    return {
+        "format": "skops",
+        "digest": artifact.digest,
+        "size": artifact.size,
+        "trusted": sorted(trusted),
+        "class": f"{type(value).__module__}.{type(value).__qualname__}",
+    }
+
+
+def _store_numpy(where: str, value: Any, store: ArtifactStore) -> dict:
+    import numpy as np
+
+    if not isinstance(value, np.ndarray) or value.dtype == object:
+        if isinstance(value, np.generic):
+            return _store_one(where, value.item(), store)
+        raise UnsupportedOutput(
+            f"Step '{where}' returned a NumPy {type(value).__name__} of dtype object; "
+            f"return {SUPPORTED}."
+        )
+    path = _tmp(store, ".npy")
+    np.save(path, value, allow_pickle=False)
+    artifact = store.put_file(path, move=True)
+    return {"format": "npy", "digest": artifact.digest, "size": artifact.size}
+
+
+def _store_path(where: str, value: Path, store: ArtifactStore) -> dict:
+    if value.is_file():
+        artifact = store.put_file(value)
+        return {
+            "format": "file",
+            "digest": artifact.digest,
+            "size": artifact.size,
+            "name": value.name,
+        }
+    if value.is_dir():
+        files = {}
+        for path in sorted(p for p in value.rglob("*") if p.is_file()):
+            files[path.relative_to(value).as_posix()] = store.put_file(path).digest
+        manifest = store.put_bytes(json.dumps(files, sort_keys=True).encode())
+        return {
+            "format": "dir",
+            "digest": manifest.digest,
+            "size": manifest.size,
+            "name": value.name,
+            "files": files,
+        }
+    raise UnsupportedOutput(
+        f"Step '{where}' returned the path {str(value)!r}, which does not exist. "
+        "Return the path of a file or folder the step wrote."
+    )
+
+
+def _materialize_dir(descriptor: dict, store: ArtifactStore) -> Path:
+    files = json.loads(store.read_bytes(descriptor["digest"]))
+    target = Path(tempfile.mkdtemp(prefix="conveyor-dir-", dir=store.tmp_dir())) / descriptor.get(
+        "name", "dir"
+    )
+    for rel, digest in files.items():
+        store.materialize(digest, target / rel)
+    return target

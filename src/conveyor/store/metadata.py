@@ -1,0 +1,527 @@
+"""The metadata store: one SQLAlchemy database (a SQLite file by default, PostgreSQL for a team).
+
+Every write goes through a short transaction and, where it changes state, adds an ``events`` row
+in the same transaction, so the audit log never disagrees with the tables it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, func, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from conveyor.exceptions import RunNotFound, StoreError
+from conveyor.store import models as m
+from conveyor.store.records import HEAD_REVISION, actor, new_run_id, utcnow
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass
+class StepRecord:
+    """Everything a finished step writes, in one transaction."""
+
+    run_id: str
+    step: str
+    status: str  # ran | cached | failed | blocked
+    cache_key: str
+    key_parts: dict | None = None
+    reason: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    outputs: dict | None = None
+    log_digest: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    metrics: Sequence[tuple[str, float, int, float]] = ()  # key, value, index, logged_at
+    params: dict[str, Any] | None = None
+    artifacts: Sequence[tuple[str, str, int]] = ()  # name, digest, size
+    cacheable: bool = False
+
+
+class Store:
+    """The metadata database.
+
+    Args:
+        url: any SQLAlchemy URL; ``sqlite:///path`` is the embedded default.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> Store:
+        """Connect, and migrate the schema to the newest revision if needed.
+
+        Raises:
+            StoreError: the database cannot be reached or migrated.
+        """
+        try:
+            self._engine = _make_engine(self.url)
+            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+            if self._revision() != HEAD_REVISION:
+                self._migrate()
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"Cannot open the metadata store {_safe_url(self.url)}: {_first_line(exc)}"
+            ) from exc
+        return self
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> Store:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise StoreError("The store is not open; call Store.open() first.")
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        if self._sessions is None:
+            raise StoreError("The store is not open; call Store.open() first.")
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StoreError(
+                f"The metadata store {_safe_url(self.url)} refused a write: {_first_line(exc)}"
+            ) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except SQLAlchemyError:
+                return None
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Two processes opening a fresh database at once must not both create tables.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7001001)"))
+            elif conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # -- events ----------------------------------------------------------------------------
+
+    @staticmethod
+    def add_event(
+        session: Session,
+        kind: str,
+        entity: str,
+        entity_id: str,
+        payload: dict | None = None,
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        session.add(
+            m.Event(
+                at=at or utcnow(),
+                kind=kind,
+                entity=entity,
+                entity_id=entity_id,
+                actor=actor(),
+                payload=payload or {},
+            )
+        )
+
+    def events(
+        self, *, entity: str | None = None, entity_id: str | None = None, limit: int = 200
+    ) -> list[m.Event]:
+        with self.session() as s:
+            q = select(m.Event).order_by(m.Event.id.desc()).limit(limit)
+            if entity:
+                q = q.where(m.Event.entity == entity)
+            if entity_id:
+                q = q.where(m.Event.entity_id == entity_id)
+            return list(reversed(s.scalars(q).all()))
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        project: str,
+        workspace: str,
+        env_hash: str,
+        config_hash: str,
+        args: dict,
+        git_commit: str | None,
+        git_dirty: bool | None,
+        steps: dict[str, str],
+    ) -> str:
+        """Create a run and its pending steps (step → cache key) in one transaction."""
+        now = utcnow()
+        run_id = new_run_id(now)
+        with self.session() as s:
+            s.add(
+                m.Run(
+                    id=run_id,
+                    project=project,
+                    status="running",
+                    started_at=now,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    workspace=workspace,
+                    git_commit=git_commit,
+                    git_dirty=git_dirty,
+                    env_hash=env_hash,
+                    config_hash=config_hash,
+                    args=args,
+                )
+            )
+            s.flush()
+            for step, key in steps.items():
+                s.add(m.StepRun(run_id=run_id, step=step, status="pending", cache_key=key))
+            self.add_event(s, "run.started", "run", run_id, {"steps": list(steps)}, at=now)
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        with self.session() as s:
+            s.execute(
+                update(m.Run)
+                .where(m.Run.id == run_id)
+                .values(status=status, finished_at=utcnow(), error=error)
+            )
+            self.add_event(s, f"run.{status}", "run", run_id, {"error": error} if error else {})
+
+    def mark_interrupted(self, workspace: str, host: str | None = None) -> list[str]:
+        """Runs of this workspace left 'running' by a killed process become 'interrupted'.
+
+        Only call this while holding the workspace's run lock: then no live process owns them.
+        """
+        host = host or socket.gethostname()
+        with self.session() as s:
+            ids = s.scalars(
+                select(m.Run.id).where(
+                    m.Run.status == "running", m.Run.workspace == workspace, m.Run.host == host
+                )
+            ).all()
+            for run_id in ids:
+                s.execute(
+                    update(m.Run)
+                    .where(m.Run.id == run_id)
+                    .values(status="interrupted", finished_at=utcnow())
+                )
+                s.execute(
+                    update(m.StepRun)
+                    .where(m.StepRun.run_id == run_id, m.StepRun.status.in_(["pending", "running"]))
+                    .values(status="interrupted")
+                )
+                self.add_event(s, "run.interrupted", "run", run_id, {"reason": "process died"})
+        return list(ids)
+
+    def step_started(self, run_id: str, step: str, reason: str | None) -> None:
+        with self.session() as s:
+            s.execute(
+                update(m.StepRun)
+                .where(m.StepRun.run_id == run_id, m.StepRun.step == step)
+                .values(status="running", started_at=utcnow(), reason=reason)
+            )
+            self.add_event(s, "step.started", "run", run_id, {"step": step, "reason": reason})
+
+    def record_step(self, rec: StepRecord) -> None:
+        """Write a finished step: status, metrics, params, artifacts, cache entry, event."""
+        with self.session() as s:
+            s.execute(
+                update(m.StepRun)
+                .where(m.StepRun.run_id == rec.run_id, m.StepRun.step == rec.step)
+                .values(
+                    status=rec.status,
+                    cache_key=rec.cache_key,
+                    key_parts=rec.key_parts or {},
+                    reason=rec.reason,
+                    started_at=rec.started_at,
+                    finished_at=rec.finished_at,
+                    duration_s=rec.duration_s,
+                    outputs=rec.outputs or {},
+                    log_digest=rec.log_digest,
+                    error=rec.error,
+                    traceback=rec.traceback,
+                )
+            )
+            if rec.metrics:
+                s.execute(
+                    m.Metric.__table__.insert(),
+                    [
+                        {
+                            "run_id": rec.run_id,
+                            "step": rec.step,
+                            "key": key,
+                            "value": value,
+                            "index": index,
+                            "logged_at": logged_at,
+                        }
+                        for key, value, index, logged_at in rec.metrics
+                    ],
+                )
+            for key, value in (rec.params or {}).items():
+                s.merge(m.Param(run_id=rec.run_id, step=rec.step, key=key, value=json.dumps(value)))
+            for name, digest, size in rec.artifacts:
+                s.add(
+                    m.LoggedArtifact(
+                        run_id=rec.run_id, step=rec.step, name=name, digest=digest, size=size
+                    )
+                )
+            if rec.cacheable and rec.status == "ran":
+                last = _last_values(rec.metrics)
+                s.merge(
+                    m.StepCache(
+                        cache_key=rec.cache_key,
+                        step=rec.step,
+                        outputs=rec.outputs or {},
+                        key_parts=rec.key_parts or {},
+                        metrics=last,
+                        run_id=rec.run_id,
+                        created_at=rec.finished_at or utcnow(),
+                        duration_s=rec.duration_s or 0.0,
+                    )
+                )
+            payload: dict[str, Any] = {"step": rec.step, "cache_key": rec.cache_key}
+            if rec.error:
+                payload["error"] = rec.error
+            self.add_event(s, f"step.{rec.status}", "run", rec.run_id, payload)
+
+    def cached(self, keys: Sequence[str]) -> dict[str, m.StepCache]:
+        if not keys:
+            return {}
+        with self.session() as s:
+            rows = s.scalars(select(m.StepCache).where(m.StepCache.cache_key.in_(list(keys))))
+            return {row.cache_key: row for row in rows}
+
+    def drop_cache(self, keys: Sequence[str]) -> None:
+        with self.session() as s:
+            s.execute(delete(m.StepCache).where(m.StepCache.cache_key.in_(list(keys))))
+
+    def runs(self, *, limit: int = 50, project: str | None = None) -> list[m.Run]:
+        with self.session() as s:
+            q = select(m.Run).order_by(m.Run.started_at.desc(), m.Run.id.desc()).limit(limit)
+            if project:
+                q = q.where(m.Run.project == project)
+            return list(s.scalars(q).all())
+
+    def run(self, run_id: str) -> m.Run:
+        """A run by id or unique prefix; ``latest`` or ``-1`` is the newest."""
+        with self.session() as s:
+            if run_id in ("latest", "-1"):
+                found = s.scalars(select(m.Run).order_by(m.Run.started_at.desc()).limit(1)).all()
+            else:
+                found = s.scalars(select(m.Run).where(m.Run.id.startswith(run_id)).limit(2)).all()
+            if len(found) == 1:
+                return found[0]
+            if not found:
+                raise RunNotFound(f"No run matches {run_id!r}. Run 'conveyor runs' to list them.")
+            raise RunNotFound(
+                f"Run id prefix {run_id!r} is ambiguous; give more characters "
+                "(see 'conveyor runs')."
+            )
+
+    def step_runs(self, run_id: str) -> list[m.StepRun]:
+        with self.session() as s:
+            q = select(m.StepRun).where(m.StepRun.run_id == run_id).order_by(m.StepRun.id)
+            return list(s.scalars(q).all())
+
+    def metrics(self, run_id: str) -> list[m.Metric]:
+        with self.session() as s:
+            q = select(m.Metric).where(m.Metric.run_id == run_id).order_by(m.Metric.id)
+            return list(s.scalars(q).all())
+
+    def params(self, run_id: str) -> list[m.Param]:
+        with self.session() as s:
+            q = select(m.Param).where(m.Param.run_id == run_id).order_by(m.Param.step, m.Param.key)
+            return list(s.scalars(q).all())
+
+    def logged_artifacts(self, run_id: str) -> list[m.LoggedArtifact]:
+        with self.session() as s:
+            q = select(m.LoggedArtifact).where(m.LoggedArtifact.run_id == run_id)
+            return list(s.scalars(q.order_by(m.LoggedArtifact.id)).all())
+
+    def last_step_run(self, step: str, statuses: Sequence[str] = ("ran", "cached")) -> Any:
+        """The newest record of a step that produced outputs: what `status` compares against."""
+        with self.session() as s:
+            q = (
+                select(m.StepRun)
+                .where(m.StepRun.step == step, m.StepRun.status.in_(list(statuses)))
+                .order_by(m.StepRun.id.desc())
+                .limit(1)
+            )
+            return s.scalars(q).first()
+
+    # -- snapshots and environments --------------------------------------------------------
+
+    def save_snapshot(self, run_id: str, snap: dict, data_digest: str | None = None) -> str:
+        snap_id = f"{snap['source']}:{snap['content_hash']}"
+        with self.session() as s:
+            row = s.get(m.Snapshot, snap_id)
+            if row is None:
+                s.add(
+                    m.Snapshot(
+                        id=snap_id,
+                        source=snap["source"],
+                        kind=snap["kind"],
+                        content_hash=snap["content_hash"],
+                        files=snap.get("files") or [],
+                        schema=snap.get("schema"),
+                        row_count=snap.get("row_count"),
+                        profile=snap.get("profile"),
+                        data_digest=data_digest,
+                        created_at=utcnow(),
+                    )
+                )
+                self.add_event(s, "snapshot.created", "snapshot", snap_id, {"run": run_id})
+            s.merge(m.RunSnapshot(run_id=run_id, snapshot_id=snap_id))
+        return snap_id
+
+    def update_profile(self, snap_id: str, schema: dict, row_count: int, profile: dict) -> None:
+        with self.session() as s:
+            s.execute(
+                update(m.Snapshot)
+                .where(m.Snapshot.id == snap_id)
+                .values(schema=schema, row_count=row_count, profile=profile)
+            )
+
+    def snapshot(self, snap_id: str) -> m.Snapshot | None:
+        with self.session() as s:
+            return s.get(m.Snapshot, snap_id)
+
+    def run_snapshots(self, run_id: str) -> list[m.Snapshot]:
+        with self.session() as s:
+            q = (
+                select(m.Snapshot)
+                .join(m.RunSnapshot, m.RunSnapshot.snapshot_id == m.Snapshot.id)
+                .where(m.RunSnapshot.run_id == run_id)
+            )
+            return list(s.scalars(q).all())
+
+    def save_env_lock(self, env_hash: str, python: str, packages: list[str]) -> None:
+        with self.session() as s:
+            if s.get(m.EnvLock, env_hash) is None:
+                s.add(
+                    m.EnvLock(hash=env_hash, python=python, packages=packages, created_at=utcnow())
+                )
+
+    # -- garbage collection ----------------------------------------------------------------
+
+    def referenced_digests(self) -> set[str]:
+        """Every artifact digest some record still points at: the roots of `conveyor gc`."""
+        keep: set[str] = set()
+        with self.session() as s:
+            for outputs in s.scalars(select(m.StepCache.outputs)):
+                keep.update(_digests_in(outputs))
+            for outputs, log in s.execute(select(m.StepRun.outputs, m.StepRun.log_digest)):
+                keep.update(_digests_in(outputs))
+                if log:
+                    keep.add(log)
+            keep.update(d for d in s.scalars(select(m.LoggedArtifact.digest)) if d)
+            keep.update(d for d in s.scalars(select(m.Snapshot.data_digest)) if d)
+        return keep
+
+    def count(self, table: type[m.Base]) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def _digests_in(outputs: Any) -> Iterator[str]:
+    """Outputs are ``{name: {"digest": ..., "format": ...}}``; files of a cmd step likewise."""
+    if isinstance(outputs, dict):
+        for value in outputs.values():
+            if isinstance(value, dict) and isinstance(value.get("digest"), str):
+                yield value["digest"]
+
+
+def _last_values(metrics: Sequence[tuple[str, float, int, float]]) -> dict[str, float]:
+    last: dict[str, float] = {}
+    for key, value, _index, _at in metrics:
+        last[key] = value
+    return last
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets readers (dashboard, `conveyor runs`) work during a run; the busy timeout
+            # makes concurrent writers wait instead of failing.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise StoreError(
+            f"The store URL {_safe_url(url)} needs the driver {exc.name!r}. "
+            "Install it with: pip install 'conveyor-ml[postgres]'"
+        ) from exc
+
+
+def _safe_url(url: str) -> str:
+    """Never print a password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else repr(exc)

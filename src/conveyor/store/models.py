@@ -1,0 +1,175 @@
+"""Tables of the metadata store.
+
+The schema is owned by Alembic (``store/migrations``); these ORM classes mirror it. Every state
+change also writes an ``events`` row: the audit log the CLI, dashboard and controller read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class Run(Base):
+    """One `conveyor run`: which steps ran, which were restored from cache, and how it ended."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(
+        String(20), index=True
+    )  # running|succeeded|failed|interrupted
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    workspace: Mapped[str] = mapped_column(Text)
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    git_dirty: Mapped[bool | None]
+    env_hash: Mapped[str] = mapped_column(String(64))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    args: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class StepRun(Base):
+    """One step inside a run: ran, restored from cache, failed, or blocked by a failed upstream."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (Index("ix_step_runs_run_step", "run_id", "step", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # pending|running|ran|cached|failed|blocked
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    key_parts: Mapped[dict] = mapped_column(JSON, default=dict)  # what the key was made of
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    outputs: Mapped[dict] = mapped_column(JSON, default=dict)
+    log_digest: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+
+
+class StepCache(Base):
+    """Cache key → what the step produced. Shared by everyone who uses the same store."""
+
+    __tablename__ = "step_cache"
+
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[str] = mapped_column(String(200))
+    outputs: Mapped[dict] = mapped_column(JSON)
+    key_parts: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    run_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float] = mapped_column(Float)
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run_key", "run_id", "key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(250))
+    value: Mapped[float] = mapped_column(Float)
+    index: Mapped[int] = mapped_column(Integer, default=0)
+    logged_at: Mapped[float] = mapped_column(Float)
+
+
+class Param(Base):
+    __tablename__ = "params"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON text
+
+
+class LoggedArtifact(Base):
+    """A file a step logged with `conveyor.log_artifact` (beside its return value)."""
+
+    __tablename__ = "logged_artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(500))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class Snapshot(Base):
+    """An immutable view of a data source: content hash, files, schema, profile."""
+
+    __tablename__ = "snapshots"
+
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # source:content_hash
+    source: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    files: Mapped[list] = mapped_column(JSON, default=list)
+    schema: Mapped[dict | None] = mapped_column(JSON)
+    row_count: Mapped[int | None] = mapped_column(BigInteger)
+    profile: Mapped[dict | None] = mapped_column(JSON)
+    data_digest: Mapped[str | None] = mapped_column(String(64))  # materialised result (SQL)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RunSnapshot(Base):
+    __tablename__ = "run_snapshots"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    snapshot_id: Mapped[str] = mapped_column(
+        String(300), ForeignKey("snapshots.id"), primary_key=True
+    )
+
+
+class EnvLock(Base):
+    """The Python version and installed distributions a run used."""
+
+    __tablename__ = "env_locks"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    python: Mapped[str] = mapped_column(String(100))
+    packages: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Event(Base):
+    """The audit log: one row per state change, never updated."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_entity", "entity", "entity_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(100), index=True)
+    entity: Mapped[str] = mapped_column(String(50))
+    entity_id: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)

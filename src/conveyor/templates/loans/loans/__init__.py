@@ -1,0 +1,1 @@
+"""Steps of the example loans project: plain Python functions that Conveyor calls."""
