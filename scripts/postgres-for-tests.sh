@@ -84,12 +84,13 @@ install_postgres() {
 }
 
 # As root, the server and its tools run as `postgres` (created if missing); else as ourselves.
+# 9>&-: the server must not inherit the lock below, or it would hold it for its whole life.
 if [[ $EUID -eq 0 ]]; then
     run_user=postgres
-    as_pg() { (cd / && runuser -u "$run_user" -- "$@"); }
+    as_pg() { (cd / && runuser -u "$run_user" -- "$@" 9>&-); }
 else
     run_user=$(id -un)
-    as_pg() { (cd / && "$@"); }
+    as_pg() { (cd / && "$@" 9>&-); }
 fi
 
 ensure_run_user() {
@@ -104,8 +105,11 @@ running_pid() {
     local pid
     pid=$(head -n 1 "$data/postmaster.pid" 2>/dev/null || true)
     [[ $pid =~ ^[0-9]+$ ]] || return 0
-    # A stale pid file can name a PID that now belongs to another program: check its name.
-    [[ $(cat "/proc/$pid/comm" 2>/dev/null || true) == postgres ]] && echo "$pid"
+    # A stale pid file can name a PID that now belongs to another program, or a dead server
+    # that nobody reaped (a zombie): check the name and the state in /proc/PID/stat.
+    local _ comm state
+    read -r _ comm state _ <"/proc/$pid/stat" 2>/dev/null || return 0
+    [[ $comm == "(postgres)" && $state != [ZX] ]] && echo "$pid"
     return 0
 }
 

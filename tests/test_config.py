@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import textwrap
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from conveyor.config import (
 from conveyor.exceptions import ConfigError, ConfigIssue, ProjectError, StepNotFound
 
 NO_ENV: dict[str, str] = {}
+DEFAULT_URL = "sqlite:///.conveyor/conveyor.db"
 
 
 def write(folder: Path, text: str) -> Path:
@@ -154,6 +156,31 @@ def test_yaml_12_exponent_is_a_number_not_a_string(tmp_path: Path) -> None:
         env=NO_ENV,
     )
     assert config.pipeline["train"].params == {"lr": 0.001, "tag": "1e-3", "n": 3}
+
+
+def test_anchors_under_x_keys_merge_into_steps(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+            project: p
+            x-fit: &fit
+              run: m:fit
+              params: {depth: 3, seed: 7}
+            pipeline:
+              small: {<<: *fit, description: small tree}
+              large:
+                <<: *fit
+                params: {depth: 12}
+            """,
+        ),
+        env=NO_ENV,
+    )
+    assert config.pipeline["small"] == StepConfig(
+        run="m:fit", params={"depth": 3, "seed": 7}, description="small tree"
+    )
+    assert config.pipeline["large"].params == {"depth": 12}  # explicit keys win over merged
+    assert "x-fit" not in config.to_json()
 
 
 def test_environment_overrides_file_which_overrides_defaults(tmp_path: Path) -> None:
@@ -315,9 +342,6 @@ def test_to_json_is_canonical_whatever_the_key_order(tmp_path: Path) -> None:
     assert list(decoded) == sorted(decoded)
 
 
-DEFAULT_URL = "sqlite:///.conveyor/conveyor.db"
-
-
 def test_store_and_artifacts_resolve_against_the_root(tmp_path: Path) -> None:
     root = tmp_path.resolve()
     config = load_config(write(tmp_path, "project: p\n"), env=NO_ENV)
@@ -335,8 +359,6 @@ def test_store_and_artifacts_resolve_against_the_root(tmp_path: Path) -> None:
         assert resolved(unchanged).store_url() == unchanged
 
     # A real SQLite database opens at the resolved path, wherever the process runs from.
-    import sqlite3
-
     db = config.store_url().removeprefix("sqlite:///")
     Path(db).parent.mkdir(parents=True)
     sqlite3.connect(db).close()
@@ -500,7 +522,10 @@ def test_malformed_yaml_gives_line_and_column(tmp_path: Path) -> None:
     assert "(while scanning a quoted scalar on line 1)" in lines[0]
 
     lines = errors_of(tmp_path, "project: p\n---\nproject: q\n")
-    assert lines[0].startswith("conveyor.yaml: line 2, column 1: expected a single document")
+    assert lines == [
+        "conveyor.yaml: line 2, column 1: expected a single document in the stream "
+        "but found another document"
+    ]
 
 
 def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
@@ -678,6 +703,38 @@ def test_pydantic_text_never_leaks(tmp_path: Path) -> None:
         assert len(message.splitlines()) == len(info.value.issues), text
         for banned in ("validation error", "pydantic", "Input should", "For further information"):
             assert banned not in message, (text, message)
+
+
+def test_unreadable_values_are_reported_once(tmp_path: Path) -> None:
+    assert errors_of(tmp_path, "project: !env NAME\n") == [
+        "conveyor.yaml: project: cannot read this value: could not determine a constructor "
+        "for the tag '!env' (line 1)"
+    ]
+    assert errors_of(tmp_path, "project: p\n1: x\n") == [
+        "conveyor.yaml: 1: key '1' is read as the value 1; write it in quotes (\"1\") to use it "
+        "as a name (line 2)"
+    ]
+    assert errors_of(tmp_path, "project: p\npipeline:\n  a: {run: m:a\x07}\n") == [
+        "conveyor.yaml: line 3, column 15: character #x0007: control characters are not allowed"
+    ]
+    (tmp_path / "conveyor.yaml").write_bytes(b"project: \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "conveyor.yaml", env=NO_ENV)
+    assert str(info.value) == (
+        "conveyor.yaml: not UTF-8 text (bad byte at offset 9); save the file as UTF-8"
+    )
+
+
+def test_topological_order_refuses_a_cycle_that_skipped_validation() -> None:
+    config = ProjectConfig.model_construct(
+        project="p",
+        pipeline={
+            "a": StepConfig(run="m:a", inputs=["b"]),
+            "b": StepConfig(run="m:b", inputs=["a"]),
+        },
+    )
+    with pytest.raises(ConfigError, match="conveyor.yaml: pipeline: cycle a -> b -> a"):
+        config.topological_order()
 
 
 def test_programmatic_config_is_checked_too() -> None:

@@ -7,6 +7,7 @@ so a user fixes the file once rather than once per error.
 
 from __future__ import annotations
 
+import heapq
 import json
 import keyword
 import math
@@ -271,26 +272,27 @@ def _norm(path: str) -> str:
     return posixpath.normpath(path.replace("\\", "/"))
 
 
-def _upstream_map(steps: Mapping[str, StepConfig]) -> dict[str, list[str]]:
-    """Each step's direct upstream steps, in file order; unknown references are ignored."""
-    outs = [(name, _norm(out)) for name, step in steps.items() for out in step.outs]
-    order = {name: index for index, name in enumerate(steps)}
-    result: dict[str, list[str]] = {}
-    for name, step in steps.items():
-        ups: set[str] = set()
-        for _, ref in step.input_refs():
-            head = ref.partition(".")[0]
-            if head != "data" and head in steps:
-                ups.add(head)
-        for dep in map(_norm, step.deps):
-            for owner, out in outs:
+def _upstream_of(steps: Mapping[str, StepConfig], name: str) -> list[str]:
+    """The steps that ``name`` depends on directly, in file order; unknown names are ignored."""
+    step = steps[name]
+    ups: set[str] = set()
+    for _, ref in step.input_refs():
+        head = ref.partition(".")[0]
+        if head != "data" and head in steps:
+            ups.add(head)
+    for dep in map(_norm, step.deps):
+        for owner, other in steps.items():
+            for out in map(_norm, other.outs):
                 # A dep on a produced file, on a file inside a produced folder, or on a folder
                 # holding a produced file all have to wait for the producer.
                 if dep == out or dep.startswith(out + "/") or out.startswith(dep + "/"):
                     ups.add(owner)
-        ups.discard(name)
-        result[name] = sorted(ups, key=order.__getitem__)
-    return result
+    ups.discard(name)
+    return [other for other in steps if other in ups]
+
+
+def _upstream_map(steps: Mapping[str, StepConfig]) -> dict[str, list[str]]:
+    return {name: _upstream_of(steps, name) for name in steps}
 
 
 def _ref_problem(ref: str, step: str, steps: list[str], sources: list[str]) -> str | None:
@@ -319,9 +321,21 @@ def _ref_problem(ref: str, step: str, steps: list[str], sources: list[str]) -> s
 def _cycles(ups: Mapping[str, list[str]]) -> list[list[str]]:
     """One cycle per knot of mutually dependent steps, from its first step in file order and
     following the data downstream, e.g. ``[prepare, train, prepare]``."""
-    down = {name: [child for child in ups if name in ups[child]] for name in ups}
+    down: dict[str, list[str]] = {name: [] for name in ups}
+    for name, parents in ups.items():
+        for parent in parents:
+            down[parent].append(name)
+    # Peel off every step that is not on or behind a cycle (Kahn); usually that is all of them.
+    waiting = {name: len(parents) for name, parents in ups.items()}
+    ready = [name for name, count in waiting.items() if count == 0]
+    while ready:
+        for child in down[ready.pop()]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    tangled = [name for name in ups if waiting[name] > 0]
     reach: dict[str, set[str]] = {}
-    for name in ups:
+    for name in tangled:
         seen: set[str] = set()
         todo = [name]
         while todo:
@@ -332,7 +346,7 @@ def _cycles(ups: Mapping[str, list[str]]) -> list[list[str]]:
         reach[name] = seen
     cycles: list[list[str]] = []
     placed: set[str] = set()
-    for start in ups:
+    for start in tangled:
         if start in placed or start not in reach[start]:
             continue
         knot = {name for name in reach[start] if start in reach[name]}
@@ -475,7 +489,7 @@ class ProjectConfig(_Model):
             StepNotFound: ``step`` is not in the pipeline.
         """
         self._step(step)
-        return _upstream_map(self.pipeline)[step]
+        return _upstream_of(self.pipeline, step)
 
     def sources_of(self, step: str) -> list[str]:
         """Data sources that ``step`` reads as ``data.NAME``, in the order of its inputs.
@@ -493,17 +507,26 @@ class ProjectConfig(_Model):
             ConfigError: the pipeline has a cycle (only possible if validation was bypassed).
         """
         ups = _upstream_map(self.pipeline)
+        index = {name: i for i, name in enumerate(self.pipeline)}
+        children: dict[str, list[str]] = {name: [] for name in ups}
+        for name, parents in ups.items():
+            for parent in parents:
+                children[parent].append(name)
+        waiting = {name: len(parents) for name, parents in ups.items()}
+        # A heap on file position: of all steps ready to run, the earliest in the file goes first.
+        ready = [(index[name], name) for name, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
         order: list[str] = []
-        done: set[str] = set()
-        remaining = list(self.pipeline)
-        while remaining:
-            ready = next((s for s in remaining if done.issuperset(ups[s])), None)
-            if ready is None:
-                cycle = " -> ".join(_cycles(ups)[0])
-                raise ConfigError(self.file.name, [ConfigIssue("pipeline", f"cycle {cycle}")])
-            remaining.remove(ready)
-            order.append(ready)
-            done.add(ready)
+        while ready:
+            _, name = heapq.heappop(ready)
+            order.append(name)
+            for child in children[name]:
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    heapq.heappush(ready, (index[child], child))
+        if len(order) < len(ups):
+            cycle = " -> ".join(_cycles(ups)[0])
+            raise ConfigError(self.file.name, [ConfigIssue("pipeline", f"cycle {cycle}")])
         return order
 
     def downstream(self, step: str) -> set[str]:
@@ -580,6 +603,9 @@ def load_project(start: Path | None = None, env: Mapping[str, str] | None = None
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> ProjectConfig:
     """Read, validate and cross-check a conveyor.yaml, reporting every problem at once.
 
+    Top-level keys starting with ``x-`` are ignored, as in Compose files, so they can hold YAML
+    anchors (``x-defaults: &defaults {...}``) for steps to merge with ``<<: *defaults``.
+
     Args:
         path: the file, or the folder holding it.
         env: where to read ``CONVEYOR_*`` overrides from; defaults to ``os.environ``.
@@ -596,6 +622,8 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> ProjectConf
     name = path.name
     if doc.data is None:
         raise ConfigError(name, doc.issues)
+    for key in [key for key in doc.data if key.startswith("x-")]:
+        del doc.data[key]
     env_paths = _apply_env(doc.data, os.environ if env is None else env)
     issues = list(doc.issues)
     config: ProjectConfig | None = None

@@ -1,7 +1,8 @@
 """Read conveyor.yaml into plain values while remembering the line of every key and list item.
 
 PyYAML's loaders drop line numbers and silently keep the last of two equal keys. Composing the
-node tree and building the values ourselves keeps both, so every error can point at a line.
+node tree and building the values ourselves keeps both, so every error can point at a line; the
+same paths then turn pydantic's validation errors into one-line issues at those lines.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class YamlDocument:
     data: dict[str, Any] | None
     lines: dict[YamlPath, int] = field(default_factory=dict)
     issues: list[ConfigIssue] = field(default_factory=list)
+    # Paths whose value could not be read at all: validation would only repeat the problem.
+    unreadable: set[YamlPath] = field(default_factory=set)
 
     def line_of(self, path: YamlPath) -> int | None:
         """Line of ``path``, or of its nearest ancestor that was written in the file."""
@@ -114,10 +117,18 @@ def parse_yaml(text: str) -> YamlDocument:
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         return YamlDocument(None, issues=[ConfigIssue("", _syntax_message(exc))])
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = f"line {line}, column {column}: character #x{char:04x}: {exc.reason}"
+        return YamlDocument(None, issues=[ConfigIssue("", message)])
     except yaml.YAMLError as exc:
         return YamlDocument(None, issues=[ConfigIssue("", " ".join(str(exc).split()))])
     builder = _Builder()
     value = None if root is None else builder.build(root, ())
+    if value is None and builder.issues:  # e.g. a lone `!tag value`
+        return YamlDocument(None, issues=builder.issues)
     if value is None:
         issue = ConfigIssue("", "the file is empty; start it with a line such as 'project: loans'")
         return YamlDocument(None, issues=[issue])
@@ -127,13 +138,15 @@ def parse_yaml(text: str) -> YamlDocument:
             f"got {_kind(value)}"
         )
         return YamlDocument(None, issues=[ConfigIssue("", message, root.start_mark.line + 1)])
-    return YamlDocument(value, builder.lines, builder.issues)
+    return YamlDocument(value, builder.lines, builder.issues, builder.unreadable)
 
 
 def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "not valid YAML"
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    if exc.context and problem.startswith("but "):  # "expected a single document ..."
+        return f"{where}{exc.context} {problem}"
     message = f"{where}{problem}"
     # The context often names the real culprit, e.g. the unclosed quote two lines above.
     if exc.context and exc.problem and exc.context_mark:
@@ -155,11 +168,16 @@ class _Builder:
     def __init__(self) -> None:
         self.lines: dict[YamlPath, int] = {}
         self.issues: list[ConfigIssue] = []
+        self.unreadable: set[YamlPath] = set()
         self._constructor = yaml.constructor.SafeConstructor()
         self._active: set[int] = set()
 
-    def _problem(self, path: YamlPath, message: str, node: yaml.Node) -> None:
+    def _problem(
+        self, path: YamlPath, message: str, node: yaml.Node, unreadable: bool = False
+    ) -> None:
         self.issues.append(ConfigIssue(format_location(path), message, node.start_mark.line + 1))
+        if unreadable:
+            self.unreadable.add(path)
 
     def build(self, node: yaml.Node, path: YamlPath) -> Any:
         if isinstance(node, yaml.ScalarNode):
@@ -190,7 +208,7 @@ class _Builder:
             return self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-            self._problem(path, f"cannot read this value: {problem}", node)
+            self._problem(path, f"cannot read this value: {problem}", node, unreadable=True)
             return None
 
     def _mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[str, Any]:
@@ -237,13 +255,15 @@ class _Builder:
         if isinstance(value, str):
             return value
         # YAML 1.1 reads `on:` as true and `1:` as a number; keep going with the text as written.
+        text = str(node.value)
         self._problem(
-            (*path, node.value),
-            f"key {node.value!r} is read as {_kind(value)}; "
-            f'write it in quotes ("{node.value}") to use it as a name',
+            (*path, text),
+            f"key {text!r} is read as {_kind(value)}; "
+            f'write it in quotes ("{text}") to use it as a name',
             node,
+            unreadable=True,
         )
-        return node.value
+        return text
 
 
 def invalid(message: str, *at: str | int) -> PydanticCustomError:
@@ -268,7 +288,12 @@ def validation_issues(
         shapes: per model class name, what a value of it looks like.
         env_paths: paths whose value came from an environment variable, and its name.
     """
-    return [_issue(error, doc, keys_at, shapes, env_paths) for error in exc.errors()]
+    issues = []
+    for error in exc.errors():
+        loc = (*error["loc"], *(error.get("ctx") or {}).get(_AT, ()))
+        if not any(loc[:end] in doc.unreadable for end in range(1, len(loc) + 1)):
+            issues.append(_issue(error, doc, keys_at, shapes, env_paths))
+    return issues
 
 
 def _describe(value: Any) -> str:

@@ -212,16 +212,23 @@ def profile(
         raise DataError(f"Data source {snapshot.source!r}: the snapshot lists no files.")
     fmts = [detect_format(path, fmt) for path, _ in files]
     schema, file_columns = _unified_schema(snapshot.source, files, fmts)
-    # A type inferred from a file's first block can be contradicted further down; widen that
-    # column (int -> double -> string) and start over, at most a few times per column.
-    for _ in range(3 * len(schema) + 1):
+    # A type inferred from a file's first block can be contradicted further down: widen that
+    # column (int -> double -> string) and start over. A multi-file scan whose error does not
+    # say which file or column is repeated file by file, which does.
+    one_by_one = False
+    for _ in range(3 * len(schema) + 2):
         stats = _Profiler(schema)
+        scan = _Scan(snapshot.source, files, fmts, schema, file_columns, one_by_one)
         try:
-            for batch in _scan(snapshot.source, files, fmts, schema, file_columns):
+            for batch in scan.batches():
                 stats.add(batch)
         except _Widen as widen:
             index = schema.get_field_index(widen.column)
             schema = schema.set(index, pa.field(widen.column, widen.to))
+            one_by_one = False
+            continue
+        except _OneByOne:
+            one_by_one = True
             continue
         return _with_profile(snapshot, stats)
     raise DataError(f"Data source {snapshot.source!r}: column types never settled while reading.")
@@ -285,7 +292,11 @@ class _Widen(Exception):
         self.to = to
 
 
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to ([\w\[\], ]+)")
+class _OneByOne(Exception):
+    """A multi-file scan failed without saying where; retry file by file to find out."""
+
+
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error")
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -335,6 +346,9 @@ def _hash_table(table: pyarrow.Table) -> str:
     return h.hexdigest()
 
 
+# -- reading files for the profile ---------------------------------------------------------
+
+
 def _unified_schema(
     source: str, files: list[tuple[Path, FileEntry]], fmts: list[str]
 ) -> tuple[pyarrow.Schema, list[list[str]]]:
@@ -376,7 +390,7 @@ def _file_schema(source: str, path: Path, entry: FileEntry, fmt: str) -> pyarrow
             return pq.read_schema(path)
         reader = pcsv.open_csv(
             path,
-            read_options=pcsv.ReadOptions(block_size=CSV_INFER_BLOCK_SIZE),
+            read_options=pcsv.ReadOptions(block_size=CSV_INFER_BLOCK_SIZE, use_threads=False),
             parse_options=pcsv.ParseOptions(delimiter=csv_delimiter(path)),
         )
         schema = reader.schema
@@ -386,46 +400,117 @@ def _file_schema(source: str, path: Path, entry: FileEntry, fmt: str) -> pyarrow
         raise _unparseable(source, entry.path, fmt, exc) from exc
 
 
-def _scan(
-    source: str,
-    files: list[tuple[Path, FileEntry]],
-    fmts: list[str],
-    schema: pyarrow.Schema,
-    file_columns: list[list[str]],
-) -> Iterator[pyarrow.RecordBatch]:
-    """Yield every file's record batches, columns in ``schema`` order and types."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
+class _Scan:
+    """Every file's record batches, in ``schema``'s column order and types.
 
-    for (path, entry), fmt, columns in zip(files, fmts, file_columns, strict=True):
+    CSV files go through one ``pyarrow.dataset`` scan, which parses several files at once
+    (1.5 s instead of 2.6 s for 1 GB on two cores); Parquet files are read one by one.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        files: list[tuple[Path, FileEntry]],
+        fmts: list[str],
+        schema: pyarrow.Schema,
+        file_columns: list[list[str]],
+        one_by_one: bool,
+    ) -> None:
+        self.source = source
+        self.files = [(p, e, f, c) for (p, e), f, c in zip(files, fmts, file_columns, strict=True)]
+        self.schema = schema
+        self.one_by_one = one_by_one
+
+    def batches(self) -> Iterator[pyarrow.RecordBatch]:
+        for path, entry, _, _ in self.files:
+            try:
+                size = os.stat(path).st_size
+            except OSError as exc:
+                raise _unparseable(self.source, entry.path, "data", exc) from exc
+            if size != entry.size:
+                raise _changed(self.source, entry.path)
+        for path, entry, fmt, _ in self.files:
+            if fmt == "parquet":
+                yield from self._parquet(path, entry)
+        for delimiter in (",", "\t"):
+            group = [f for f in self.files if f[2] == "csv" and csv_delimiter(f[0]) == delimiter]
+            if not group:
+                continue
+            if self.one_by_one or len(group) == 1:
+                for path, entry, _, columns in group:
+                    yield from self._csv_file(path, entry, columns, delimiter)
+            else:
+                yield from self._csv_dataset(group, delimiter)
+
+    def _parquet(self, path: Path, entry: FileEntry) -> Iterator[pyarrow.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
-            with open(path, "rb") as raw:
-                if os.fstat(raw.fileno()).st_size != entry.size:
-                    raise _changed(source, entry.path)
-                if fmt == "parquet":
-                    batches: Iterator[pa.RecordBatch] = pq.ParquetFile(raw).iter_batches(
-                        batch_size=PARQUET_BATCH_ROWS, columns=schema.names
-                    )
-                else:
-                    batches = pcsv.open_csv(
-                        pa.input_stream(path),
-                        read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_SIZE),
-                        parse_options=pcsv.ParseOptions(delimiter=csv_delimiter(path)),
-                        convert_options=pcsv.ConvertOptions(column_types=schema),
-                    )
-                for batch in batches:
-                    yield _conform(batch, schema)
-        except pa.ArrowInvalid as exc:
-            match = _CONVERSION_ERROR.search(str(exc))
-            if fmt == "csv" and match and int(match.group(1)) < len(columns):
-                column = columns[int(match.group(1))]
-                wider = _wider(schema.field(column).type)
-                if wider is not None:
-                    raise _Widen(column, wider) from exc
-            raise _unparseable(source, entry.path, fmt, exc) from exc
+            reader = pq.ParquetFile(path)
+            for batch in reader.iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, columns=self.schema.names
+            ):
+                yield _conform(batch, self.schema)
         except (pa.ArrowException, OSError) as exc:
-            raise _unparseable(source, entry.path, fmt, exc) from exc
+            raise _unparseable(self.source, entry.path, "parquet", exc) from exc
+
+    def _csv_options(self, delimiter: str) -> tuple[Any, Any, Any]:
+        import pyarrow.csv as pcsv
+
+        return (
+            pcsv.ReadOptions(block_size=CSV_BLOCK_SIZE),
+            pcsv.ParseOptions(delimiter=delimiter),
+            pcsv.ConvertOptions(column_types=self.schema),
+        )
+
+    def _csv_file(
+        self, path: Path, entry: FileEntry, columns: list[str], delimiter: str
+    ) -> Iterator[pyarrow.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        read, parse, convert = self._csv_options(delimiter)
+        try:
+            reader = pcsv.open_csv(
+                path, read_options=read, parse_options=parse, convert_options=convert
+            )
+            for batch in reader:
+                yield _conform(batch, self.schema)
+        except pa.ArrowInvalid as exc:
+            self._maybe_widen(exc, columns)
+            raise _unparseable(self.source, entry.path, "csv", exc) from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise _unparseable(self.source, entry.path, "csv", exc) from exc
+
+    def _csv_dataset(
+        self, group: list[tuple[Path, FileEntry, str, list[str]]], delimiter: str
+    ) -> Iterator[pyarrow.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        read, parse, convert = self._csv_options(delimiter)
+        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert, read_options=read)
+        dataset = ds.dataset([str(f[0]) for f in group], schema=self.schema, format=fmt)
+        try:
+            # Modest read-ahead: memory stays near (2 files x 4 batches x 4 MiB) of parsed data.
+            for batch in dataset.to_batches(fragment_readahead=2, batch_readahead=4):
+                yield _conform(batch, self.schema)
+        except pa.ArrowInvalid as exc:
+            orders = {tuple(f[3]) for f in group}
+            if len(orders) == 1:  # same column order everywhere: the error's index is enough
+                self._maybe_widen(exc, list(orders.pop()))
+            raise _OneByOne() from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise _OneByOne() from exc
+
+    def _maybe_widen(self, exc: BaseException, columns: list[str]) -> None:
+        match = _CONVERSION_ERROR.search(str(exc))
+        if match and int(match.group(1)) < len(columns):
+            column = columns[int(match.group(1))]
+            wider = _wider(self.schema.field(column).type)
+            if wider is not None:
+                raise _Widen(column, wider) from exc
 
 
 def _conform(batch: pyarrow.RecordBatch, schema: pyarrow.Schema) -> pyarrow.RecordBatch:
@@ -487,6 +572,9 @@ def _unparseable(source: str, rel: str, fmt: str, exc: BaseException) -> DataErr
     )
 
 
+# -- statistics -----------------------------------------------------------------------------
+
+
 def _with_profile(snapshot: Snapshot, stats: _Profiler) -> Snapshot:
     return replace(
         snapshot,
@@ -497,85 +585,112 @@ def _with_profile(snapshot: Snapshot, stats: _Profiler) -> Snapshot:
 
 
 class _Profiler:
-    """Per-column running statistics over record batches, merged exactly batch by batch."""
+    """Per-column running statistics over record batches.
+
+    Each batch costs one Acero aggregation (all columns at once, NaN projected to null) plus
+    one ``value_counts`` per text column: few calls, each releasing the GIL, so a busy Python
+    thread beside it slows it little. Batches merge exactly (Chan et al. for the variance).
+    """
 
     def __init__(self, schema: pyarrow.Schema) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.types as t
 
         self.schema = schema
         self.rows = 0
-        self.columns: dict[str, _Column] = {}
-        for f in schema:
+        self.columns: list[_Column] = []
+        self.exprs: list[Any] = []
+        self.aggregates: list[tuple[str, str, Any, str]] = []
+        for i, f in enumerate(schema):
+            key = str(i)
             type_ = f.type.value_type if t.is_dictionary(f.type) else f.type
+            expr = pc.field(f.name)
+            if t.is_dictionary(f.type):
+                expr = expr.cast(type_)
+            if t.is_decimal(type_):
+                type_ = pa.float64()
+                expr = expr.cast(type_)
+            if t.is_floating(type_):  # NaN is missing, as pandas sees it
+                expr = pc.if_else(pc.is_nan(expr), pa.scalar(None, type_), expr)
+            self.exprs.append(expr)
+            self.aggregates.append((key, "count", pc.CountOptions("only_null"), f"{key}.nulls"))
+            column: _Column
             if t.is_boolean(type_):
-                column: _Column = _BoolColumn()
-            elif t.is_integer(type_) or t.is_floating(type_) or t.is_decimal(type_):
-                column = _NumericColumn(floating=t.is_floating(type_) or t.is_decimal(type_))
-            elif t.is_string(type_) or t.is_large_string(type_):
-                column = _TextColumn()
+                column = _BoolColumn(key)
+                self.aggregates.append((key, "sum", None, f"{key}.true"))
+            elif t.is_integer(type_) or t.is_floating(type_):
+                column = _NumericColumn(key)
+                self.aggregates += [
+                    (key, "count", pc.CountOptions("only_valid"), f"{key}.n"),
+                    (key, "min_max", None, f"{key}.minmax"),
+                    (key, "mean", None, f"{key}.mean"),
+                    (key, "variance", pc.VarianceOptions(ddof=0), f"{key}.var"),
+                ]
             elif t.is_temporal(type_):
-                column = _TemporalColumn()
+                column = _TemporalColumn(key)
+                self.aggregates.append((key, "min_max", None, f"{key}.minmax"))
+            elif t.is_string(type_) or t.is_large_string(type_):
+                column = _TextColumn(key, i)
             else:
-                column = _Column()
-            self.columns[f.name] = column
+                column = _Column(key)
+            self.columns.append(column)
 
     def add(self, batch: pyarrow.RecordBatch) -> None:
-        import pyarrow.types as t
+        from pyarrow import acero
 
+        if batch.num_rows == 0:
+            return
         self.rows += batch.num_rows
-        for name, column in self.columns.items():
-            array = batch.column(name)
-            if t.is_dictionary(array.type):
-                array = array.dictionary_decode()
-            column.add(array)
+        plan = acero.Declaration.from_sequence(
+            [
+                acero.Declaration("table_source", acero.TableSourceNodeOptions(batch)),
+                acero.Declaration(
+                    "project",
+                    acero.ProjectNodeOptions(self.exprs, [str(i) for i in range(len(self.exprs))]),
+                ),
+                acero.Declaration("aggregate", acero.AggregateNodeOptions(self.aggregates)),
+            ]
+        )
+        row = plan.to_table(use_threads=False).to_pylist()[0]
+        for column in self.columns:
+            column.add(row, batch)
 
     def result(self) -> dict[str, dict[str, Any]]:
-        return {name: column.result() for name, column in self.columns.items()}
+        return {f.name: c.result() for f, c in zip(self.schema, self.columns, strict=True)}
 
 
 class _Column:
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
         self.null_count = 0
 
-    def add(self, array: pyarrow.Array) -> None:
-        self.null_count += array.null_count
+    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
+        self.null_count += row[f"{self.key}.nulls"]
 
     def result(self) -> dict[str, Any]:
         return {"null_count": self.null_count}
 
 
 class _NumericColumn(_Column):
-    def __init__(self, floating: bool) -> None:
-        super().__init__()
-        self.floating = floating
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
         self.n = 0
         self.mean = 0.0
-        self.m2 = 0.0  # sum of squared deviations from the mean (Chan et al. merge)
+        self.m2 = 0.0  # sum of squared deviations from the mean
         self.min: Any = None
         self.max: Any = None
 
-    def add(self, array: pyarrow.Array) -> None:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.types as t
-
-        if t.is_decimal(array.type):
-            array = array.cast(pa.float64())
-        valid = array.drop_null() if array.null_count else array
-        if self.floating:
-            nan = pc.is_nan(valid)
-            if pc.any(nan).as_py():
-                valid = valid.filter(pc.invert(nan))
-        self.null_count += len(array) - len(valid)
-        n = len(valid)
-        if n == 0:
+    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
+        super().add(row, batch)
+        n = row[f"{self.key}.n"]
+        if not n:
             return
-        bounds = pc.min_max(valid)
-        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        self.min = lo if self.min is None else min(self.min, lo)
-        self.max = hi if self.max is None else max(self.max, hi)
-        mean = pc.mean(valid).as_py()
-        m2 = pc.variance(valid, ddof=0).as_py() * n
+        bounds = row[f"{self.key}.minmax"]
+        self.min = bounds["min"] if self.min is None else min(self.min, bounds["min"])
+        self.max = bounds["max"] if self.max is None else max(self.max, bounds["max"])
+        # Chan, Golub and LeVeque's pairwise merge: exact, and stable over many batches.
+        mean, m2 = row[f"{self.key}.mean"], row[f"{self.key}.var"] * n
         total = self.n + n
         delta = mean - self.mean
         self.mean += delta * n / total
@@ -593,81 +708,79 @@ class _NumericColumn(_Column):
 
 
 class _BoolColumn(_Column):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
         self.true_count = 0
 
-    def add(self, array: pyarrow.Array) -> None:
-        import pyarrow.compute as pc
-
-        self.null_count += array.null_count
-        self.true_count += pc.sum(array).as_py() or 0
+    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
+        super().add(row, batch)
+        self.true_count += row[f"{self.key}.true"] or 0
 
     def result(self) -> dict[str, Any]:
         return {"null_count": self.null_count, "true_count": self.true_count}
 
 
 class _TemporalColumn(_Column):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
         self.min: Any = None
         self.max: Any = None
 
-    def add(self, array: pyarrow.Array) -> None:
-        import pyarrow.compute as pc
-
-        self.null_count += array.null_count
-        if array.null_count == len(array):
+    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
+        super().add(row, batch)
+        bounds = row[f"{self.key}.minmax"]
+        if bounds["min"] is None:
             return
-        bounds = pc.min_max(array)
-        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        self.min = lo if self.min is None else min(self.min, lo)
-        self.max = hi if self.max is None else max(self.max, hi)
+        self.min = bounds["min"] if self.min is None else min(self.min, bounds["min"])
+        self.max = bounds["max"] if self.max is None else max(self.max, bounds["max"])
 
     def result(self) -> dict[str, Any]:
-        return {
-            "null_count": self.null_count,
-            "min": _iso(self.min),
-            "max": _iso(self.max),
-        }
+        return {"null_count": self.null_count, "min": _iso(self.min), "max": _iso(self.max)}
 
 
 class _TextColumn(_Column):
-    """Exact value counts, merged in Arrow (group-by) every few batches to stay fast."""
+    """Exact value counts, merged in Arrow (a group-by) every few batches."""
 
     MERGE_EVERY = 16
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, key: str, index: int) -> None:
+        super().__init__(key)
+        self.index = index
         self.pending: list[pyarrow.StructArray] = []
         self.counts: pyarrow.Table | None = None
         self.exact = True
 
-    def add(self, array: pyarrow.Array) -> None:
+    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
         import pyarrow.compute as pc
 
-        self.null_count += array.null_count
+        super().add(row, batch)
+        array = batch.column(self.index)
         if array.null_count == len(array):
             return
-        self.pending.append(pc.value_counts(array.drop_null() if array.null_count else array))
+        # A null value gets counted too; _merge drops it (it is in null_count already).
+        self.pending.append(pc.value_counts(array))
         if len(self.pending) >= self.MERGE_EVERY:
             self._merge()
 
     def _merge(self) -> None:
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        parts = [
-            pa.table({"value": p.field("values").cast(pa.large_string()), "n": p.field("counts")})
-            for p in self.pending
-        ]
+        parts = []
+        for counts in self.pending:
+            values = counts.field("values")
+            if values.type != pa.large_string():
+                values = values.cast(pa.large_string())  # also decodes dictionaries
+            parts.append(pa.table({"value": values, "n": counts.field("counts")}))
         self.pending = []
         if self.counts is not None:
             parts.append(self.counts)
         grouped = pa.concat_tables(parts).group_by("value").aggregate([("n", "sum")])
         merged = pa.table({"value": grouped["value"], "n": grouped["n_sum"]})
+        merged = merged.filter(pc.is_valid(merged["value"]))
         if merged.num_rows > MAX_DISTINCT:
-            # Keep the commonest values only (lossy counting): top values stay right for any
-            # value common enough to matter, and the distinct count becomes a lower bound.
+            # Keep the commonest values only (lossy counting): the top values stay right for
+            # any value common enough to matter, and the distinct count becomes a lower bound.
             self.exact = False
             merged = merged.sort_by([("n", "descending")]).slice(0, MAX_DISTINCT // 2)
         self.counts = merged
@@ -675,14 +788,13 @@ class _TextColumn(_Column):
     def result(self) -> dict[str, Any]:
         if self.pending:
             self._merge()
-        if self.counts is None:
+        counts = self.counts
+        if counts is None:
             return {"null_count": self.null_count, "distinct": 0, "distinct_exact": True, "top": []}
-        top = self.counts.sort_by([("n", "descending"), ("value", "ascending")]).slice(
-            0, TOP_VALUES
-        )
+        top = counts.sort_by([("n", "descending"), ("value", "ascending")]).slice(0, TOP_VALUES)
         return {
             "null_count": self.null_count,
-            "distinct": self.counts.num_rows if self.exact else MAX_DISTINCT,
+            "distinct": counts.num_rows if self.exact else MAX_DISTINCT,
             "distinct_exact": self.exact,
             "top": [
                 {"value": v, "count": c}

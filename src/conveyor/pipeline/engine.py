@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conveyor.exceptions import DataError, PipelineError
+from conveyor.exceptions import PipelineError
 from conveyor.pipeline import keys
 from conveyor.pipeline.executors import Executor, make_executor
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
@@ -222,8 +222,8 @@ class Profiler(threading.Thread):
             src = self.ctx.config.data[name]
             try:
                 self.done.append(snap_mod.profile(snap, self.ctx.root, fmt=src.format))
-            except DataError as exc:
-                self.errors.append(str(exc))
+            except Exception as exc:  # a profile is a nicety: never let it fail a run
+                self.errors.append(f"data.{name}: {exc}")
 
 
 def run_pipeline(

@@ -30,7 +30,8 @@ class LocalExecutor:
     """A pool of worker processes on this machine.
 
     Workers come from a fork server, so the parent's threads and open database connections are
-    never forked; each worker dies with the parent (PR_SET_PDEATHSIG).
+    never forked; each worker watches the process that started the run and exits when it dies
+    (a `kill -9` of `conveyor run` leaves no step running behind it).
     """
 
     def __init__(self, jobs: int | None = None) -> None:
@@ -42,7 +43,10 @@ class LocalExecutor:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["conveyor.pipeline.worker"])
             self._pool = ProcessPoolExecutor(
-                max_workers=self.jobs, mp_context=ctx, initializer=_init_worker
+                max_workers=self.jobs,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
             )
         try:
             return self._pool.submit(_run, task)
@@ -60,10 +64,10 @@ class LocalExecutor:
             self._pool = None
 
 
-def _init_worker() -> None:
-    from conveyor.pipeline.worker import die_with_parent
+def _init_worker(owner: int) -> None:
+    from conveyor.pipeline.worker import watch_owner
 
-    die_with_parent()
+    watch_owner(owner)
 
 
 def _run(task: StepTask) -> StepResult:

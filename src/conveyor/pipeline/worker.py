@@ -37,6 +37,43 @@ def die_with_parent() -> None:
             pass
 
 
+def watch_owner(owner: int, interval: float = 0.2) -> None:
+    """Exit this worker, and the command it runs, as soon as the owning process is gone.
+
+    A pool worker's parent is the fork server, not `conveyor run`, so PR_SET_PDEATHSIG alone
+    cannot tie it to the run; a daemon thread polling the owner's pid can.
+    """
+    import threading
+
+    def watch() -> None:
+        while _alive(owner):
+            time.sleep(interval)
+        child = _current_child
+        if child is not None and child.poll() is None:
+            child.kill()
+        os._exit(70)
+
+    threading.Thread(target=watch, name="conveyor-owner-watch", daemon=True).start()
+
+
+_current_child: subprocess.Popen | None = None
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
 def run_step(task: StepTask) -> StepResult:
     """Run a step and return its outcome; never raises."""
     started = time.time()
@@ -71,6 +108,7 @@ def run_step(task: StepTask) -> StepResult:
 def _run_python(task: StepTask, store: Any, tracker: tracking.Tracker, result: StepResult) -> None:
     from conveyor.pipeline.outputs import store_return
 
+    os.chdir(task.root)  # relative paths in a step mean the project, as for a cmd step
     func = load_function(task.run or "", task.root)
     args, kwargs = _arguments(func, task, store)
     tracking._active = tracker
@@ -190,14 +228,15 @@ def _run_cmd(task: StepTask, store: Any, tracker: tracking.Tracker, result: Step
     env["CONVEYOR_PARAMS"] = json.dumps(task.params, sort_keys=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    proc = subprocess.run(
-        task.cmd or "",
-        shell=True,
-        cwd=root,
-        env=env,
-        preexec_fn=die_with_parent,
-        check=False,
+    global _current_child
+    proc = subprocess.Popen(
+        task.cmd or "", shell=True, cwd=root, env=env, preexec_fn=die_with_parent
     )
+    _current_child = proc
+    try:
+        proc.wait()
+    finally:
+        _current_child = None
     if proc.returncode != 0:
         raise ConveyorError(
             f"command exited with status {proc.returncode}: {task.cmd}"

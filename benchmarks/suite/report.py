@@ -1,0 +1,324 @@
+"""The results as one Markdown table (Conveyor, the reference, their ratio, the goal) and JSON.
+
+The table is built from the raw results alone, so it can be re-rendered from a saved JSON file:
+``python -m suite.report results/latest.json`` from ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SIZES = {"small": "10 MB", "large": "1 GB"}
+
+
+@dataclass
+class Row:
+    """One line of the table; ``met`` is None where the issue sets no goal."""
+
+    goal_no: str
+    measure: str
+    data: str
+    conveyor: str
+    reference: str
+    ratio: str
+    goal: str = ""
+    met: bool | None = None
+
+
+def _s(seconds: float) -> str:
+    if seconds < 0.995:
+        return f"{seconds * 1000:.0f} ms" if seconds < 0.0995 else f"{seconds:.3f} s"
+    return f"{seconds:.2f} s"
+
+
+def _ratio(conveyor: float, reference: float) -> str:
+    """How many times less time Conveyor took (or more, when it is slower)."""
+    if conveyor <= 0 or reference <= 0:
+        return "n/a"
+    ratio = reference / conveyor
+    return f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower"
+
+
+def _med(entry: dict) -> float:
+    return entry["median_s"]
+
+
+def _pipeline_rows(name: str, res: dict) -> list[Row]:
+    size = SIZES.get(name, name)
+    conv, dvc, first = res["conveyor"], res.get("dvc"), res["first_run"]
+    rows: list[Row] = []
+
+    def pair(no: str, measure: str, c: dict, ref: str, r: dict | None, goal="", met=None) -> None:
+        rows.append(
+            Row(
+                no,
+                measure,
+                size,
+                _s(_med(c)),
+                f"{ref} {_s(_med(r))}" if r else "not run",
+                _ratio(_med(c), _med(r)) if r else "",
+                goal,
+                met,
+            )
+        )
+
+    noop = _med(conv["noop"])
+    ref_noop = _med(dvc["noop"]) if dvc else None
+    met = noop <= 0.15 and (ref_noop is None or ref_noop / noop >= 8)
+    pair(
+        "1",
+        "fully cached re-run: `conveyor run` vs `dvc repro`",
+        conv["noop"],
+        "`dvc repro`",
+        dvc and dvc["noop"],
+        "≤ 0.15 s and ≥ 8× faster",
+        met,
+    )
+    pair(
+        "1",
+        "same, engine path (`CONVEYOR_NO_FASTPATH=1`)",
+        conv["noop_engine"],
+        "`dvc repro`",
+        dvc and dvc["noop"],
+    )
+    pair("1", "`conveyor status` vs `dvc status`", conv["status"], "`dvc status`", dvc and dvc["status"])
+    pair(
+        "1",
+        "`conveyor status`, engine path",
+        conv["status_engine"],
+        "`dvc status`",
+        dvc and dvc["status"],
+    )
+    bare = _med(first["bare"])
+    pair(
+        "2",
+        f"first run, 5 steps (scripts alone: {_s(bare)})",
+        first["conveyor"],
+        "`dvc repro`",
+        first.get("dvc"),
+    )
+    over = first["conveyor_overhead_s"]
+    ref_over = first.get("dvc_overhead_s")
+    rows.append(
+        Row(
+            "2",
+            "first run: overhead over the bare scripts",
+            size,
+            f"{over:+.2f} s",
+            f"DVC {ref_over:+.2f} s" if ref_over is not None else "not run",
+            _ratio(over, ref_over) if ref_over is not None and over > 0 else "",
+            "≤ 0.5 s (1 GB)" if name == "large" else "",
+            over <= 0.5 if name == "large" else None,
+        )
+    )
+    snap = res.get("snapshot_variant")
+    if snap:
+        profiled = "profile stored" if snap["profile_stored"] else "no profile stored"
+        rows.append(
+            Row(
+                "2",
+                f"first run with `inputs: [data.raw]` (snapshot + profile; {profiled})",
+                size,
+                f"{_s(snap['wall_s'])} ({snap['wall_s'] - bare:+.2f} s)",
+                "",
+                "",
+            )
+        )
+    pair(
+        "3",
+        "param change: 3 steps re-run",
+        conv["param_change"],
+        "`dvc repro`",
+        dvc and dvc["param_change"],
+    )
+    pair(
+        "3",
+        "param reverted: restored from cache",
+        conv["param_revert"],
+        "`dvc repro` (run-cache)",
+        dvc and dvc["param_revert"],
+    )
+    return rows
+
+
+def _hashing_rows(res: dict) -> list[Row]:
+    conv = res["conveyor"]
+    size = f"{conv['bytes'] / 1e9:.2f} GB"
+    cold = conv["cold"]
+    rows: list[Row] = []
+    variants = res.get("dvc", {}).get("variants", {})
+    first = True
+    for name, dvc in variants.items():
+        rows.append(
+            Row(
+                "4",
+                "snapshot hashing, cold (`FileHasher(None).hash_many`)",
+                size,
+                f"{cold['MBps']:,.0f} MB/s ({_s(_med(cold))})",
+                f"`dvc add`, {name}: {dvc['MBps']:,.0f} MB/s ({_s(_med(dvc))})",
+                _ratio(_med(cold), _med(dvc)),
+                "≥ 2 GB/s" if first else "",
+                cold["MBps"] >= 2000 if first else None,
+            )
+        )
+        first = False
+    if not variants:
+        rows.append(
+            Row(
+                "4",
+                "snapshot hashing, cold",
+                size,
+                f"{cold['MBps']:,.0f} MB/s",
+                "not run",
+                "",
+                "≥ 2 GB/s",
+                cold["MBps"] >= 2000,
+            )
+        )
+    for key, label in (("filling_cache", "first hash, filling the stat cache"), ("warm", "through a warm stat cache")):
+        entry = conv[key]
+        rows.append(
+            Row(
+                "4",
+                f"snapshot hashing, {label}",
+                size,
+                f"{entry['MBps']:,.0f} MB/s ({_s(_med(entry))})",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+def _tracking_rows(res: dict) -> list[Row]:
+    conv, ml = res["conveyor"], res.get("mlflow")
+    extra = conv["extra_wall_s"]
+    rows: list[Row] = []
+    if ml:
+        note = f" (extrapolated from {ml['n']:,})" if ml["extrapolated"] else ""
+        ref_total = f"MLflow {_s(ml['total_for_10000_s'])}{note}"
+        ref_call = f"MLflow {ml['per_call_ms']:.2f} ms"
+    else:
+        ref_total = ref_call = "not run"
+    rows.append(
+        Row(
+            "5",
+            f"{conv['calls']:,} `log_metric` calls: extra wall time of the run (all stored)",
+            "",
+            _s(max(extra, 0.0)) + (" (noise: negative)" if extra < 0 else ""),
+            ref_total,
+            _ratio(max(extra, 1e-3), ml["total_for_10000_s"]) if ml else "",
+            "≤ 0.2 s total",
+            extra <= 0.2,
+        )
+    )
+    rows.append(
+        Row(
+            "5",
+            "`log_metric` per call, timed inside the step",
+            "",
+            f"{conv['per_call_us']:.2f} µs (loop {_s(_med(conv['loop']))})",
+            ref_call,
+            _ratio(conv["per_call_us"] / 1e6, ml["per_call_ms"] / 1e3) if ml else "",
+            "",
+        )
+    )
+    return rows
+
+
+def _startup_rows(res: dict) -> list[Row]:
+    conv = res.get("conveyor")
+    rows: list[Row] = []
+    if conv is None:
+        return rows
+    first = True
+    for tool in ("dvc", "mlflow"):
+        ref = res.get(tool)
+        rows.append(
+            Row(
+                "6",
+                "`conveyor --help` (median of 5 after a warm-up)",
+                "",
+                _s(_med(conv)),
+                f"`{tool} --help` {_s(_med(ref))}" if ref else "not run",
+                _ratio(_med(conv), _med(ref)) if ref else "",
+                "≤ 0.25 s" if first else "",
+                _med(conv) <= 0.25 if first else None,
+            )
+        )
+        first = False
+    return rows
+
+
+def rows_of(results: dict) -> list[Row]:
+    """Every table row, in the order of the issue's goals."""
+    rows: list[Row] = []
+    for name in ("small", "large"):
+        if name in results.get("pipeline", {}):
+            rows += _pipeline_rows(name, results["pipeline"][name])
+    rows.sort(key=lambda row: row.goal_no)  # stable: keeps small before large within a goal
+    if "hashing" in results:
+        rows += _hashing_rows(results["hashing"])
+    if "tracking" in results:
+        rows += _tracking_rows(results["tracking"])
+    if "startup" in results:
+        rows += _startup_rows(results["startup"])
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown(results: dict) -> str:
+    """The report: a header with versions and machine, the table, the goals and the method."""
+    meta = results.get("meta", {})
+    lines = [
+        f"# Conveyor benchmarks ({'quick' if meta.get('quick') else 'full'} run)",
+        "",
+        f"{meta.get('started', '')}; {meta.get('machine', '')}; load average "
+        f"{meta.get('load_before', '?')} before, {meta.get('load_after', '?')} after.",
+        f"Conveyor {meta.get('conveyor_version', '?')} (commit {meta.get('commit', '?')}), "
+        f"DVC {meta.get('dvc_version', 'not run')}, MLflow {meta.get('mlflow_version', 'not run')}, "
+        f"Python {meta.get('python', '?')}.",
+        "",
+        "| # | measure | data | Conveyor | reference | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = rows_of(results)
+    for row in rows:
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        cells = [row.goal_no, row.measure, row.data, row.conveyor, row.reference, row.ratio, row.goal, met]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    goals = [row for row in rows if row.met is not None]
+    missed = [row for row in goals if not row.met]
+    lines += [
+        "",
+        f"Goals met: {len(goals) - len(missed)} of {len(goals)}"
+        + (f"; missed: {'; '.join(f'#{r.goal_no} {r.measure} ({r.data or r.goal})' for r in missed)}." if missed else "."),
+        "",
+        "Method: wall clock of the whole CLI process (`os.wait4`), so interpreter start-up and "
+        "imports count; median of "
+        f"{meta.get('repeats', '?')} (start-up: {meta.get('startup_repeats', '?')} after one "
+        "warm-up); page cache warm; telemetry off (`DVC_NO_ANALYTICS=1`, `DO_NOT_TRACK=true`, "
+        "`MLFLOW_DISABLE_TELEMETRY=true`); HOME and XDG folders inside `benchmarks/work/`. "
+        "Every project is new, in its own git repository, with the input hard-linked in; the "
+        "same stage scripts run on the same interpreter under every tool. First runs are "
+        "interleaved bare / Conveyor / DVC. Cached measures are checked to have run nothing "
+        "(and changes exactly 3 steps) before they count. Ratio = reference time / Conveyor "
+        "time. Raw figures: the JSON file beside this one.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    """Re-render a saved results JSON as Markdown on stdout."""
+    results = json.loads(Path(argv[0]).read_text())
+    sys.stdout.write(markdown(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
