@@ -50,11 +50,12 @@ find_bindir() {
 }
 
 # Root-only commands: directly as root, else through passwordless sudo, else not at all.
+# 9>&-: nothing we start may inherit the lock below (see as_pg); apt can start a server too.
 as_root() {
     if [[ $EUID -eq 0 ]]; then
-        "$@"
+        "$@" 9>&-
     elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-        sudo -n "$@"
+        sudo -n "$@" 9>&-
     else
         return 1
     fi
@@ -64,22 +65,20 @@ install_postgres() {
     if [[ ${CONVEYOR_INSTALL_POSTGRES:-1} == 0 ]]; then
         log "no PostgreSQL server binaries (no /usr/lib/postgresql/*/bin/initdb) and" \
             "CONVEYOR_INSTALL_POSTGRES=0; PostgreSQL tests will be skipped."
+        rm -f -- "$dir.lock"
         exit 0
     fi
     if ! as_root true; then
         log "no PostgreSQL server binaries, and installing them needs root or passwordless sudo." \
             "Run 'sudo apt-get install postgresql', or set CONVEYOR_TEST_POSTGRES_URL to a" \
             "server you have; PostgreSQL tests will be skipped."
+        rm -f -- "$dir.lock"
         exit 0
     fi
     log "installing Debian's postgresql package"
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq >&2
-    # Install postgresql-common first and turn off its default "main" cluster: we make our own,
-    # and the package would otherwise initdb and start a second server on port 5432.
-    as_root apt-get install -y -qq --no-install-recommends postgresql-common >&2
-    as_root sed -ri 's/^#?\s*create_main_cluster\s*=.*/create_main_cluster = false/' \
-        /etc/postgresql-common/createcluster.conf
+    # The package also creates its own "main" cluster; we leave it alone and make ours.
     as_root apt-get install -y -qq --no-install-recommends postgresql >&2
 }
 
@@ -108,7 +107,7 @@ running_pid() {
     # A stale pid file can name a PID that now belongs to another program, or a dead server
     # that nobody reaped (a zombie): check the name and the state in /proc/PID/stat.
     local _ comm state
-    read -r _ comm state _ <"/proc/$pid/stat" 2>/dev/null || return 0
+    read -r _ comm state _ 2>/dev/null <"/proc/$pid/stat" || return 0
     [[ $comm == "(postgres)" && $state != [ZX] ]] && echo "$pid"
     return 0
 }
@@ -185,7 +184,7 @@ start_server() {
 # Serialise runs that share a DIR (e.g. two pytest sessions): one creates, the others reuse.
 mkdir -p -- "$(dirname -- "$dir")"
 exec 9>"$dir.lock"
-flock 9
+flock -w 600 9 || die "another run has held $dir.lock for 10 minutes; is it stuck?"
 
 bindir=$(find_bindir || true)
 if [[ $action == stop ]]; then
@@ -217,14 +216,14 @@ if [[ -n $pid ]]; then
 fi
 if [[ -z $port ]]; then
     # Anything not running (a half-made cluster, a crashed one) is rebuilt from scratch.
-    port=${CONVEYOR_PG_PORT:-54329}
-    [[ $port =~ ^[0-9]+$ ]] || die "CONVEYOR_PG_PORT='$port' is not a port number."
-    for ((i = 0; i < PORT_TRIES; i++)); do
-        port_in_use "$port" || break
+    first=${CONVEYOR_PG_PORT:-54329}
+    [[ $first =~ ^[0-9]+$ ]] || die "CONVEYOR_PG_PORT='$first' is not a port number."
+    port=$first
+    while port_in_use "$port"; do
+        ((port - first < PORT_TRIES)) || die "no free port in $first..$port; set CONVEYOR_PG_PORT."
         log "port $port is in use; trying $((port + 1))"
         port=$((port + 1))
     done
-    port_in_use "$port" && die "no free port in $((port - PORT_TRIES + 1))..$port."
     create_cluster "$port"
     start_server "$port"
     wait_ready "$port" || die "the server on 127.0.0.1:$port does not answer pg_isready."

@@ -12,8 +12,13 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("CONVEYOR_STORE_URL", "CONVEYOR_ARTIFACTS", "CONVEYOR_EXECUTOR", "CONVEYOR_JOBS",
-                "CONVEYOR_NO_FASTPATH"):
+    for var in (
+        "CONVEYOR_STORE_URL",
+        "CONVEYOR_ARTIFACTS",
+        "CONVEYOR_EXECUTOR",
+        "CONVEYOR_JOBS",
+        "CONVEYOR_NO_FASTPATH",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))
 

@@ -52,8 +52,8 @@ def postgres_url() -> tuple[str | None, str]:
     """Return the URL of a running PostgreSQL server for this test session, and where it is from.
 
     The first call may start a server (about 1-3 s, longer if the package must be installed);
-    later calls return the same answer. Installing Debian's package is allowed only on CI
-    (CI=true) or with CONVEYOR_INSTALL_POSTGRES=1, because it changes the machine.
+    later calls return the same answer. Installing Debian's package changes the machine, so it
+    is allowed only with CONVEYOR_INSTALL_POSTGRES=1, or on CI (CI=true) unless that is 0.
 
     Returns:
         (url, reason): url is a SQLAlchemy URL such as
@@ -74,7 +74,9 @@ def postgres_url() -> tuple[str | None, str]:
 
 def _start_private_server() -> tuple[str | None, str]:
     global _cluster_dir, _owner_pid
-    may_install = on_ci() or _flag("CONVEYOR_INSTALL_POSTGRES")
+    # An explicit CONVEYOR_INSTALL_POSTGRES (1 or 0) wins; otherwise install only on CI.
+    explicit = os.environ.get("CONVEYOR_INSTALL_POSTGRES", "").strip()
+    may_install = _flag("CONVEYOR_INSTALL_POSTGRES") if explicit else on_ci()
     if not server_binaries_exist() and not may_install:
         return None, (
             "no PostgreSQL server binaries (no /usr/lib/postgresql/*/bin/initdb); run "
@@ -89,23 +91,28 @@ def _start_private_server() -> tuple[str | None, str]:
         "CONVEYOR_PG_PORT": str(_free_port()),
         "CONVEYOR_INSTALL_POSTGRES": "1" if may_install else "0",
     }
-    done = subprocess.run(
-        ["bash", str(SCRIPT), "start", cluster_dir],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=900,  # room for apt-get install on a cold CI machine
-    )
-    lines = done.stdout.strip().splitlines()
+    # Files, not pipes: a server the script starts could inherit a pipe and keep it open, and
+    # reading it to the end would then never finish.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        done = subprocess.run(
+            ["bash", str(SCRIPT), "start", cluster_dir],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            timeout=900,  # room for apt-get install on a cold CI machine
+        )
+        out.seek(0)
+        err.seek(0)
+        lines, log = out.read().strip().splitlines(), err.read().strip()
     if done.returncode != 0:
         raise RuntimeError(
             f"{SCRIPT.name} failed (exit {done.returncode}) starting PostgreSQL in "
-            f"{cluster_dir!r}:\n{done.stderr.strip()}"
+            f"{cluster_dir!r}:\n{log}"
         )
     if not lines or not lines[-1].startswith("postgresql"):
         # The script's own words say why (not root, no sudo, install not allowed).
-        return None, done.stderr.strip() or f"{SCRIPT.name} printed no URL"
+        return None, log or f"{SCRIPT.name} printed no URL"
     return lines[-1], f"private server in {cluster_dir}"
 
 
@@ -128,7 +135,8 @@ def stop_postgres() -> None:
     subprocess.run(
         ["bash", str(SCRIPT), "stop", _cluster_dir],
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         timeout=120,
         check=False,
     )

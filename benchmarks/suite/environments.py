@@ -109,7 +109,16 @@ def ensure_venv(tool: str, log=print) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     installed = False
     if UV.exists():
-        uv = [str(UV), "pip", "install", "--quiet", "--python", str(python), "-r", str(requirements)]
+        uv = [
+            str(UV),
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(python),
+            "-r",
+            str(requirements),
+        ]
         env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
         installed = subprocess.run(uv, env=env, check=False).returncode == 0
         if not installed:

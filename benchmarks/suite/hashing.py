@@ -22,7 +22,10 @@ Log = Callable[[str], None]
 _RACY_MARGIN_S = 2.5
 DVC_VARIANTS = {
     "default (cache.type reflink,copy; 1 hash job)": [],
-    "cache.type hardlink, checksum_jobs 2": [("cache.type", "hardlink"), ("core.checksum_jobs", "2")],
+    "cache.type hardlink, checksum_jobs 2": [
+        ("cache.type", "hardlink"),
+        ("core.checksum_jobs", "2"),
+    ],
 }
 
 
@@ -111,4 +114,3 @@ def dvc_add(
             shutil.rmtree(repo)
         out[name] = {**cold.to_dict(), "MBps": total / 1e6 / cold.median}
     return {"bytes": total, "variants": out}
-

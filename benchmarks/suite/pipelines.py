@@ -133,7 +133,11 @@ def dvc_yaml(data: Dataset) -> str:
     """dvc.yaml with one stage per script; evaluate's metrics are not cached, as usual."""
     lines = ["stages:"]
     for stage in stages(data.input_path):
-        lines += [f"  {stage.name}:", f"    cmd: {stage.cmd}", f"    deps: {_flow(list(stage.deps))}"]
+        lines += [
+            f"  {stage.name}:",
+            f"    cmd: {stage.cmd}",
+            f"    deps: {_flow(list(stage.deps))}",
+        ]
         if stage.name in PARAMS:
             lines.append(f"    params: [{stage.name}]")
         if stage.outs:

@@ -84,7 +84,13 @@ def _pipeline_rows(name: str, res: dict) -> list[Row]:
         "`dvc repro`",
         dvc and dvc["noop"],
     )
-    pair("1", "`conveyor status` vs `dvc status`", conv["status"], "`dvc status`", dvc and dvc["status"])
+    pair(
+        "1",
+        "`conveyor status` vs `dvc status`",
+        conv["status"],
+        "`dvc status`",
+        dvc and dvc["status"],
+    )
     pair(
         "1",
         "`conveyor status`, engine path",
@@ -178,7 +184,10 @@ def _hashing_rows(res: dict) -> list[Row]:
                 cold["MBps"] >= 2000,
             )
         )
-    for key, label in (("filling_cache", "first hash, filling the stat cache"), ("warm", "through a warm stat cache")):
+    for key, label in (
+        ("filling_cache", "first hash, filling the stat cache"),
+        ("warm", "through a warm stat cache"),
+    ):
         entry = conv[key]
         rows.append(
             Row(
@@ -282,7 +291,8 @@ def markdown(results: dict) -> str:
         f"{meta.get('started', '')}; {meta.get('machine', '')}; load average "
         f"{meta.get('load_before', '?')} before, {meta.get('load_after', '?')} after.",
         f"Conveyor {meta.get('conveyor_version', '?')} (commit {meta.get('commit', '?')}), "
-        f"DVC {meta.get('dvc_version', 'not run')}, MLflow {meta.get('mlflow_version', 'not run')}, "
+        f"DVC {meta.get('dvc_version', 'not run')}, "
+        f"MLflow {meta.get('mlflow_version', 'not run')}, "
         f"Python {meta.get('python', '?')}.",
         "",
         "| # | measure | data | Conveyor | reference | ratio | goal | met |",
@@ -291,14 +301,26 @@ def markdown(results: dict) -> str:
     rows = rows_of(results)
     for row in rows:
         met = "" if row.met is None else ("yes" if row.met else "**no**")
-        cells = [row.goal_no, row.measure, row.data, row.conveyor, row.reference, row.ratio, row.goal, met]
+        cells = [
+            row.goal_no,
+            row.measure,
+            row.data,
+            row.conveyor,
+            row.reference,
+            row.ratio,
+            row.goal,
+            met,
+        ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     goals = [row for row in rows if row.met is not None]
     missed = [row for row in goals if not row.met]
+    verdict = f"Goals met: {len(goals) - len(missed)} of {len(goals)}."
+    if missed:
+        names = "; ".join(f"#{r.goal_no} {r.measure} ({r.data or r.goal})" for r in missed)
+        verdict = verdict[:-1] + f"; missed: {names}."
     lines += [
         "",
-        f"Goals met: {len(goals) - len(missed)} of {len(goals)}"
-        + (f"; missed: {'; '.join(f'#{r.goal_no} {r.measure} ({r.data or r.goal})' for r in missed)}." if missed else "."),
+        verdict,
         "",
         "Method: wall clock of the whole CLI process (`os.wait4`), so interpreter start-up and "
         "imports count; median of "

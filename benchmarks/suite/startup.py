@@ -37,5 +37,7 @@ def help_times(
     ).to_dict()
     for name, exe in tools.items():
         log(f"start-up: {name} --help")
-        out[name] = timing.repeat([str(exe), "--help"], empty, env, times=repeats, warmup=1).to_dict()
+        out[name] = timing.repeat(
+            [str(exe), "--help"], empty, env, times=repeats, warmup=1
+        ).to_dict()
     return out

@@ -30,9 +30,7 @@ def _project(root: Path, n: int, env: Mapping[str, str]) -> Path:
     (root / "src").mkdir(parents=True)
     shutil.copy2(TRACKING_SRC / "trackbench.py", root / "src" / "trackbench.py")
     (root / "conveyor.yaml").write_text(
-        "project: tracking\n"
-        "pipeline:\n"
-        f'  log: {{run: "trackbench:log_many", params: {{n: {n}}}}}\n'
+        f'project: tracking\npipeline:\n  log: {{run: "trackbench:log_many", params: {{n: {n}}}}}\n'
     )
     timing.run(["git", "init", "-q"], root, env)
     return root

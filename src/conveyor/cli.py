@@ -74,7 +74,7 @@ def run(
 ) -> None:
     """Run the pipeline; unchanged steps are restored from cache."""
     if not step and not force:
-        from conveyor.entry import try_fast_run
+        from conveyor.fastrun import try_fast_run
 
         if try_fast_run(project, as_json):
             return

@@ -67,7 +67,9 @@ class RunDisplay:
             status = row["status"]
             note = row.get("reason") or ""
             if status == "running":
-                note = f"{time.monotonic() - self._started.get(step, time.monotonic()):.1f} s  {note}"
+                note = (
+                    f"{time.monotonic() - self._started.get(step, time.monotonic()):.1f} s  {note}"
+                )
             table.add_row(MARKS.get(status, status), step, status, f"[dim]{note}[/]")
         return table
 
@@ -97,7 +99,9 @@ def print_summary(summary: Any) -> None:
             if ran == 0
             else f"{ran} ran, {cached} restored from cache"
         )
-        console.print(f"Run {summary.run_id} [green]succeeded[/]: {what} in {summary.duration_s:.2f} s.")
+        console.print(
+            f"Run {summary.run_id} [green]succeeded[/]: {what} in {summary.duration_s:.2f} s."
+        )
         return
     for outcome in summary.steps:
         if outcome.status == "failed":
@@ -105,7 +109,8 @@ def print_summary(summary: Any) -> None:
             if outcome.traceback:
                 err.print(outcome.traceback.rstrip(), markup=False)
             if outcome.log_path:
-                err.print(f"Log: {outcome.log_path}  (conveyor show {summary.run_id} --log {outcome.name})")
+                show = f"conveyor show {summary.run_id} --log {outcome.name}"
+                err.print(f"Log: {outcome.log_path}  ({show})")
     err.print(f"Run {summary.run_id} [red]failed[/] after {summary.duration_s:.2f} s.")
 
 
@@ -128,7 +133,8 @@ def print_runs(rows: list[dict]) -> None:
         console.print("No runs yet. Run 'conveyor run'.")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("run", "status", "started (UTC)", "time", "steps", "commit"):
+    table.add_column("run", no_wrap=True)
+    for column in ("status", "started (UTC)", "time", "steps", "commit"):
         table.add_column(column)
     for row in rows:
         steps = ", ".join(f"{n} {s}" for s, n in sorted(row["steps"].items()))
@@ -142,18 +148,26 @@ def print_run(info: dict) -> None:
     console.print(f"[bold]Run {info['run_id']}[/]  {info['status']}  project {info['project']}")
     console.print(f"  started {info['started_at']}, finished {info['finished_at'] or '-'}")
     commit = info["git_commit"] or "no git"
-    console.print(f"  commit {commit}{' (dirty)' if info['git_dirty'] else ''}, env {info['env_hash'][:12]}")
+    console.print(
+        f"  commit {commit}{' (dirty)' if info['git_dirty'] else ''}, env {info['env_hash'][:12]}"
+    )
     if info["error"]:
         console.print(f"  [red]error[/]: {info['error']}")
     table = Table(box=None, pad_edge=False, title=None)
     for column in ("", "step", "status", "time", "why", "outputs"):
         table.add_column(column)
     for step in info["steps"]:
-        outs = ", ".join(f"{n} ({d['format']}, {d['digest'][:10]})" for n, d in step["outputs"].items())
+        outs = ", ".join(
+            f"{n} ({d['format']}, {d['digest'][:10]})" for n, d in step["outputs"].items()
+        )
         duration = f"{step['duration_s']:.2f} s" if step["duration_s"] else ""
         table.add_row(
-            MARKS.get(step["status"], ""), step["step"], step["status"], duration,
-            step["reason"] or step["error"] or "", outs,
+            MARKS.get(step["status"], ""),
+            step["step"],
+            step["status"],
+            duration,
+            step["reason"] or step["error"] or "",
+            outs,
         )
     console.print(table)
     for step, values in info["metrics"].items():

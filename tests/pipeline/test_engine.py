@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.exceptions import PipelineError
 
-STEPS = '''
+STEPS = """
 import os
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def report(summary):
 def side():
     _called("side")
     return {"ok": 1}
-'''
+"""
 
 CONFIG = """
 project: demo
@@ -183,9 +183,7 @@ def test_failed_step_blocks_dependents_lets_unrelated_steps_finish_and_keeps_its
 
 
 def test_metrics_logged_before_a_failure_are_kept(project):
-    project.write(
-        "conveyor.yaml", 'project: p\npipeline:\n  boom: {run: "steps:boom"}\n'
-    )
+    project.write("conveyor.yaml", 'project: p\npipeline:\n  boom: {run: "steps:boom"}\n')
     project.write(
         "steps.py",
         """
@@ -450,3 +448,20 @@ def test_profile_of_the_snapshot_is_recorded(demo):
 
     snap = describe_run(demo.config(), summary.run_id)["snapshots"][0]
     assert snap["source"] == "raw" and snap["row_count"] == 3 and snap["columns"] == 1
+
+
+@pytest.mark.postgres
+def test_the_same_pipeline_on_a_postgresql_store(demo):
+    from tests.pg_server import drop_database, fresh_database, require_postgres
+
+    url = fresh_database(require_postgres())
+    try:
+        demo.write("conveyor.yaml", f"store: {{url: '{url}'}}\n" + CONFIG)
+        assert demo.statuses(demo.run()) == {"prepare": "ran", "train": "ran", "report": "ran"}
+        again = demo.run()
+        assert demo.statuses(again) == {"prepare": "cached", "train": "cached", "report": "cached"}
+        from conveyor.pipeline.fastpath import check
+
+        assert check(demo.root) is None  # the fast path is for the embedded SQLite store only
+    finally:
+        drop_database(url)

@@ -149,9 +149,7 @@ class Planner:
             elif path.is_dir():
                 files = sorted(p for p in path.rglob("*") if p.is_file())
                 hashes = self.ctx.hasher.hash_many(files)
-                out[dep] = combine(
-                    (p.relative_to(path).as_posix(), hashes[p]) for p in files
-                )
+                out[dep] = combine((p.relative_to(path).as_posix(), hashes[p]) for p in files)
             else:
                 raise PipelineError(
                     f"Step '{step}': dependency {dep!r} does not exist under {self.ctx.root}. "
@@ -163,7 +161,9 @@ class Planner:
         files: list[Path] = []
         for dep in deps:
             path = self.ctx.root / dep
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+            files.extend(
+                sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            )
         return files
 
 
@@ -377,8 +377,10 @@ def _run(
                 if len(running) >= exe.jobs:
                     continue
                 last = ctx.store.last_step_run(step)
-                reason = "forced" if step in forced else keys.explain(
-                    last.key_parts if last else None, parts
+                reason = (
+                    "forced"
+                    if step in forced
+                    else keys.explain(last.key_parts if last else None, parts)
                 )
                 task = _task(ctx, run_id, step, planner)
                 ctx.store.step_started(run_id, step, reason)
@@ -554,7 +556,9 @@ def _record_result(
 
         for out, desc in result.outputs.items():
             path = ctx.root / desc.get("path", out)
-            ctx.state.put(f"out:{path}", json.dumps({"digest": desc["digest"], "stamp": _stamp(path)}))
+            ctx.state.put(
+                f"out:{path}", json.dumps({"digest": desc["digest"], "stamp": _stamp(path)})
+            )
     ctx.store.record_step(
         StepRecord(
             run_id=run_id,
@@ -591,8 +595,9 @@ def _finish_blocked(ctx: Context, run_id: str, outcome: StepOutcome, upstream: s
     outcome.status = "blocked"
     outcome.reason = f"upstream step '{upstream}' did not succeed"
     ctx.store.record_step(
-        StepRecord(run_id=run_id, step=outcome.name, status="blocked", cache_key="",
-                   reason=outcome.reason)
+        StepRecord(
+            run_id=run_id, step=outcome.name, status="blocked", cache_key="", reason=outcome.reason
+        )
     )
 
 

@@ -98,8 +98,12 @@ def remember(ctx: Any, planner: Any, order: list[str], snapshots: dict, summary:
             {d["digest"] for outs in planner.outputs.values() for d in outs.values()}
         ),
         "steps": [
-            [step, _last_key(ctx, summary.run_id, step), planner.outputs.get(step, {}),
-             by_name[step].metrics]
+            [
+                step,
+                _last_key(ctx, summary.run_id, step),
+                planner.outputs.get(step, {}),
+                by_name[step].metrics,
+            ]
             for step in order
         ],
     }
@@ -239,8 +243,14 @@ def _record(witness: dict) -> str | None:
                 (run_id, name, key, json.dumps(_parts_of(conn, key)), json.dumps(outputs)),
             )
             events.append(
-                (ts, "step.cached", "run", run_id, who,
-                 json.dumps({"step": name, "cache_key": key}))
+                (
+                    ts,
+                    "step.cached",
+                    "run",
+                    run_id,
+                    who,
+                    json.dumps({"step": name, "cache_key": key}),
+                )
             )
         events.append((ts, "run.succeeded", "run", run_id, who, json.dumps({})))
         conn.executemany(

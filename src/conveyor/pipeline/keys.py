@@ -206,11 +206,11 @@ def explain(old: dict | None, new: dict) -> str:
     if old.get("run") != new.get("run") or old.get("cmd") != new.get("cmd"):
         reasons.append("command changed" if "cmd" in new else "function changed")
     old_code, new_code = old.get("code", {}), new.get("code", {})
-    changed = sorted(
-        f for f in set(old_code) | set(new_code) if old_code.get(f) != new_code.get(f)
-    )
+    changed = sorted(f for f in set(old_code) | set(new_code) if old_code.get(f) != new_code.get(f))
     if changed:
-        reasons.append("code changed: " + ", ".join(changed[:5]) + (" …" if len(changed) > 5 else ""))
+        reasons.append(
+            "code changed: " + ", ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
+        )
     old_p, new_p = old.get("params", {}), new.get("params", {})
     for key in sorted(set(old_p) | set(new_p)):
         if old_p.get(key) != new_p.get(key):

@@ -43,7 +43,9 @@ def pipeline_status(config: Any) -> list[StepStatus]:
                 continue
             key = keys.digest_of(parts)
             hit = ctx.store.cached([key]).get(key)
-            if hit is not None and all(ctx.artifacts.exists(d["digest"]) for d in hit.outputs.values()):
+            if hit is not None and all(
+                ctx.artifacts.exists(d["digest"]) for d in hit.outputs.values()
+            ):
                 planner.outputs[step] = hit.outputs
                 result[step] = StepStatus(step, "up-to-date", "cached")
                 continue

@@ -17,11 +17,24 @@ import conveyor
 
 TARGET = "high_risk"
 NUMERIC = [
-    "emp_length", "annual_income", "debt_to_income", "delinq_2y", "months_since_last_delinq",
-    "earliest_credit_line", "inquiries_last_12m", "total_credit_lines", "open_credit_lines",
-    "total_credit_limit", "total_credit_utilized", "num_historical_failed_to_pay",
-    "accounts_opened_24m", "num_satisfactory_accounts", "account_never_delinq_percent",
-    "public_record_bankrupt", "loan_amount", "term",
+    "emp_length",
+    "annual_income",
+    "debt_to_income",
+    "delinq_2y",
+    "months_since_last_delinq",
+    "earliest_credit_line",
+    "inquiries_last_12m",
+    "total_credit_lines",
+    "open_credit_lines",
+    "total_credit_limit",
+    "total_credit_utilized",
+    "num_historical_failed_to_pay",
+    "accounts_opened_24m",
+    "num_satisfactory_accounts",
+    "account_never_delinq_percent",
+    "public_record_bankrupt",
+    "loan_amount",
+    "term",
 ]
 CATEGORICAL = ["homeownership", "verified_income", "loan_purpose", "application_type"]
 

@@ -1,0 +1,184 @@
+"""The metadata store, one contract for every backend: a SQLite file and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conveyor.exceptions import RunNotFound, StoreError
+from conveyor.store import models as m
+from conveyor.store.metadata import StepRecord, Store
+from conveyor.store.records import HEAD_REVISION
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'meta.db'}"
+        return
+    from tests.pg_server import drop_database, fresh_database, require_postgres
+
+    url = fresh_database(require_postgres())
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def store(store_url: str):
+    with Store(store_url) as opened:
+        yield opened
+
+
+def _run(store: Store, workspace: str = "/w", steps: dict | None = None) -> str:
+    return store.start_run(
+        project="p",
+        workspace=workspace,
+        env_hash="e" * 64,
+        config_hash="c" * 64,
+        args={},
+        git_commit=None,
+        git_dirty=None,
+        steps=steps if steps is not None else {"a": "", "b": ""},
+    )
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from conveyor.store.metadata import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+
+
+def test_migrations_create_the_same_schema_as_the_models(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), m.Base.metadata)
+    assert diff == []
+
+
+def test_every_state_change_is_an_event(store: Store) -> None:
+    run_id = _run(store)
+    store.step_started(run_id, "a", "never ran")
+    store.record_step(
+        StepRecord(
+            run_id=run_id,
+            step="a",
+            status="ran",
+            cache_key="k1",
+            cacheable=True,
+            outputs={"return": {"digest": "d" * 64, "format": "json", "size": 2}},
+            metrics=[("auc", 0.9, 0, 1.0)],
+        )
+    )
+    store.record_step(StepRecord(run_id=run_id, step="b", status="blocked", cache_key=""))
+    store.finish_run(run_id, "failed", "b: blocked")
+    kinds = [e.kind for e in store.events(entity_id=run_id)]
+    assert kinds == ["run.started", "step.started", "step.ran", "step.blocked", "run.failed"]
+    assert all(e.actor.endswith("@" + socket.gethostname()) for e in store.events())
+    assert store.cached(["k1"])["k1"].metrics == {"auc": 0.9}
+    assert store.referenced_digests() == {"d" * 64}
+
+
+def test_run_lookup_by_prefix_latest_and_clear_errors(store: Store) -> None:
+    first = _run(store)
+    second = _run(store)
+    assert store.run(first).id == first
+    assert store.run(second[:-2]).id == second
+    assert store.run("latest").id == second
+    with pytest.raises(RunNotFound, match=r"^No run matches 'zzz'\. Run 'conveyor runs'"):
+        store.run("zzz")
+    prefix = first[:4]
+    with pytest.raises(RunNotFound, match=f"^Run id prefix '{prefix}' is ambiguous"):
+        store.run(prefix)
+
+
+def test_interrupted_runs_are_only_those_of_this_workspace(store: Store) -> None:
+    mine = _run(store, "/here")
+    other = _run(store, "/elsewhere")
+    assert store.mark_interrupted("/here") == [mine]
+    assert store.run(mine).status == "interrupted"
+    assert store.run(other).status == "running"
+    assert {s.status for s in store.step_runs(mine)} == {"interrupted"}
+    assert "run.interrupted" in [e.kind for e in store.events(entity_id=mine)]
+
+
+def test_a_failed_write_is_a_store_error_and_leaves_nothing_half_written(store: Store) -> None:
+    run_id = _run(store)
+    before = store.count(m.Event)
+    with pytest.raises(StoreError, match="refused a write"):
+        with store.session() as s:
+            store.add_event(s, "x.happened", "run", run_id)
+            s.add(m.StepRun(run_id="no-such-run", step="a", status="ran", cache_key=""))
+    assert store.count(m.Event) == before
+
+
+def test_unreachable_database_is_a_store_error_without_the_password() -> None:
+    url = "postgresql+psycopg://bob:secret@127.0.0.1:1/nothere"
+    with pytest.raises(StoreError) as info:
+        Store(url).open()
+    assert "secret" not in str(info.value)
+    assert str(info.value).startswith(
+        "Cannot open the metadata store postgresql+psycopg://bob:***@127.0.0.1:1/nothere"
+    )
+    assert not type(info.value).__module__.startswith("sqlalchemy")
+
+
+def _open_and_write(url: str) -> None:
+    with Store(url) as store:
+        _run(store)
+
+
+def test_two_processes_opening_a_fresh_database_both_succeed(store_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_open_and_write, args=(store_url,)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with Store(store_url) as store:
+        assert len(store.runs()) == 2
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    metrics=st.lists(
+        st.tuples(st.text(min_size=1, max_size=30), st.floats(allow_nan=False, width=64)),
+        max_size=20,
+    ),
+    params=st.dictionaries(
+        st.text(min_size=1, max_size=20),
+        st.one_of(st.integers(-(2**53), 2**53), st.text(max_size=20), st.booleans(), st.none()),
+        max_size=8,
+    ),
+)
+def test_metrics_and_params_round_trip(store: Store, metrics, params) -> None:
+    run_id = _run(store, steps={"s": ""})
+    rows = [(key.replace("\x00", ""), value, i, 1.0) for i, (key, value) in enumerate(metrics)]
+    rows = [r for r in rows if r[0]]
+    clean = {
+        k.replace("\x00", ""): (v.replace("\x00", "") if isinstance(v, str) else v)
+        for k, v in params.items()
+    }
+    clean = {k: v for k, v in clean.items() if k}
+    store.record_step(
+        StepRecord(run_id=run_id, step="s", status="ran", cache_key="", metrics=rows, params=clean)
+    )
+    got = [(x.key, x.value, x.index) for x in store.metrics(run_id)]
+    assert got == [(k, v, i) for k, v, i, _ in rows]
+    import json
+
+    assert {p.key: json.loads(p.value) for p in store.params(run_id)} == clean
