@@ -32,6 +32,7 @@ _TRUTHY = {"1", "true", "yes", "on"}
 _started: tuple[str | None, str] | None = None
 _cluster_dir: str | None = None
 _owner_pid: int | None = None
+_failure: str | None = None  # why starting failed, so later calls fail fast with the same reason
 
 
 def _flag(name: str) -> bool:
@@ -64,11 +65,17 @@ def postgres_url() -> tuple[str | None, str]:
         RuntimeError: the binaries exist but the script failed to start a server; its log is in
             the message. A broken setup must show, not skip.
     """
-    global _started
+    global _started, _failure
     if url := os.environ.get(ENV_URL, "").strip():
         return url, f"from ${ENV_URL}"
+    if _failure is not None:  # fail every test the same way, without retrying each time
+        raise RuntimeError(_failure)
     if _started is None:
-        _started = _start_private_server()
+        try:
+            _started = _start_private_server()
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            _failure = str(exc)
+            raise
     return _started
 
 

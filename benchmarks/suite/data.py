@@ -45,16 +45,17 @@ def _write(path: Path, lines: list[str]) -> None:
     os.replace(tmp, path)  # a half-written file from an interrupted run is never reused
 
 
-def small_csv(folder: Path) -> Path:
+def small_csv(folder: Path, rows: int = FILE_BYTES // _ROW_BYTES) -> Path:
     """The 10 MB CSV (about 103,000 rows), written once and reused.
 
     Args:
         folder: Where generated data lives (``benchmarks/work/data``).
+        rows: Fewer rows make a smaller file, for a smoke test.
     """
     path = folder / "small.csv"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        _write(path, _rows(seed=7, first_id=0, count=FILE_BYTES // _ROW_BYTES))
+        _write(path, _rows(seed=7, first_id=0, count=rows))
     return path
 
 

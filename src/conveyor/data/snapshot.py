@@ -637,6 +637,7 @@ class _Profiler:
             self.columns.append(column)
 
     def add(self, batch: pyarrow.RecordBatch) -> None:
+        import pyarrow as pa
         from pyarrow import acero
 
         if batch.num_rows == 0:
@@ -644,7 +645,9 @@ class _Profiler:
         self.rows += batch.num_rows
         plan = acero.Declaration.from_sequence(
             [
-                acero.Declaration("table_source", acero.TableSourceNodeOptions(batch)),
+                acero.Declaration(
+                    "table_source", acero.TableSourceNodeOptions(pa.Table.from_batches([batch]))
+                ),
                 acero.Declaration(
                     "project",
                     acero.ProjectNodeOptions(self.exprs, [str(i) for i in range(len(self.exprs))]),

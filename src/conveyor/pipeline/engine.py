@@ -327,8 +327,12 @@ def _run(
     planner = Planner(ctx, snapshots)
     outcomes = {s: StepOutcome(s, "pending") for s in order}
     owned = executor is None
+    python_steps = any(config.pipeline[s].run for s in order)
     exe = executor or make_executor(
-        config.executor.kind, jobs or config.executor.jobs, config.executor.address
+        config.executor.kind,
+        jobs or config.executor.jobs,
+        config.executor.address,
+        preload=("pandas", "pyarrow.parquet") if python_steps else (),
     )
     running: dict[Future[StepResult], tuple[str, str, dict, str, float]] = {}
     run_status = "failed"
@@ -410,6 +414,12 @@ def _run(
         if owned:
             exe.close()
     profiler.join()
+    if profiler.errors:
+        with ctx.store.session() as session:
+            for problem in profiler.errors:
+                ctx.store.add_event(
+                    session, "snapshot.profile_failed", "run", run_id, {"error": problem}
+                )
     for snap in profiler.done:
         ctx.store.update_profile(
             snap_ids[snap.source], snap.schema or {}, snap.row_count or 0, snap.profile or {}

@@ -139,10 +139,12 @@ def _finite(value: Any) -> Any:
 
 
 def _is_estimator(value: Any) -> bool:
-    try:
-        from sklearn.base import BaseEstimator
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    import sys
+
+    if "sklearn" not in sys.modules:  # an estimator's class would have imported it already
         return False
+    from sklearn.base import BaseEstimator
+
     return isinstance(value, BaseEstimator)
 
 

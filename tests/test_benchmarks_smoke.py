@@ -1,0 +1,70 @@
+"""The benchmark suite's Conveyor half, on a tiny input, so `make bench` cannot rot unnoticed.
+
+It runs the real code of benchmarks/suite (real `conveyor` processes in tmp_path); DVC and
+MLflow are left out, as they are not installed in the project's venv.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks.suite import data, environments, pipeline_runs, pipelines, report, tracking
+
+
+@pytest.mark.slow
+def test_conveyor_half_of_the_small_pipeline(tmp_path: Path) -> None:
+    env = environments.base_env(tmp_path)
+    source = data.small_csv(tmp_path / "data", rows=3000)
+    ds = pipelines.dataset("small", source)
+    lines: list[str] = []
+
+    first, root, dvc_repo = pipeline_runs.first_runs(ds, tmp_path, env, None, 1, lines.append)
+    cached = pipeline_runs.conveyor_cached(ds, root, env, 1, lines.append)
+
+    assert dvc_repo is None and "dvc" not in first
+    assert first["conveyor"]["n"] == 1 and first["bare"]["median_s"] > 0
+    assert set(first["conveyor_step_durations_s"][0]) == {
+        "prepare",
+        "featurize",
+        "train",
+        "evaluate",
+        "report",
+    }
+    # The revert restored every step; the project's metrics file is the one of epochs=20.
+    assert pipelines.latest_conveyor_run(root) == dict.fromkeys(
+        ["prepare", "featurize", "train", "evaluate", "report"], "cached"
+    )
+    assert json.loads((root / "out" / "metrics.json").read_text())["n_eval"] == 30
+    assert (root / "out" / "report.md").read_text().startswith("# Report")
+    assert set(cached) == {
+        "noop",
+        "noop_engine",
+        "status",
+        "status_engine",
+        "param_change",
+        "param_revert",
+    }
+    results = {
+        "meta": {"repeats": 1},
+        "pipeline": {
+            "small": {
+                "input": {"bytes": source.stat().st_size, "files": 1},
+                "first_run": first,
+                "conveyor": cached,
+            }
+        },
+    }
+    table = report.markdown(results)
+    assert "| 1 | fully cached re-run: `conveyor run` vs `dvc repro` | 10 MB |" in table
+    assert "| 3 | param reverted: restored from cache |" in table
+    assert any("param change" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_tracking_project_stores_every_value(tmp_path: Path) -> None:
+    env = environments.base_env(tmp_path)
+    result = tracking.conveyor_tracking(tmp_path, env, 1, lambda _: None)
+    assert result["stored_values"] == tracking.CALLS
+    assert 0 < result["loop"]["median_s"] < 5
