@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,23 @@ def find_root(start: Path | None = None) -> Path:
         f"No {CONFIG_FILE} in {here} or any parent directory. "
         "Run 'conveyor init' to create a project."
     )
+
+
+def git_state(root: Path) -> tuple[str | None, bool | None]:
+    """The commit and dirty flag of the repository holding the project, if any."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return commit.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None

@@ -9,7 +9,6 @@ Independent steps run concurrently on the executor; a failed step blocks only it
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from conveyor.exceptions import PipelineError
 from conveyor.pipeline import keys
 from conveyor.pipeline.executors import Executor, make_executor
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
+from conveyor.project import git_state
 
 Listener = Callable[[str, str, dict], None]  # (step, status, details)
 
@@ -632,23 +632,3 @@ def _details(outcome: StepOutcome) -> dict:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def git_state(root: Path) -> tuple[str | None, bool | None]:
-    """The commit and dirty flag of the repository holding the project, if any."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None, None
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return commit.stdout.strip(), bool(status.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None, None

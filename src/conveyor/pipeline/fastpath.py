@@ -195,6 +195,9 @@ def _record(witness: dict) -> str | None:
     """Insert the run, its cached steps and their events in one transaction."""
     import socket
 
+    from conveyor.project import git_state
+
+    commit, dirty = git_state(Path(witness["root"]))  # outside the write transaction
     host = socket.gethostname()
     conn = sqlite3.connect(witness["db"], timeout=30, isolation_level=None)
     try:
@@ -219,7 +222,7 @@ def _record(witness: dict) -> str | None:
         conn.execute(
             "INSERT INTO runs (id, project, status, started_at, finished_at, host, pid, "
             "workspace, git_commit, git_dirty, env_hash, config_hash, args, error) "
-            "VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, NULL)",
+            "VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
             (
                 run_id,
                 witness["project"],
@@ -228,6 +231,8 @@ def _record(witness: dict) -> str | None:
                 host,
                 os.getpid(),
                 witness["root"],
+                commit,
+                None if dirty is None else int(dirty),
                 witness["env_hash"],
                 witness["config_hash"],
                 json.dumps({"steps": [], "force": False, "jobs": None, "fast": True}),
