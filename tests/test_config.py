@@ -18,11 +18,11 @@ from conveyor.config import (
     SourceConfig,
     StepConfig,
     StoreConfig,
-    find_project_root,
     load_config,
     load_project,
 )
 from conveyor.exceptions import ConfigError, ConfigIssue, ProjectError, StepNotFound
+from conveyor.project import find_root
 
 NO_ENV: dict[str, str] = {}
 DEFAULT_URL = "sqlite:///.conveyor/conveyor.db"
@@ -370,14 +370,14 @@ def test_find_project_root_walks_up_from_a_subdirectory(tmp_path: Path) -> None:
     deep = tmp_path / "src" / "loans"
     deep.mkdir(parents=True)
     (deep / "steps.py").write_text("")
-    assert find_project_root(deep) == tmp_path.resolve()
-    assert find_project_root(deep / "steps.py") == tmp_path.resolve()
+    assert find_root(deep) == tmp_path.resolve()
+    assert find_root(deep / "steps.py") == tmp_path.resolve()
     assert load_project(deep, env=NO_ENV).root == tmp_path.resolve()
 
 
 def test_find_project_root_says_how_to_start_one(tmp_path: Path) -> None:
     with pytest.raises(ProjectError) as info:
-        find_project_root(tmp_path)
+        find_root(tmp_path)
     assert str(info.value) == (
         f"No conveyor.yaml in {tmp_path.resolve()} or any parent directory. "
         "Run 'conveyor init' to create a project."

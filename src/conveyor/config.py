@@ -36,9 +36,10 @@ from conveyor.config_yaml import (
     read_yaml_file,
     validation_issues,
 )
-from conveyor.exceptions import ConfigError, ConfigIssue, ProjectError, StepNotFound
+from conveyor.exceptions import ConfigError, ConfigIssue, StepNotFound
+from conveyor.project import CONFIG_FILE, find_root
 
-CONFIG_FILE = "conveyor.yaml"
+
 DEFAULT_STORE_URL = "sqlite:///.conveyor/conveyor.db"
 DEFAULT_ARTIFACTS = ".conveyor/artifacts"
 ENV_STORE_URL = "CONVEYOR_STORE_URL"
@@ -568,27 +569,6 @@ class ProjectConfig(_Model):
 # Loading
 
 
-def find_project_root(start: Path) -> Path:
-    """The nearest folder, from ``start`` upwards, that holds a conveyor.yaml.
-
-    Args:
-        start: a folder (or a file) inside the project.
-
-    Raises:
-        ProjectError: no folder from ``start`` to the filesystem root holds a conveyor.yaml.
-    """
-    start = Path(start).resolve()
-    if start.is_file():
-        start = start.parent
-    for folder in (start, *start.parents):
-        if (folder / CONFIG_FILE).is_file():
-            return folder
-    raise ProjectError(
-        f"No {CONFIG_FILE} in {start} or any parent directory. "
-        "Run 'conveyor init' to create a project."
-    )
-
-
 def load_project(start: Path | None = None, env: Mapping[str, str] | None = None) -> ProjectConfig:
     """Find the project around ``start`` (default: the working directory) and load its config.
 
@@ -596,7 +576,7 @@ def load_project(start: Path | None = None, env: Mapping[str, str] | None = None
         ProjectError: there is no conveyor.yaml here or above.
         ConfigError: the file cannot be used as written.
     """
-    root = find_project_root(Path.cwd() if start is None else start)
+    root = find_root(Path.cwd() if start is None else start)
     return load_config(root / CONFIG_FILE, env=env)
 
 

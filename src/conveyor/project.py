@@ -46,6 +46,8 @@ def find_root(start: Path | None = None) -> Path:
     from conveyor.exceptions import ProjectError
 
     here = (start or Path.cwd()).resolve()
+    if here.is_file():
+        here = here.parent
     for candidate in (here, *here.parents):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
