@@ -39,7 +39,6 @@ from conveyor.config_yaml import (
 from conveyor.exceptions import ConfigError, ConfigIssue, StepNotFound
 from conveyor.project import CONFIG_FILE, find_root
 
-
 DEFAULT_STORE_URL = "sqlite:///.conveyor/conveyor.db"
 DEFAULT_ARTIFACTS = ".conveyor/artifacts"
 ENV_STORE_URL = "CONVEYOR_STORE_URL"
