@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,9 +34,11 @@ class ProjectFactory:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(content).lstrip())
-        # Bump mtime so a rewrite within one timestamp granule is still seen as a change.
-        st = path.stat()
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        # Date the file 10 s back, as if written by an earlier edit: a rewrite still gets a new
+        # mtime (now - 10 s moves on), and the file is past the 2 s "racy" window in which
+        # the stat caches refuse to trust an mtime.
+        stamp = time.time_ns() - 10_000_000_000
+        os.utime(path, ns=(stamp, stamp))
         return path
 
     def config(self):  # -> ProjectConfig

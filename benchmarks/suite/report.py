@@ -34,12 +34,12 @@ def _s(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def _ratio(conveyor: float, reference: float) -> str:
+def _ratio(conveyor: float, reference: float, words: tuple[str, str] = ("faster", "slower")) -> str:
     """How many times less time Conveyor took (or more, when it is slower)."""
     if conveyor <= 0 or reference <= 0:
         return "n/a"
     ratio = reference / conveyor
-    word = "faster" if ratio >= 1 else "slower"
+    word = words[0] if ratio >= 1 else words[1]
     ratio = max(ratio, 1 / ratio)
     return f"{ratio:,.0f}× {word}" if ratio >= 100 else f"{ratio:.1f}× {word}"
 
@@ -117,11 +117,23 @@ def _pipeline_rows(name: str, res: dict) -> list[Row]:
             size,
             f"{over:+.2f} s",
             f"DVC {ref_over:+.2f} s" if ref_over is not None else "not run",
-            _ratio(over, ref_over) if ref_over is not None and over > 0 else "",
+            _ratio(over, ref_over, ("less", "more")) if ref_over is not None and over > 0 else "",
             "≤ 0.5 s (1 GB)" if name == "large" else "",
             over <= 0.5 if name == "large" else None,
         )
     )
+    if "conveyor_outside_steps_s" in first:
+        rows.append(
+            Row(
+                "2",
+                "first run: Conveyor's overhead outside the steps / inside them",
+                size,
+                f"{first['conveyor_outside_steps_s']:+.2f} s / "
+                f"{first['conveyor_inside_steps_s']:+.2f} s",
+                "",
+                "",
+            )
+        )
     snap = res.get("snapshot_variant")
     if snap:
         profiled = "profile stored" if snap["profile_stored"] else "no profile stored"

@@ -104,10 +104,10 @@ class FileHasher:
             hashed = [_hash_with_stat(p) for p in misses]
 
         rows: list[tuple[str, os.stat_result, str]] = []
-        for path, (digest, st) in zip(misses, hashed, strict=True):
+        for path, (digest, stable_st) in zip(misses, hashed, strict=True):
             result[path] = digest
-            if st is not None:
-                rows.append((os.path.abspath(path), st, digest))
+            if stable_st is not None:
+                rows.append((os.path.abspath(path), stable_st, digest))
         if self.state is not None and rows:
             self.state.put_stats(rows, hashed_ns=started_ns)
         return {path: result[path] for path in paths}

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,14 +22,7 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from conveyor.data.hashing import FileHasher, combine
-from conveyor.data.sources import (
-    column_mismatch,
-    csv_delimiter,
-    detect_format,
-    query_sql,
-    read_frame,
-    resolve_files,
-)
+from conveyor.data.sources import FileScan, Rescan, query_sql, read_frame, resolve_files
 from conveyor.exceptions import DataError
 
 if TYPE_CHECKING:
@@ -42,9 +34,7 @@ TOP_VALUES = 5
 # Exact distinct counting stops here, to bound memory on id-like text columns; past it the
 # profile reports a lower bound and approximate top values.
 MAX_DISTINCT = 100_000
-CSV_BLOCK_SIZE = 4 << 20
-CSV_INFER_BLOCK_SIZE = 256 << 10
-PARQUET_BATCH_ROWS = 64 * 1024
+GROUP_ROWS = 128 * 1024
 
 
 @dataclass
@@ -194,8 +184,6 @@ def profile(
             source disagree on columns or types.
         ValueError: A SQL snapshot was given without its table.
     """
-    import pyarrow as pa
-
     if snapshot.kind == "sql":
         if table is None:
             raise ValueError(
@@ -207,31 +195,18 @@ def profile(
         return _with_profile(snapshot, stats)
 
     root = Path(root).resolve()
-    files = [(_absolute(entry.path, root), entry) for entry in snapshot.files]
-    if not files:
-        raise DataError(f"Data source {snapshot.source!r}: the snapshot lists no files.")
-    fmts = [detect_format(path, fmt) for path, _ in files]
-    schema, file_columns = _unified_schema(snapshot.source, files, fmts)
-    # A type inferred from a file's first block can be contradicted further down: widen that
-    # column (int -> double -> string) and start over. A multi-file scan whose error does not
-    # say which file or column is repeated file by file, which does.
-    one_by_one = False
-    for _ in range(3 * len(schema) + 2):
-        stats = _Profiler(schema)
-        scan = _Scan(snapshot.source, files, fmts, schema, file_columns, one_by_one)
+    paths = _check_unchanged(snapshot, root)
+    labelled = [(path, entry.path) for path, entry in zip(paths, snapshot.files, strict=True)]
+    scan = FileScan(snapshot.source, labelled, fmt)
+    scan.open()
+    while True:
+        stats = _Profiler(scan.schema)
         try:
             for batch in scan.batches():
                 stats.add(batch)
-        except _Widen as widen:
-            index = schema.get_field_index(widen.column)
-            schema = schema.set(index, pa.field(widen.column, widen.to))
-            one_by_one = False
-            continue
-        except _OneByOne:
-            one_by_one = True
-            continue
+        except Rescan:
+            continue  # a column was widened: count again from scratch
         return _with_profile(snapshot, stats)
-    raise DataError(f"Data source {snapshot.source!r}: column types never settled while reading.")
 
 
 def load(
@@ -264,39 +239,16 @@ def load(
         if table is None:
             raise ValueError("load() of a SQL snapshot needs the table fingerprint_sql returned.")
         return table.to_pandas()
-    root = Path(root).resolve()
-    paths = [_absolute(entry.path, root) for entry in snapshot.files]
-    digests = hasher.hash_many(paths) if hasher is not None else {}
-    for path, entry in zip(paths, snapshot.files, strict=True):
-        try:
-            size = os.stat(path).st_size
-        except OSError as exc:
-            raise DataError(
-                f"Data source {snapshot.source!r}: file {entry.path!r} is gone since the"
-                " snapshot was taken. Run again to take a new snapshot."
-            ) from exc
-        if size != entry.size or digests.get(path, entry.hash) != entry.hash:
-            raise _changed(snapshot.source, entry.path)
+    paths = _check_unchanged(snapshot, Path(root).resolve())
+    if hasher is not None:
+        digests = hasher.hash_many(paths)
+        for path, entry in zip(paths, snapshot.files, strict=True):
+            if digests[path] != entry.hash:
+                raise _changed(snapshot.source, entry.path)
     return read_frame(paths, fmt, options)
 
 
 # -- internals ------------------------------------------------------------------------------
-
-
-class _Widen(Exception):
-    """A CSV column held a value its inferred type cannot; retry with a wider type."""
-
-    def __init__(self, column: str, to: pyarrow.DataType) -> None:
-        super().__init__(column)
-        self.column = column
-        self.to = to
-
-
-class _OneByOne(Exception):
-    """A multi-file scan failed without saying where; retry file by file to find out."""
-
-
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error")
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -314,6 +266,30 @@ def _absolute(rel: str, root: Path) -> Path:
 def _changed(source: str, rel: str) -> DataError:
     return DataError(
         f"Data source {source!r}: file {rel!r} changed since the snapshot was taken."
+        " Run again to take a new snapshot."
+    )
+
+
+def _check_unchanged(snapshot: Snapshot, root: Path) -> list[Path]:
+    """The snapshot's files as absolute paths, after checking each still has its size."""
+    if not snapshot.files:
+        raise DataError(f"Data source {snapshot.source!r}: the snapshot lists no files.")
+    paths = []
+    for entry in snapshot.files:
+        path = _absolute(entry.path, root)
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise _gone(snapshot.source, entry.path) from exc
+        if size != entry.size:
+            raise _changed(snapshot.source, entry.path)
+        paths.append(path)
+    return paths
+
+
+def _gone(source: str, rel: str) -> DataError:
+    return DataError(
+        f"Data source {source!r}: file {rel!r} is gone since the snapshot was taken."
         " Run again to take a new snapshot."
     )
 
@@ -346,232 +322,6 @@ def _hash_table(table: pyarrow.Table) -> str:
     return h.hexdigest()
 
 
-# -- reading files for the profile ---------------------------------------------------------
-
-
-def _unified_schema(
-    source: str, files: list[tuple[Path, FileEntry]], fmts: list[str]
-) -> tuple[pyarrow.Schema, list[list[str]]]:
-    """One schema every file fits, from each file's own (cheap: footer or first block)."""
-    import pyarrow as pa
-
-    (first_path, first), *rest = files
-    schema = _file_schema(source, first_path, first, fmts[0])
-    file_columns = [schema.names]
-    for (path, entry), fmt in zip(rest, fmts[1:], strict=True):
-        own = _file_schema(source, path, entry, fmt)
-        file_columns.append(own.names)
-        if set(own.names) != set(schema.names):
-            raise DataError(
-                f"Data source {source!r}: "
-                + column_mismatch(Path(first.path), schema.names, Path(entry.path), own.names)
-            )
-        for f in own:
-            current = schema.field(f.name).type
-            merged = _merge_types(current, f.type)
-            if merged is None:
-                raise DataError(
-                    f"Data source {source!r}: column {f.name!r} is {current} in {first.path!r}"
-                    f" but {f.type} in {entry.path!r}. Every file of a source must have the"
-                    " same column types; fix the files or split the source."
-                )
-            if merged != current:
-                schema = schema.set(schema.get_field_index(f.name), pa.field(f.name, merged))
-    return schema, file_columns
-
-
-def _file_schema(source: str, path: Path, entry: FileEntry, fmt: str) -> pyarrow.Schema:
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    try:
-        if fmt == "parquet":
-            return pq.read_schema(path)
-        reader = pcsv.open_csv(
-            path,
-            read_options=pcsv.ReadOptions(block_size=CSV_INFER_BLOCK_SIZE, use_threads=False),
-            parse_options=pcsv.ParseOptions(delimiter=csv_delimiter(path)),
-        )
-        schema = reader.schema
-        reader.close()
-        return schema
-    except (pa.ArrowException, OSError) as exc:
-        raise _unparseable(source, entry.path, fmt, exc) from exc
-
-
-class _Scan:
-    """Every file's record batches, in ``schema``'s column order and types.
-
-    CSV files go through one ``pyarrow.dataset`` scan, which parses several files at once
-    (1.5 s instead of 2.6 s for 1 GB on two cores); Parquet files are read one by one.
-    """
-
-    def __init__(
-        self,
-        source: str,
-        files: list[tuple[Path, FileEntry]],
-        fmts: list[str],
-        schema: pyarrow.Schema,
-        file_columns: list[list[str]],
-        one_by_one: bool,
-    ) -> None:
-        self.source = source
-        self.files = [(p, e, f, c) for (p, e), f, c in zip(files, fmts, file_columns, strict=True)]
-        self.schema = schema
-        self.one_by_one = one_by_one
-
-    def batches(self) -> Iterator[pyarrow.RecordBatch]:
-        for path, entry, _, _ in self.files:
-            try:
-                size = os.stat(path).st_size
-            except OSError as exc:
-                raise _unparseable(self.source, entry.path, "data", exc) from exc
-            if size != entry.size:
-                raise _changed(self.source, entry.path)
-        for path, entry, fmt, _ in self.files:
-            if fmt == "parquet":
-                yield from self._parquet(path, entry)
-        for delimiter in (",", "\t"):
-            group = [f for f in self.files if f[2] == "csv" and csv_delimiter(f[0]) == delimiter]
-            if not group:
-                continue
-            if self.one_by_one or len(group) == 1:
-                for path, entry, _, columns in group:
-                    yield from self._csv_file(path, entry, columns, delimiter)
-            else:
-                yield from self._csv_dataset(group, delimiter)
-
-    def _parquet(self, path: Path, entry: FileEntry) -> Iterator[pyarrow.RecordBatch]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            reader = pq.ParquetFile(path)
-            for batch in reader.iter_batches(
-                batch_size=PARQUET_BATCH_ROWS, columns=self.schema.names
-            ):
-                yield _conform(batch, self.schema)
-        except (pa.ArrowException, OSError) as exc:
-            raise _unparseable(self.source, entry.path, "parquet", exc) from exc
-
-    def _csv_options(self, delimiter: str) -> tuple[Any, Any, Any]:
-        import pyarrow.csv as pcsv
-
-        return (
-            pcsv.ReadOptions(block_size=CSV_BLOCK_SIZE),
-            pcsv.ParseOptions(delimiter=delimiter),
-            pcsv.ConvertOptions(column_types=self.schema),
-        )
-
-    def _csv_file(
-        self, path: Path, entry: FileEntry, columns: list[str], delimiter: str
-    ) -> Iterator[pyarrow.RecordBatch]:
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
-        read, parse, convert = self._csv_options(delimiter)
-        try:
-            reader = pcsv.open_csv(
-                path, read_options=read, parse_options=parse, convert_options=convert
-            )
-            for batch in reader:
-                yield _conform(batch, self.schema)
-        except pa.ArrowInvalid as exc:
-            self._maybe_widen(exc, columns)
-            raise _unparseable(self.source, entry.path, "csv", exc) from exc
-        except (pa.ArrowException, OSError) as exc:
-            raise _unparseable(self.source, entry.path, "csv", exc) from exc
-
-    def _csv_dataset(
-        self, group: list[tuple[Path, FileEntry, str, list[str]]], delimiter: str
-    ) -> Iterator[pyarrow.RecordBatch]:
-        import pyarrow as pa
-        import pyarrow.dataset as ds
-
-        read, parse, convert = self._csv_options(delimiter)
-        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert, read_options=read)
-        dataset = ds.dataset([str(f[0]) for f in group], schema=self.schema, format=fmt)
-        try:
-            # Modest read-ahead: memory stays near (2 files x 4 batches x 4 MiB) of parsed data.
-            for batch in dataset.to_batches(fragment_readahead=2, batch_readahead=4):
-                yield _conform(batch, self.schema)
-        except pa.ArrowInvalid as exc:
-            orders = {tuple(f[3]) for f in group}
-            if len(orders) == 1:  # same column order everywhere: the error's index is enough
-                self._maybe_widen(exc, list(orders.pop()))
-            raise _OneByOne() from exc
-        except (pa.ArrowException, OSError) as exc:
-            raise _OneByOne() from exc
-
-    def _maybe_widen(self, exc: BaseException, columns: list[str]) -> None:
-        match = _CONVERSION_ERROR.search(str(exc))
-        if match and int(match.group(1)) < len(columns):
-            column = columns[int(match.group(1))]
-            wider = _wider(self.schema.field(column).type)
-            if wider is not None:
-                raise _Widen(column, wider) from exc
-
-
-def _conform(batch: pyarrow.RecordBatch, schema: pyarrow.Schema) -> pyarrow.RecordBatch:
-    import pyarrow as pa
-
-    if batch.schema.equals(schema):
-        return batch
-    arrays = []
-    for f in schema:
-        column = batch.column(f.name)
-        arrays.append(column if column.type == f.type else column.cast(f.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _merge_types(a: pyarrow.DataType, b: pyarrow.DataType) -> pyarrow.DataType | None:
-    """The narrowest type holding both, within safe promotions; None if there is none."""
-    import pyarrow as pa
-    import pyarrow.types as t
-
-    if a == b:
-        return a
-    if t.is_null(a):
-        return b
-    if t.is_null(b):
-        return a
-    if t.is_dictionary(a) or t.is_dictionary(b):
-        va = a.value_type if t.is_dictionary(a) else a
-        vb = b.value_type if t.is_dictionary(b) else b
-        return _merge_types(va, vb)
-    if t.is_integer(a) and t.is_integer(b):
-        if t.is_unsigned_integer(a) and t.is_unsigned_integer(b):
-            return pa.uint64()
-        return pa.int64()
-    if (t.is_integer(a) or t.is_floating(a)) and (t.is_integer(b) or t.is_floating(b)):
-        return pa.float64()
-    if (t.is_string(a) or t.is_large_string(a)) and (t.is_string(b) or t.is_large_string(b)):
-        return pa.large_string()
-    return None
-
-
-def _wider(type_: pyarrow.DataType) -> pyarrow.DataType | None:
-    import pyarrow as pa
-    import pyarrow.types as t
-
-    if t.is_null(type_):
-        return pa.int64()
-    if t.is_integer(type_):
-        return pa.float64()
-    if t.is_string(type_) or t.is_large_string(type_):
-        return None
-    return pa.string()
-
-
-def _unparseable(source: str, rel: str, fmt: str, exc: BaseException) -> DataError:
-    text = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else repr(exc)
-    return DataError(
-        f"Data source {source!r}: cannot read {rel!r} as {fmt.upper()}: {text}."
-        " Fix the file, or set the source's format in conveyor.yaml."
-    )
-
-
 # -- statistics -----------------------------------------------------------------------------
 
 
@@ -587,9 +337,10 @@ def _with_profile(snapshot: Snapshot, stats: _Profiler) -> Snapshot:
 class _Profiler:
     """Per-column running statistics over record batches.
 
-    Each batch costs one Acero aggregation (all columns at once, NaN projected to null) plus
-    one ``value_counts`` per text column: few calls, each releasing the GIL, so a busy Python
-    thread beside it slows it little. Batches merge exactly (Chan et al. for the variance).
+    Every ~128k rows cost one Acero aggregation (all columns at once, NaN projected to null)
+    and one ``value_counts`` per text column. Each call releases the GIL, and they are few,
+    because each hand-off back to a busy Python thread can cost a 5 ms switch interval.
+    Groups merge exactly (Chan et al. for the variance).
     """
 
     def __init__(self, schema: pyarrow.Schema) -> None:
@@ -599,6 +350,8 @@ class _Profiler:
 
         self.schema = schema
         self.rows = 0
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
         self.columns: list[_Column] = []
         self.exprs: list[Any] = []
         self.aggregates: list[tuple[str, str, Any, str]] = []
@@ -637,17 +390,26 @@ class _Profiler:
             self.columns.append(column)
 
     def add(self, batch: pyarrow.RecordBatch) -> None:
-        import pyarrow as pa
-        from pyarrow import acero
-
+        """Queue a batch; statistics are computed per ~128k rows to keep GIL hand-offs few."""
         if batch.num_rows == 0:
             return
         self.rows += batch.num_rows
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        if self.pending_rows >= GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        from pyarrow import acero
+
+        if not self.pending:
+            return
+        table = pa.Table.from_batches(self.pending)
+        self.pending, self.pending_rows = [], 0
         plan = acero.Declaration.from_sequence(
             [
-                acero.Declaration(
-                    "table_source", acero.TableSourceNodeOptions(pa.Table.from_batches([batch]))
-                ),
+                acero.Declaration("table_source", acero.TableSourceNodeOptions(table)),
                 acero.Declaration(
                     "project",
                     acero.ProjectNodeOptions(self.exprs, [str(i) for i in range(len(self.exprs))]),
@@ -657,9 +419,10 @@ class _Profiler:
         )
         row = plan.to_table(use_threads=False).to_pylist()[0]
         for column in self.columns:
-            column.add(row, batch)
+            column.add(row, table)
 
     def result(self) -> dict[str, dict[str, Any]]:
+        self._flush()
         return {f.name: c.result() for f, c in zip(self.schema, self.columns, strict=True)}
 
 
@@ -668,7 +431,7 @@ class _Column:
         self.key = key
         self.null_count = 0
 
-    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
+    def add(self, row: dict[str, Any], table: pyarrow.Table) -> None:
         self.null_count += row[f"{self.key}.nulls"]
 
     def result(self) -> dict[str, Any]:
@@ -684,8 +447,8 @@ class _NumericColumn(_Column):
         self.min: Any = None
         self.max: Any = None
 
-    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
-        super().add(row, batch)
+    def add(self, row: dict[str, Any], table: pyarrow.Table) -> None:
+        super().add(row, table)
         n = row[f"{self.key}.n"]
         if not n:
             return
@@ -715,8 +478,8 @@ class _BoolColumn(_Column):
         super().__init__(key)
         self.true_count = 0
 
-    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
-        super().add(row, batch)
+    def add(self, row: dict[str, Any], table: pyarrow.Table) -> None:
+        super().add(row, table)
         self.true_count += row[f"{self.key}.true"] or 0
 
     def result(self) -> dict[str, Any]:
@@ -729,8 +492,8 @@ class _TemporalColumn(_Column):
         self.min: Any = None
         self.max: Any = None
 
-    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
-        super().add(row, batch)
+    def add(self, row: dict[str, Any], table: pyarrow.Table) -> None:
+        super().add(row, table)
         bounds = row[f"{self.key}.minmax"]
         if bounds["min"] is None:
             return
@@ -753,11 +516,11 @@ class _TextColumn(_Column):
         self.counts: pyarrow.Table | None = None
         self.exact = True
 
-    def add(self, row: dict[str, Any], batch: pyarrow.RecordBatch) -> None:
+    def add(self, row: dict[str, Any], table: pyarrow.Table) -> None:
         import pyarrow.compute as pc
 
-        super().add(row, batch)
-        array = batch.column(self.index)
+        super().add(row, table)
+        array = table.column(self.index)
         if array.null_count == len(array):
             return
         # A null value gets counted too; _merge drops it (it is in null_count already).

@@ -1,5 +1,8 @@
 """Finding and reading the data a source in conveyor.yaml points at: files, globs or SQL.
 
+Files are read whole as a DataFrame (:func:`read_frame`, for steps) or streamed as Arrow
+batches in bounded memory (:class:`FileScan`, for profiles).
+
 Independent of the config module: every function takes explicit arguments, and the source's
 name is passed only so that errors can say which ``data.<name>`` entry to fix. pandas, pyarrow
 and SQLAlchemy are imported inside the functions that need them, so that resolving paths (done
@@ -11,6 +14,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +37,9 @@ _EXTENSIONS = {
     ".pq": "parquet",
 }
 _GLOB_CHARS = frozenset("*?[")
+CSV_BLOCK_SIZE = 4 << 20
+CSV_INFER_BLOCK_SIZE = 256 << 10  # CSV types are inferred from this much of each file
+PARQUET_BATCH_ROWS = 64 * 1024
 
 
 def resolve_files(name: str, pattern: str, root: Path) -> list[Path]:
@@ -105,13 +113,13 @@ def detect_format(path: Path, explicit: str | None) -> str:
                 f"Unknown data format {explicit!r} for {str(path)!r}. Use 'csv' or 'parquet'."
             )
         return fmt
-    fmt = _EXTENSIONS.get(_extension(path))
-    if fmt is None:
+    by_extension = _EXTENSIONS.get(_extension(path))
+    if by_extension is None:
         raise DataError(
             f"Cannot tell the format of {str(path)!r} from its extension. Use a .csv, .tsv or"
             " .parquet file, or set the source's format in conveyor.yaml to 'csv' or 'parquet'."
         )
-    return fmt
+    return by_extension
 
 
 def csv_delimiter(path: Path) -> str:
@@ -232,6 +240,275 @@ def query_sql(name: str, url: str, query: str) -> pyarrow.Table:
                 f" CAST it to one type in the query."
             ) from exc
     return pa.Table.from_arrays(arrays, names=columns)
+
+
+# -- streaming a file source as Arrow batches ------------------------------------------------
+
+
+class Rescan(Exception):
+    """:meth:`FileScan.batches` widened a column type: discard what was read and scan again."""
+
+
+class FileScan:
+    """A file source (CSV and/or Parquet files) as one stream of Arrow record batches.
+
+    Memory stays bounded whatever the size of the files: batches are a few MiB each and only
+    a few are read ahead. Every batch has :attr:`schema`, one schema all files fit (an int
+    column in one file and a float column in another become float64).
+
+    CSV types are inferred from each file's first block, and a value further down can
+    contradict them. Then :meth:`batches` widens that column (null -> int64 -> float64 ->
+    string), and raises :class:`Rescan`: the caller drops what it has read and iterates again.
+    Several CSV files are parsed at once through ``pyarrow.dataset`` (1.5 s instead of 2.6 s
+    for 1 GB in 100 files on two cores); when such a scan fails without saying which file or
+    column, it is repeated file by file, which does.
+    """
+
+    def __init__(self, name: str, files: list[tuple[Path, str]], fmt: str | None = None) -> None:
+        """Describe the scan; nothing is read until :meth:`open`.
+
+        Args:
+            name: The source's name in conveyor.yaml, for error messages.
+            files: (path, label) pairs; the label (e.g. the path relative to the project)
+                names the file in error messages.
+            fmt: ``"csv"`` or ``"parquet"`` for every file, instead of the extensions.
+        """
+        self.name = name
+        self.files = files
+        self.fmt = fmt
+        self._schema: pyarrow.Schema | None = None
+        self._columns: list[list[str]] = []  # each file's own column order
+        self._fmts: list[str] = []
+        self._one_by_one = False
+        self.rescans_left = 0
+
+    @property
+    def schema(self) -> pyarrow.Schema:
+        if self._schema is None:
+            raise RuntimeError("FileScan.open() must be called before reading the schema.")
+        return self._schema
+
+    def open(self) -> pyarrow.Schema:
+        """Read each file's schema (a Parquet footer, a CSV file's first block) and unify them.
+
+        Raises:
+            DataError: A file cannot be parsed, or the files disagree on columns or on types
+                that cannot be unified; the message names both files and the column.
+        """
+        import pyarrow as pa
+
+        if not self.files:
+            raise DataError(f"Data source {self.name!r}: no files to read.")
+        self._fmts = [detect_format(path, self.fmt) for path, _ in self.files]
+        schemas = [self._file_schema(i) for i in range(len(self.files))]
+        self._columns = [s.names for s in schemas]
+        schema, first = schemas[0], self.files[0][1]
+        for (_, label), own in zip(self.files[1:], schemas[1:], strict=True):
+            if set(own.names) != set(schema.names):
+                raise DataError(
+                    f"Data source {self.name!r}: "
+                    + column_mismatch(Path(first), schema.names, Path(label), own.names)
+                )
+            for f in own:
+                current = schema.field(f.name).type
+                merged = _merge_types(current, f.type)
+                if merged is None:
+                    raise DataError(
+                        f"Data source {self.name!r}: column {f.name!r} is {current} in"
+                        f" {first!r} but {f.type} in {label!r}. Every file of a source must"
+                        " have the same column types; fix the files or split the source."
+                    )
+                if merged != current:
+                    schema = schema.set(schema.get_field_index(f.name), pa.field(f.name, merged))
+        self._schema = schema
+        self.rescans_left = 3 * len(schema) + 1  # each column widens at most 3 times
+        return schema
+
+    def batches(self) -> Iterator[pyarrow.RecordBatch]:
+        """Yield every file's batches in :attr:`schema`'s column order and types.
+
+        Raises:
+            Rescan: A column was widened (or the scan must go file by file); iterate again.
+            DataError: A file cannot be parsed; the message names it.
+        """
+        files = list(zip(self.files, self._fmts, self._columns, strict=True))
+        for (path, label), fmt, _ in files:
+            if fmt == "parquet":
+                yield from self._parquet(path, label)
+        for delimiter in (",", "\t"):
+            group = [f for f in files if f[1] == "csv" and csv_delimiter(f[0][0]) == delimiter]
+            if self._one_by_one or len(group) == 1:
+                for (path, label), _, columns in group:
+                    yield from self._csv_file(path, label, columns, delimiter)
+            elif group:
+                yield from self._csv_dataset([f[0][0] for f in group], group, delimiter)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _file_schema(self, i: int) -> pyarrow.Schema:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        (path, label), fmt = self.files[i], self._fmts[i]
+        try:
+            if fmt == "parquet":
+                return pq.read_schema(path)
+            reader = pcsv.open_csv(
+                path,
+                read_options=pcsv.ReadOptions(block_size=CSV_INFER_BLOCK_SIZE, use_threads=False),
+                parse_options=pcsv.ParseOptions(delimiter=csv_delimiter(path)),
+                convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+            )
+            schema = reader.schema
+            reader.close()
+            return schema
+        except (pa.ArrowException, OSError) as exc:
+            raise self._unreadable(label, fmt, exc) from exc
+
+    def _parquet(self, path: Path, label: str) -> Iterator[pyarrow.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            reader = pq.ParquetFile(path)
+            for batch in reader.iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, columns=self.schema.names
+            ):
+                yield _conform(batch, self.schema)
+        except (pa.ArrowException, OSError) as exc:
+            raise self._unreadable(label, "parquet", exc) from exc
+
+    def _csv_options(self, delimiter: str) -> tuple[Any, Any, Any]:
+        import pyarrow.csv as pcsv
+
+        return (
+            pcsv.ReadOptions(block_size=CSV_BLOCK_SIZE),
+            pcsv.ParseOptions(delimiter=delimiter),
+            # An empty field is missing in text columns too, as pandas reads it.
+            pcsv.ConvertOptions(column_types=self.schema, strings_can_be_null=True),
+        )
+
+    def _csv_file(
+        self, path: Path, label: str, columns: list[str], delimiter: str
+    ) -> Iterator[pyarrow.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        read, parse, convert = self._csv_options(delimiter)
+        try:
+            reader = pcsv.open_csv(
+                path, read_options=read, parse_options=parse, convert_options=convert
+            )
+            for batch in reader:
+                yield _conform(batch, self.schema)
+        except pa.ArrowInvalid as exc:
+            self._maybe_widen(exc, columns)
+            raise self._unreadable(label, "csv", exc) from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise self._unreadable(label, "csv", exc) from exc
+
+    def _csv_dataset(
+        self, paths: list[Path], group: list[Any], delimiter: str
+    ) -> Iterator[pyarrow.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        read, parse, convert = self._csv_options(delimiter)
+        fmt = ds.CsvFileFormat(parse_options=parse, convert_options=convert, read_options=read)
+        dataset = ds.dataset([str(p) for p in paths], schema=self.schema, format=fmt)
+        try:
+            # Modest read-ahead bounds memory (~2 files x 4 batches x 4 MiB of parsed data).
+            for batch in dataset.to_batches(fragment_readahead=2, batch_readahead=4):
+                yield _conform(batch, self.schema)
+        except pa.ArrowException as exc:
+            orders = {tuple(columns) for _, _, columns in group}
+            if isinstance(exc, pa.ArrowInvalid) and len(orders) == 1:
+                # Same column order in every file: the error's column index is enough.
+                self._maybe_widen(exc, list(orders.pop()))
+            self._one_by_one = True
+            self._rescan(exc)
+
+    def _maybe_widen(self, exc: BaseException, columns: list[str]) -> None:
+        import pyarrow as pa
+
+        match = _CONVERSION_ERROR.search(str(exc))
+        if match and int(match.group(1)) < len(columns):
+            column = columns[int(match.group(1))]
+            wider = _wider(self.schema.field(column).type)
+            if wider is not None:
+                index = self.schema.get_field_index(column)
+                self._schema = self.schema.set(index, pa.field(column, wider))
+                self._one_by_one = False
+                self._rescan(exc)
+
+    def _rescan(self, exc: BaseException) -> None:
+        if self.rescans_left <= 0:
+            raise DataError(
+                f"Data source {self.name!r}: column types never settled while reading ({exc})."
+            ) from exc
+        self.rescans_left -= 1
+        raise Rescan() from exc
+
+    def _unreadable(self, label: str, fmt: str, exc: BaseException) -> DataError:
+        return DataError(
+            f"Data source {self.name!r}: cannot read {label!r} as {fmt.upper()}: {_reason(exc)}."
+            " Fix the file, or set the source's format in conveyor.yaml."
+        )
+
+
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error")
+
+
+def _conform(batch: pyarrow.RecordBatch, schema: pyarrow.Schema) -> pyarrow.RecordBatch:
+    import pyarrow as pa
+
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for f in schema:
+        column = batch.column(f.name)
+        arrays.append(column if column.type == f.type else column.cast(f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _merge_types(a: pyarrow.DataType, b: pyarrow.DataType) -> pyarrow.DataType | None:
+    """The narrowest type holding both, within safe promotions; None if there is none."""
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    if a == b:
+        return a
+    if t.is_null(a):
+        return b
+    if t.is_null(b):
+        return a
+    if t.is_dictionary(a) or t.is_dictionary(b):
+        va = a.value_type if t.is_dictionary(a) else a
+        vb = b.value_type if t.is_dictionary(b) else b
+        return _merge_types(va, vb)
+    if t.is_integer(a) and t.is_integer(b):
+        if t.is_unsigned_integer(a) and t.is_unsigned_integer(b):
+            return pa.uint64()
+        return pa.int64()
+    if (t.is_integer(a) or t.is_floating(a)) and (t.is_integer(b) or t.is_floating(b)):
+        return pa.float64()
+    if (t.is_string(a) or t.is_large_string(a)) and (t.is_string(b) or t.is_large_string(b)):
+        return pa.large_string()
+    return None
+
+
+def _wider(type_: pyarrow.DataType) -> pyarrow.DataType | None:
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    if t.is_null(type_):
+        return pa.int64()
+    if t.is_integer(type_):
+        return pa.float64()
+    if t.is_string(type_) or t.is_large_string(type_):
+        return None
+    return pa.string()
 
 
 # -- helpers --------------------------------------------------------------------------------

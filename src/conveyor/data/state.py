@@ -25,8 +25,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ class StateDB:
             return None
         if mtime_ns >= hashed_ns - RACY_MARGIN_NS:
             return None  # racily clean: the file may have changed within its mtime granule
-        return digest
+        return str(digest)
 
     def put_stats(
         self, rows: list[tuple[str, os.stat_result, str]], *, hashed_ns: int | None = None
@@ -156,7 +158,7 @@ class StateDB:
     def get(self, key: str) -> str | None:
         """Return the value stored under ``key``, or None."""
         row = self._query_one("SELECT value FROM kv WHERE key = ?", (key,))
-        return None if row is None else row[0]
+        return None if row is None else str(row[0])
 
     def put(self, key: str, value: str) -> None:
         """Store ``value`` under ``key``, replacing any previous value."""
@@ -209,18 +211,19 @@ class StateDB:
             raise RuntimeError("StateDB is not open; call open() or use it as a context manager.")
         return self._conn
 
-    def _query_one(self, sql: str, params: tuple[object, ...]) -> tuple | None:
+    def _query_one(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
         with self._lock:
             conn = self._require()
             try:
-                return conn.execute(sql, params).fetchone()
+                row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
+                return row
             except sqlite3.ProgrammingError:
                 raise
             except sqlite3.DatabaseError as exc:
                 self._on_error(exc)
                 return None
 
-    def _write(self, sql: str, params: list[tuple[object, ...]]) -> None:
+    def _write(self, sql: str, params: Sequence[tuple[object, ...]]) -> None:
         with self._lock:
             conn = self._require()
             try:

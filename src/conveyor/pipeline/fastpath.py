@@ -21,7 +21,10 @@ from typing import Any
 from conveyor.store import records
 
 KEY = "fastpath"
-VERSION = 2
+VERSION = 3
+#: A file modified this close to the witness may have changed again within one mtime granule
+#: without its stamp changing (git's "racy" case): the engine re-hashes it instead.
+RACY_NS = 2_000_000_000
 ENV_VARS = ("CONVEYOR_STORE_URL", "CONVEYOR_ARTIFACTS", "CONVEYOR_EXECUTOR", "CONVEYOR_JOBS")
 
 
@@ -85,6 +88,7 @@ def remember(ctx: Any, planner: Any, order: list[str], snapshots: dict, summary:
     by_name = {o.name: o for o in summary.steps}
     witness = {
         "version": VERSION,
+        "written_ns": time.time_ns(),
         "root": str(ctx.root),
         "env_vars": {k: os.environ.get(k) for k in ENV_VARS},
         "files": files,
@@ -140,8 +144,9 @@ def check(root: Path) -> dict | None:
         return None
     if witness["env_vars"] != {k: os.environ.get(k) for k in ENV_VARS}:
         return None
+    racy_after = witness["written_ns"] - RACY_NS
     for path, stamp in witness["files"].items():
-        if _stamp(path) != stamp:
+        if _stamp(path) != stamp or stamp[1] >= racy_after:
             return None
     if witness["globs"]:
         from conveyor.data.sources import resolve_files
