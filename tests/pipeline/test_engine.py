@@ -465,3 +465,14 @@ def test_the_same_pipeline_on_a_postgresql_store(demo):
         assert check(demo.root) is None  # the fast path is for the embedded SQLite store only
     finally:
         drop_database(url)
+
+
+def test_missing_input_file_fails_before_anything_is_recorded(demo):
+    from conveyor.exceptions import DataError
+    from conveyor.store.metadata import Store
+
+    (demo.root / "data" / "a.csv").unlink()
+    with pytest.raises(DataError, match=r"^Data source 'raw': no file matches 'data/\*\.csv'"):
+        demo.run()
+    with Store(demo.config().store_url()) as store:
+        assert store.runs() == []
