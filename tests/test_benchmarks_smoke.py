@@ -21,7 +21,7 @@ def test_conveyor_half_of_the_small_pipeline(tmp_path: Path) -> None:
     lines: list[str] = []
 
     first, root, dvc_repo = pipeline_runs.first_runs(ds, tmp_path, env, None, 1, lines.append)
-    cached = pipeline_runs.conveyor_cached(ds, root, env, 1, lines.append)
+    cached = pipeline_runs.cached_runs(ds, root, env, None, 1, lines.append)["conveyor"]
 
     assert dvc_repo is None and "dvc" not in first
     assert first["conveyor"]["n"] == 1 and first["bare"]["median_s"] > 0
@@ -38,6 +38,7 @@ def test_conveyor_half_of_the_small_pipeline(tmp_path: Path) -> None:
     )
     assert json.loads((root / "out" / "metrics.json").read_text())["n_eval"] == 30
     assert (root / "out" / "report.md").read_text().startswith("# Report")
+    assert cached["noop"]["fast_path_samples"] == 1  # the no-op really took the fast path
     assert set(cached) == {
         "noop",
         "noop_engine",

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conveyor.exceptions import PipelineError
+from conveyor.exceptions import ExecutorError, PipelineError
 from conveyor.pipeline import keys
 from conveyor.pipeline.executors import Executor, make_executor
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
@@ -545,6 +545,10 @@ def _task(ctx: Context, run_id: str, step: str, planner: Planner) -> StepTask:
 def _result_of(fut: Future[StepResult], step: str, t0: float) -> StepResult:
     try:
         return fut.result()
+    except ExecutorError as exc:  # the executor says what happened (a worker died, a cancel)
+        return StepResult(
+            name=step, ok=False, started_at=t0, finished_at=time.time(), error=str(exc)
+        )
     except Exception as exc:  # the worker process itself died (segfault, OOM kill, Ray loss)
         now = time.time()
         return StepResult(

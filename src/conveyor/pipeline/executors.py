@@ -118,7 +118,7 @@ class LocalExecutor:
                     continue  # cancelled while it waited
                 try:
                     worker = self._idle_worker() or _Worker.start(self.preload)
-                except OSError as exc:
+                except Exception as exc:  # out of processes or memory, or no fork server here
                     future.set_exception(
                         ExecutorError(
                             f"Cannot start a worker process for step {task.name!r}: {exc}. "
@@ -213,7 +213,10 @@ class _Worker:
         raise _WorkerLost
 
     def obituary(self, task: StepTask) -> str:
-        self.process.join()
+        self.process.join(timeout=5)
+        if self.process.is_alive():  # its pipe broke but it lives on: it is no use any more
+            self.process.kill()
+            self.process.join()
         pid = self.process.pid
         if self.cancelled:
             return (
@@ -223,12 +226,13 @@ class _Worker:
         code = self.process.exitcode
         if code is not None and code < 0:
             try:
-                how = f"was killed by signal {signal.Signals(-code).name}"
+                how = f"killed by signal {signal.Signals(-code).name}"
             except ValueError:
-                how = f"was killed by signal {-code}"
+                how = f"killed by signal {-code}"
         else:
-            how = f"exited with exit code {code}"
-        return f"The worker process (pid {pid}) running step {task.name!r} {how}. {_FIX_DIED}"
+            how = f"exit code {code}"
+        step = task.name
+        return f"The worker process (pid {pid}) running step {step!r} died ({how}). {_FIX_DIED}"
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -317,20 +321,29 @@ def _run(task: StepTask) -> StepResult:
 def _forget_modules(root: str, before: set[str]) -> None:
     """Drop the modules a step imported from its project, so the next step sees edits to them.
 
-    Third-party modules stay imported (that is what reusing a worker is for), and so does
-    Conveyor itself, even when the project is Conveyor's own source tree.
+    Installed packages stay imported (that is what reusing a worker is for), also when the
+    virtual environment lives inside the project (``.venv/``), and so does Conveyor itself.
     """
-    prefix = os.path.join(os.path.realpath(root), "")
+    project = os.path.join(os.path.realpath(root), "")
+    installed = tuple(os.path.join(os.path.realpath(p), "") for p in {sys.prefix, sys.exec_prefix})
+
+    def from_project(place: object) -> bool:
+        if not isinstance(place, str) or not os.path.isabs(place):
+            return False  # built-in, frozen, or a namespace package's relative entry
+        real = os.path.realpath(place)
+        return (
+            real.startswith(project)
+            and not real.startswith(installed)
+            and f"{os.sep}site-packages{os.sep}" not in real
+        )
+
     for name in set(sys.modules) - before:
         if name == "conveyor" or name.startswith("conveyor."):
             continue
         module = sys.modules.get(name)
         file = getattr(module, "__file__", None)
         places = [file] if file else list(getattr(module, "__path__", None) or [])
-        if any(
-            isinstance(p, str) and os.path.isabs(p) and os.path.realpath(p).startswith(prefix)
-            for p in places
-        ):
+        if any(from_project(p) for p in places):
             del sys.modules[name]
     importlib.invalidate_caches()  # a module file added to the project is found next time
 

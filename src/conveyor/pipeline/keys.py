@@ -47,6 +47,8 @@ def env_lock() -> EnvLock:
     for entry in sys.path:
         if not entry or not os.path.isdir(entry):
             continue
+        if os.path.isfile(os.path.join(os.path.dirname(entry), "__init__.py")):
+            continue  # a library's vendored folder (ray/thirdparty_files), not an environment
         try:
             names = os.listdir(entry)
         except OSError:
