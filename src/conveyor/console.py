@@ -105,12 +105,12 @@ def print_summary(summary: Any) -> None:
         return
     for outcome in summary.steps:
         if outcome.status == "failed":
-            err.print(f"\n[red]Step '{outcome.name}' failed[/]: {outcome.error}")
+            err.print(f"\n[red]Step '{outcome.name}' failed[/]: {outcome.error}", soft_wrap=True)
             if outcome.traceback:
-                err.print(outcome.traceback.rstrip(), markup=False)
+                err.print(outcome.traceback.rstrip(), markup=False, soft_wrap=True)
             if outcome.log_path:
                 show = f"conveyor show {summary.run_id} --log {outcome.name}"
-                err.print(f"Log: {outcome.log_path}  ({show})")
+                err.print(f"Log: {outcome.log_path}  ({show})", soft_wrap=True)
     err.print(f"Run {summary.run_id} [red]failed[/] after {summary.duration_s:.2f} s.")
 
 
@@ -134,13 +134,15 @@ def print_runs(rows: list[dict]) -> None:
         return
     table = Table(box=None, pad_edge=False)
     table.add_column("run", no_wrap=True)
-    for column in ("status", "started (UTC)", "time", "steps", "commit"):
-        table.add_column(column)
+    table.add_column("status", no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("commit", no_wrap=True)
+    table.add_column("steps")
     for row in rows:
         steps = ", ".join(f"{n} {s}" for s, n in sorted(row["steps"].items()))
         duration = f"{row['duration_s']:.2f} s" if row["duration_s"] is not None else ""
-        commit = (row["git_commit"] or "")[:8] + ("+dirty" if row["git_dirty"] else "")
-        table.add_row(row["run_id"], row["status"], row["started_at"], duration, steps, commit)
+        commit = (row["git_commit"] or "")[:8] + ("*" if row["git_dirty"] else "")
+        table.add_row(row["run_id"], row["status"], duration, commit, steps)
     console.print(table)
 
 
@@ -185,5 +187,5 @@ def print_run(info: dict) -> None:
         )
     for step in info["steps"]:
         if step["traceback"]:
-            err.print(f"\n[red]{step['step']} failed[/]: {step['error']}")
-            err.print(step["traceback"].rstrip(), markup=False)
+            err.print(f"\n[red]{step['step']} failed[/]: {step['error']}", soft_wrap=True)
+            err.print(step["traceback"].rstrip(), markup=False, soft_wrap=True)

@@ -14,7 +14,6 @@ them (as ``Error: ...``) and picks the exit code.
     ├── DataError              a data source is missing, unreadable or of an unknown format
     ├── PipelineError          a step cannot be loaded, run or its result stored
     │   ├── StepNotFound
-    │   ├── StepFailed         the step's own code raised (carries the traceback)
     │   └── UnsupportedOutput  a step returned a value Conveyor cannot store
     ├── RunNotFound
     └── ExecutorError          an executor (process pool, Ray) cannot start or lost a worker
@@ -91,15 +90,6 @@ class PipelineError(ConveyorError):
 
 class StepNotFound(PipelineError):
     """A step's ``module:function`` does not exist or cannot be imported."""
-
-
-class StepFailed(PipelineError):
-    """A step's own code raised; the traceback is kept."""
-
-    def __init__(self, step: str, message: str, traceback: str = "") -> None:
-        self.step = step
-        self.traceback = traceback
-        super().__init__(message)
 
 
 class UnsupportedOutput(PipelineError):

@@ -23,7 +23,15 @@ def try_fast_run(project: Path | None, as_json: bool) -> bool:
         return False
     if as_json:
         steps = [
-            {"step": name, "status": "cached", "reason": "unchanged", "metrics": metrics}
+            {
+                "step": name,
+                "status": "cached",
+                "reason": "unchanged",
+                "duration_s": 0.0,
+                "error": None,
+                "log": None,
+                "metrics": metrics,
+            }
             for name, metrics in done["steps"]
         ]
         summary = {

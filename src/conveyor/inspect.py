@@ -58,6 +58,13 @@ def describe_run(config: Any, run_id: str) -> dict:
                 series[metric.key] = {"last": metric.value, "count": _count(previous) + 1}
             else:
                 series[metric.key] = metric.value
+        steps = store.step_runs(run.id)
+        # A cached step did not run, so its metrics are those of the run that produced it.
+        cached = store.cached([s.cache_key for s in steps if s.status == "cached"])
+        for step in steps:
+            hit = cached.get(step.cache_key) if step.status == "cached" else None
+            if hit is not None and hit.metrics and step.step not in metrics:
+                metrics[step.step] = dict(hit.metrics)
         params: dict[str, dict[str, Any]] = {}
         for param in store.params(run.id):
             params.setdefault(param.step, {})[param.key] = json.loads(param.value)
@@ -88,7 +95,7 @@ def describe_run(config: Any, run_id: str) -> dict:
                     "traceback": s.traceback,
                     "log_digest": s.log_digest,
                 }
-                for s in store.step_runs(run.id)
+                for s in steps
             ],
             "metrics": metrics,
             "params": params,

@@ -306,10 +306,14 @@ def _run(
     notify: Listener,
     started: float,
 ) -> RunSummary:
+    from conveyor.pipeline import fastpath
     from conveyor.store.metadata import StepRecord
 
     config = ctx.config
     workspace = str(ctx.root)
+    # Whatever this run changes, the old witness no longer vouches for it; a run that
+    # succeeds in full writes a new one at the end.
+    ctx.state.delete(fastpath.KEY)
     ctx.store.mark_interrupted(workspace)
     order, targets = _selection(config, steps)
     forced = targets if force else set()
@@ -442,8 +446,6 @@ def _run(
     ctx.store.finish_run(run_id, run_status, error)
     summary = RunSummary(run_id, run_status, list(outcomes.values()), time.perf_counter() - started)
     if run_status == "succeeded" and not steps and not force:
-        from conveyor.pipeline import fastpath
-
         fastpath.remember(ctx, planner, order, snapshots, summary)
     return summary
 

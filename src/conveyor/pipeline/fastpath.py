@@ -21,7 +21,7 @@ from typing import Any
 from conveyor.store import records
 
 KEY = "fastpath"
-VERSION = 3
+VERSION = 4
 #: A file modified this close to the witness may have changed again within one mtime granule
 #: without its stamp changing (git's "racy" case): the engine re-hashes it instead.
 RACY_NS = 2_000_000_000
@@ -97,6 +97,7 @@ def remember(ctx: Any, planner: Any, order: list[str], snapshots: dict, summary:
         "db": db,
         "artifacts": artifacts,
         "project": config.project,
+        "snapshots": sorted(f"{name}:{snap['content_hash']}" for name, snap in snapshots.items()),
         "config_hash": _config_hash(config),
         "digests": sorted(
             {d["digest"] for outs in planner.outputs.values() for d in outs.values()}
@@ -262,6 +263,10 @@ def _record(witness: dict) -> str | None:
                     json.dumps({"step": name, "cache_key": key}),
                 )
             )
+        conn.executemany(
+            "INSERT INTO run_snapshots (run_id, snapshot_id) VALUES (?, ?)",
+            [(run_id, snap_id) for snap_id in witness["snapshots"]],
+        )
         events.append((ts, "run.succeeded", "run", run_id, who, json.dumps({})))
         conn.executemany(
             "INSERT INTO events (at, kind, entity, entity_id, actor, payload) "
