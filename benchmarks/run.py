@@ -1,6 +1,6 @@
 """`make bench`: Conveyor timed beside DVC 3 and MLflow in one run, on the same machine and data.
 
-    .venv/bin/python benchmarks/run.py            # full: 10 MB and 1 GB, medians of 3 (~6 min)
+    .venv/bin/python benchmarks/run.py            # full: 10 MB and 1 GB, medians of 3 (~5 min)
     .venv/bin/python benchmarks/run.py --quick    # smoke check: 10 MB, 100 MB hashing, 1 repeat
     .venv/bin/python benchmarks/run.py --only pipeline --only startup --keep
 
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-reference", action="store_true", help="measure Conveyor alone (no DVC or MLflow)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="samples per measure (default 3, quick 1; start-up +2)"
     )
     parser.add_argument("--work", type=Path, default=environments.DEFAULT_WORK)
     return parser.parse_args(argv)
@@ -118,12 +121,11 @@ def run_pipeline_section(
         first, conv_root, dvc_repo = pipeline_runs.first_runs(ds, work, env, dvc, repeats, log)
         entry = {"input": {"bytes": size, "files": files}, "first_run": first}
         entry["snapshot_variant"] = pipeline_runs.snapshot_variant(ds, work, env, log)
-        entry["conveyor"] = pipeline_runs.conveyor_cached(ds, conv_root, env, repeats, log)
+        reference = (dvc, *dvc_repo) if dvc is not None and dvc_repo is not None else None
+        entry |= pipeline_runs.cached_runs(ds, conv_root, env, reference, repeats, log)
         shutil.rmtree(conv_root)
-        if dvc is not None and dvc_repo is not None:
-            repo, repo_env = dvc_repo
-            entry["dvc"] = pipeline_runs.dvc_cached(ds, repo, repo_env, dvc, repeats, log)
-            shutil.rmtree(repo)
+        if dvc_repo is not None:
+            shutil.rmtree(dvc_repo[0])
         results["pipeline"][name] = entry
 
 
@@ -132,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = args.only or list(SECTIONS)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    repeats = 1 if args.quick else 3
-    startup_repeats = 3 if args.quick else 5
+    repeats = args.repeats or (1 if args.quick else 3)
+    startup_repeats = repeats + 2
     env = environments.base_env(work)
     results: dict = {
         "meta": {
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["hashing"]["dvc"] = hashing.dvc_add(folder, work, env, dvc, repeats, log)
         if "tracking" in sections:
             results["tracking"] = {
-                "conveyor": tracking.conveyor_tracking(work, env, 2 if args.quick else 5, log)
+                "conveyor": tracking.conveyor_tracking(work, env, startup_repeats, log)
             }
             if mlflow_bin is not None:
                 calls = 500 if args.quick else tracking.CALLS

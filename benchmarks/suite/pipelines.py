@@ -220,6 +220,12 @@ def conveyor_step_durations(root: Path) -> dict[str, float]:
     return {step: seconds for step, seconds in rows if seconds is not None}
 
 
+def newest_run_was_fast(root: Path) -> bool:
+    """Whether the newest run was recorded by the fast path (no engine, no heavy imports)."""
+    (args,) = query_store(root, "SELECT args FROM runs ORDER BY rowid DESC LIMIT 1")[0]
+    return bool(json.loads(args or "{}").get("fast"))
+
+
 def snapshot_profiled(root: Path) -> bool:
     """Whether the project's store holds a profile (row count) for some data snapshot."""
     rows = query_store(root, "SELECT row_count FROM snapshots")

@@ -68,11 +68,14 @@ def _pipeline_rows(name: str, res: dict) -> list[Row]:
         )
 
     noop = _med(conv["noop"])
+    fast = conv["noop"].get("fast_path_samples", conv["noop"]["n"])
     ref_noop = _med(dvc["noop"]) if dvc else None
     met = noop <= 0.15 and (ref_noop is None or ref_noop / noop >= 8)
+    slow = f" ({conv['noop']['n'] - fast} of {conv['noop']['n']} took the engine path)"
     pair(
         "1",
-        "fully cached re-run: `conveyor run` vs `dvc repro`",
+        "fully cached re-run: `conveyor run` vs `dvc repro`"
+        + (slow if fast < conv["noop"]["n"] else ""),
         conv["noop"],
         "`dvc repro`",
         dvc and dvc["noop"],
