@@ -443,7 +443,7 @@ def test_sql_source_change_is_detected(project, tmp_path):
 
 
 def test_profile_of_the_snapshot_is_recorded(demo):
-    summary = demo.run()
+    summary = demo.run(wait_for_profiles=True)
     from conveyor.inspect import describe_run
 
     snap = describe_run(demo.config(), summary.run_id)["snapshots"][0]

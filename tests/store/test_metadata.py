@@ -58,13 +58,37 @@ def test_head_revision_constant_matches_the_migrations() -> None:
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
 
 
-def test_migrations_create_the_same_schema_as_the_models(store: Store) -> None:
+def test_the_alembic_migrations_build_the_schema_a_new_database_gets(store_url: str) -> None:
+    """A new database is created from the models and stamped; an old one is upgraded by
+    Alembic. Both must give the same tables, columns, types and indexes."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from conveyor.store.metadata import MIGRATIONS
+
+    engine = create_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), m.Base.metadata) == []
+    engine.dispose()
+    with Store(store_url) as store:  # opening a migrated database leaves it as it is
+        assert store._revision() == HEAD_REVISION
+
+
+def test_a_new_database_is_stamped_at_head_with_the_models_schema(store: Store) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    assert store._revision() == HEAD_REVISION
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), m.Base.metadata)
-    assert diff == []
+        assert compare_metadata(MigrationContext.configure(conn), m.Base.metadata) == []
 
 
 def test_every_state_change_is_an_event(store: Store) -> None:

@@ -9,7 +9,6 @@ Independent steps run concurrently on the executor; a failed step blocks only it
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -215,27 +214,6 @@ def _table_digest(ctx: Context, table: Any) -> str:
     return ctx.artifacts.put_file(tmp, move=True).digest
 
 
-class Profiler(threading.Thread):
-    """Profiles new snapshots beside the steps (pyarrow releases the GIL while it reads)."""
-
-    def __init__(self, ctx: Context, todo: list[tuple[str, Any]]) -> None:
-        super().__init__(name="conveyor-profiler", daemon=True)
-        self.ctx = ctx
-        self.todo = todo
-        self.done: list[Any] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        from conveyor.data import snapshot as snap_mod
-
-        for name, snap in self.todo:
-            src = self.ctx.config.data[name]
-            try:
-                self.done.append(snap_mod.profile(snap, self.ctx.root, fmt=src.format))
-            except Exception as exc:  # a profile is a nicety: never let it fail a run
-                self.errors.append(f"data.{name}: {exc}")
-
-
 def run_pipeline(
     config: Any,
     *,
@@ -245,6 +223,7 @@ def run_pipeline(
     executor: Executor | None = None,
     wait_for_lock: bool = False,
     listener: Listener | None = None,
+    wait_for_profiles: bool = False,
 ) -> RunSummary:
     """Run (or restore from cache) the selected steps and everything they need.
 
@@ -256,6 +235,8 @@ def run_pipeline(
         executor: an executor to use instead of the configured one (tests, embedding).
         wait_for_lock: queue behind another run in this workspace instead of refusing.
         listener: called as (step, status, details) when a step changes state.
+        wait_for_profiles: return only once new data snapshots are profiled (they are
+            profiled by a background process that otherwise outlives the run).
 
     Raises:
         ProjectLocked: another run holds this workspace.
@@ -271,7 +252,7 @@ def run_pipeline(
     try:
         ctx = Context(config)
         try:
-            return _run(ctx, steps, force, jobs, executor, notify, started)
+            return _run(ctx, steps, force, jobs, executor, notify, started, wait_for_profiles)
         finally:
             ctx.close()
     finally:
@@ -305,6 +286,7 @@ def _run(
     executor: Executor | None,
     notify: Listener,
     started: float,
+    wait_for_profiles: bool = False,
 ) -> RunSummary:
     from conveyor.pipeline import fastpath
     from conveyor.store.metadata import StepRecord
@@ -319,8 +301,6 @@ def _run(
     forced = targets if force else set()
     source_names = sorted({s for step in order for s in config.sources_of(step)})
     snapshots, to_profile = snapshot_sources(ctx, source_names)
-    profiler = Profiler(ctx, to_profile)
-    profiler.start()
 
     commit, dirty = git_state(ctx.root)
     ctx.store.save_env_lock(ctx.env.hash, ctx.env.python, list(ctx.env.packages))
@@ -338,6 +318,9 @@ def _run(
         name: ctx.store.save_snapshot(run_id, snap, snap.get("data_digest"))
         for name, snap in snapshots.items()
     }
+    from conveyor.pipeline import profiling
+
+    profiler = profiling.start(ctx, run_id, [(snap_ids[n], n, snap) for n, snap in to_profile])
     planner = Planner(ctx, snapshots)
     outcomes = {s: StepOutcome(s, "pending") for s in order}
     owned = executor is None
@@ -427,17 +410,8 @@ def _run(
     finally:
         if owned:
             exe.close()
-    profiler.join()
-    if profiler.errors:
-        with ctx.store.session() as session:
-            for problem in profiler.errors:
-                ctx.store.add_event(
-                    session, "snapshot.profile_failed", "run", run_id, {"error": problem}
-                )
-    for snap in profiler.done:
-        ctx.store.update_profile(
-            snap_ids[snap.source], snap.schema or {}, snap.row_count or 0, snap.profile or {}
-        )
+    if profiler is not None and wait_for_profiles:
+        profiling.wait(profiler)
     error = None
     if run_status == "failed":
         error = "; ".join(

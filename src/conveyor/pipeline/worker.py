@@ -46,7 +46,7 @@ def watch_owner(owner: int, interval: float = 0.2) -> None:
     import threading
 
     def watch() -> None:
-        while _alive(owner):
+        while pid_alive(owner):
             time.sleep(interval)
         child = _current_child
         if child is not None and child.poll() is None:
@@ -59,7 +59,7 @@ def watch_owner(owner: int, interval: float = 0.2) -> None:
 _current_child: subprocess.Popen | None = None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as gone."""
     try:
         os.kill(pid, 0)
