@@ -19,7 +19,7 @@ from typing import Any
 
 from conveyor.exceptions import ExecutorError, PipelineError
 from conveyor.pipeline import keys
-from conveyor.pipeline.executors import Executor, make_executor
+from conveyor.pipeline.executors import Executor, LocalExecutor, make_executor
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
 from conveyor.project import git_state
 
@@ -249,13 +249,26 @@ def run_pipeline(
     notify = listener or (lambda *_: None)
     paths = Paths(Path(config.root))
     lock = RunLock(paths.run_lock).acquire(wait=wait_for_lock)
+    owned = executor is None
+    exe = executor or make_executor(
+        config.executor.kind,
+        jobs or config.executor.jobs,
+        config.executor.address,
+        preload=("pandas", "pyarrow.parquet")
+        if any(s.run for s in config.pipeline.values())
+        else (),
+    )
+    if owned and isinstance(exe, LocalExecutor):
+        exe.prestart()  # the workers start while the stores open
     try:
         ctx = Context(config)
         try:
-            return _run(ctx, steps, force, jobs, executor, notify, started, wait_for_profiles)
+            return _run(ctx, steps, force, exe, notify, started, wait_for_profiles)
         finally:
             ctx.close()
     finally:
+        if owned:
+            exe.close()
         lock.release()
 
 
@@ -282,8 +295,7 @@ def _run(
     ctx: Context,
     steps: list[str] | None,
     force: bool,
-    jobs: int | None,
-    executor: Executor | None,
+    exe: Executor,
     notify: Listener,
     started: float,
     wait_for_profiles: bool = False,
@@ -309,7 +321,7 @@ def _run(
         workspace=workspace,
         env_hash=ctx.env.hash,
         config_hash=keys.digest_of(config.to_json()),
-        args={"steps": steps or [], "force": force, "jobs": jobs},
+        args={"steps": steps or [], "force": force, "jobs": exe.jobs},
         git_commit=commit,
         git_dirty=dirty,
         steps={s: "" for s in order},
@@ -323,14 +335,6 @@ def _run(
     profiler = profiling.start(ctx, run_id, [(snap_ids[n], n, snap) for n, snap in to_profile])
     planner = Planner(ctx, snapshots)
     outcomes = {s: StepOutcome(s, "pending") for s in order}
-    owned = executor is None
-    python_steps = any(config.pipeline[s].run for s in order)
-    exe = executor or make_executor(
-        config.executor.kind,
-        jobs or config.executor.jobs,
-        config.executor.address,
-        preload=("pandas", "pyarrow.parquet") if python_steps else (),
-    )
     running: dict[Future[StepResult], tuple[str, str, dict, str, float]] = {}
     run_status = "failed"
     try:
@@ -404,12 +408,8 @@ def _run(
         run_status = "failed" if failed else "succeeded"
     except BaseException:
         exe.close(cancel=True)
-        owned = False
         ctx.store.finish_run(run_id, "interrupted", "interrupted by the user or a signal")
         raise
-    finally:
-        if owned:
-            exe.close()
     if profiler is not None and wait_for_profiles:
         profiling.wait(profiler)
     error = None
