@@ -507,3 +507,29 @@ def test_importing_ray_leaves_the_environment_part_of_cache_keys_alone(monkeypat
     before = keys.env_lock()
     monkeypatch.syspath_prepend(vendored)  # what `import ray` does to the process
     assert keys.env_lock().packages == before.packages
+
+
+def test_a_script_without_a_main_guard_can_run_a_pipeline(tmp_path):
+    """multiprocessing re-imports __main__ in new processes; the workers must not re-run it."""
+    import subprocess
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "conveyor.yaml").write_text('project: p\npipeline:\n  a: {run: "steps:a"}\n')
+    (project / "steps.py").write_text("def a():\n    return {'x': 1}\n")
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from conveyor.config import load_config\n"
+        "from conveyor.pipeline.engine import run_pipeline\n"
+        "with open(Path(__file__).with_name('count.txt'), 'a') as f:\n"
+        "    f.write('x')\n"
+        f"summary = run_pipeline(load_config(Path({str(project)!r}) / 'conveyor.yaml'))\n"
+        "print(summary.status)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "succeeded"
+    assert (tmp_path / "count.txt").read_text() == "x"  # the script's body ran once

@@ -23,8 +23,10 @@ import sys
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from typing import Any, Protocol
@@ -197,6 +199,33 @@ class LocalExecutor:
         self._dispatch()
 
 
+_main_lock = threading.Lock()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Keep multiprocessing from re-running the caller's script in the fork server and workers.
+
+    multiprocessing re-imports ``__main__`` (by path or module name) in every new process so
+    that functions defined there can be found; our workers only run Conveyor's own functions,
+    and re-running a user's script there would repeat its top-level code (a script that calls
+    run_pipeline() without an ``if __name__ == "__main__":`` guard would even recurse).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _main_lock:
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 class _WorkerLost(Exception):
     """The worker process ended before it sent the step's result."""
 
@@ -218,7 +247,8 @@ class _Worker:
         ours, theirs = ctx.Pipe()
         # Not a daemon: a step may start its own multiprocessing pool, which daemons cannot.
         process = ctx.Process(target=_serve, args=(theirs, os.getpid()), name="conveyor-worker")
-        process.start()
+        with _main_module_hidden():
+            process.start()
         theirs.close()
         worker = cls(process, ours)
         _track(worker)
