@@ -442,28 +442,29 @@ def restore_outs(ctx: Context, outputs: dict[str, dict]) -> None:
     """Put a cached cmd step's declared outs back in the workspace, unless already identical."""
     import json
 
+    from conveyor.pipeline.worker import remove_path
+
     for out, desc in outputs.items():
         path = ctx.root / desc.get("path", out)
-        key = f"out:{path}"
-        recorded = ctx.state.get(key)
+        recorded = ctx.state.get(f"out:{path}")
         if recorded and path.exists():
             entry = json.loads(recorded)
             if entry["digest"] == desc["digest"] and entry["stamp"] == _stamp(path):
                 continue
+        remove_path(path)
         if desc["format"] == "dir":
-            import shutil
-
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
             for rel, digest in desc["files"].items():
                 ctx.artifacts.materialize(digest, path / rel)
         else:
-            if path.is_dir():
-                import shutil
-
-                shutil.rmtree(path)
             ctx.artifacts.materialize(desc["digest"], path)
-        ctx.state.put(key, json.dumps({"digest": desc["digest"], "stamp": _stamp(path)}))
+        _remember_out(ctx, path, desc["digest"])
+
+
+def _remember_out(ctx: Context, path: Path, digest: str) -> None:
+    """Note which object a workspace out holds, so an unchanged out is never restored again."""
+    import json
+
+    ctx.state.put(f"out:{path}", json.dumps({"digest": digest, "stamp": _stamp(path)}))
 
 
 def _stamp(path: Path) -> str:
@@ -552,13 +553,8 @@ def _record_result(
     log_digest = ctx.artifacts.put_file(log_path).digest if log_path.is_file() else None
     status = "ran" if result.ok else "failed"
     if result.ok and ctx.config.pipeline[step].cmd is not None:
-        import json
-
         for out, desc in result.outputs.items():
-            path = ctx.root / desc.get("path", out)
-            ctx.state.put(
-                f"out:{path}", json.dumps({"digest": desc["digest"], "stamp": _stamp(path)})
-            )
+            _remember_out(ctx, ctx.root / desc.get("path", out), desc["digest"])
     ctx.store.record_step(
         StepRecord(
             run_id=run_id,

@@ -221,7 +221,7 @@ def _load_input(spec: InputSpec, param: inspect.Parameter | None, store: Any) ->
 def _run_cmd(task: StepTask, store: Any, tracker: tracking.Tracker, result: StepResult) -> None:
     root = Path(task.root)
     for out in task.outs:
-        _remove(root / out)  # a stale out must never pass for a fresh one
+        remove_path(root / out)  # a stale out must never pass for a fresh one
         (root / out).parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["CONVEYOR_STEP"] = task.name
@@ -275,7 +275,8 @@ def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
                     yield f"{prefix}{key}", float(value)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file, a symlink or a whole folder, if it is there."""
     import shutil
 
     if path.is_dir() and not path.is_symlink():
