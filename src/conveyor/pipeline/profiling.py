@@ -87,6 +87,12 @@ def run_job(job: Path) -> int:
     from conveyor.project import Paths
     from conveyor.store.metadata import Store
 
+    import pyarrow
+
+    # Half the cores at most: the run's own steps are what the user waits for.
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    pyarrow.set_cpu_count(threads)
+    pyarrow.set_io_thread_count(threads)
     spec = json.loads(job.read_text())
     root = Path(spec["root"])
     failures = 0
