@@ -82,12 +82,12 @@ def wait(pid: int, timeout: float = 600.0) -> None:
 
 def run_job(job: Path) -> int:
     """Profile every snapshot of a job file and record the outcome of each; 0 if all worked."""
+    import pyarrow
+
     from conveyor.data.snapshot import Snapshot, profile
     from conveyor.data.state import StateDB
     from conveyor.project import Paths
     from conveyor.store.metadata import Store
-
-    import pyarrow
 
     # Half the cores at most: the run's own steps are what the user waits for.
     threads = max(1, (os.cpu_count() or 2) // 2)
