@@ -12,7 +12,6 @@ import json
 import keyword
 import math
 import os
-import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,13 @@ from pydantic import (
     model_validator,
 )
 
+from conveyor.config_graph import (
+    REF_HELP,
+    cycles,
+    graph_problems,
+    upstream_map,
+    upstream_of,
+)
 from conveyor.config_yaml import (
     YamlPath,
     format_location,
@@ -47,10 +53,8 @@ ENV_EXECUTOR = "CONVEYOR_EXECUTOR"
 ENV_JOBS = "CONVEYOR_JOBS"
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SQLITE = re.compile(r"(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?")
-_REF_HELP = "write 'data.NAME', 'STEP' or 'STEP.OUTPUT'"
 # Validation context key: the loader checks the DAG itself, to give each problem its own line.
 _LOADER_CHECKS_GRAPH = "conveyor_loader_checks_graph"
 
@@ -218,12 +222,12 @@ class StepConfig(_Model):
         if isinstance(value, list):
             for index, ref in enumerate(value):
                 if not isinstance(ref, str):
-                    raise invalid(f"expected a reference ({_REF_HELP}), got {ref!r}", index)
+                    raise invalid(f"expected a reference ({REF_HELP}), got {ref!r}", index)
             return value
         if isinstance(value, dict):
             for name, ref in value.items():
                 if not isinstance(ref, str):
-                    raise invalid(f"expected a reference ({_REF_HELP}), got {ref!r}", name)
+                    raise invalid(f"expected a reference ({REF_HELP}), got {ref!r}", name)
             return value
         raise invalid(
             f"expected a list of references or a mapping keyword: reference, got {value!r}"
@@ -268,156 +272,8 @@ class StepConfig(_Model):
         return [(None, ref) for ref in self.inputs]
 
 
-def _norm(path: str) -> str:
-    return posixpath.normpath(path.replace("\\", "/"))
-
-
-def _upstream_of(steps: Mapping[str, StepConfig], name: str) -> list[str]:
-    """The steps that ``name`` depends on directly, in file order; unknown names are ignored."""
-    step = steps[name]
-    ups: set[str] = set()
-    for _, ref in step.input_refs():
-        head = ref.partition(".")[0]
-        if head != "data" and head in steps:
-            ups.add(head)
-    for dep in map(_norm, step.deps):
-        for owner, other in steps.items():
-            for out in map(_norm, other.outs):
-                # A dep on a produced file, on a file inside a produced folder, or on a folder
-                # holding a produced file all have to wait for the producer.
-                if dep == out or dep.startswith(out + "/") or out.startswith(dep + "/"):
-                    ups.add(owner)
-    ups.discard(name)
-    return [other for other in steps if other in ups]
-
-
-def _upstream_map(steps: Mapping[str, StepConfig]) -> dict[str, list[str]]:
-    return {name: _upstream_of(steps, name) for name in steps}
-
-
-def _ref_problem(ref: str, step: str, steps: list[str], sources: list[str]) -> str | None:
-    head, dot, tail = ref.partition(".")
-    if head == "data":
-        if not dot:
-            example = sources[0] if sources else "loans"
-            return f"'data' alone is not a reference; name a source, such as 'data.{example}'"
-        if not _NAME.fullmatch(tail):
-            return f"{_REF_HELP}, got {ref!r}"
-        if tail not in sources:
-            known = f"known sources: {', '.join(sources)}" if sources else "'data:' declares none"
-            return f"unknown data source {tail!r}; {known}"
-        return None
-    if not _NAME.fullmatch(head) or (dot and not _NAME.fullmatch(tail)):
-        return f"{_REF_HELP}, got {ref!r}"
-    if head == step:
-        return f"step {step!r} cannot take its own output as input"
-    if head not in steps:
-        others = [s for s in steps if s != step]
-        known = f"known steps: {', '.join(others)}" if others else "there are no other steps"
-        return f"unknown step {head!r}; {known}"
-    return None
-
-
-def _cycles(ups: Mapping[str, list[str]]) -> list[list[str]]:
-    """One cycle per knot of mutually dependent steps, from its first step in file order and
-    following the data downstream, e.g. ``[prepare, train, prepare]``."""
-    down: dict[str, list[str]] = {name: [] for name in ups}
-    for name, parents in ups.items():
-        for parent in parents:
-            down[parent].append(name)
-    # Peel off every step that is not on or behind a cycle (Kahn); usually that is all of them.
-    waiting = {name: len(parents) for name, parents in ups.items()}
-    ready = [name for name, count in waiting.items() if count == 0]
-    while ready:
-        for child in down[ready.pop()]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    tangled = [name for name in ups if waiting[name] > 0]
-    reach: dict[str, set[str]] = {}
-    for name in tangled:
-        seen: set[str] = set()
-        todo = [name]
-        while todo:
-            for child in down[todo.pop()]:
-                if child not in seen:
-                    seen.add(child)
-                    todo.append(child)
-        reach[name] = seen
-    cycles: list[list[str]] = []
-    placed: set[str] = set()
-    for start in tangled:
-        if start in placed or start not in reach[start]:
-            continue
-        knot = {name for name in reach[start] if start in reach[name]}
-        placed |= knot
-        # Breadth-first inside the knot: the first way back to start is the shortest cycle.
-        came_from: dict[str, str] = {}
-        frontier = [start]
-        while start not in came_from:
-            later = []
-            for node in frontier:
-                for child in down[node]:
-                    if child in knot and child not in came_from:
-                        came_from[child] = node
-                        later.append(child)
-            frontier = later
-        cycle = [start, came_from[start]]
-        while cycle[-1] != start:
-            cycle.append(came_from[cycle[-1]])
-        cycles.append(cycle[::-1])
-    return cycles
-
-
-def _graph_problems(
-    steps: Mapping[str, StepConfig], step_names: list[str], source_names: list[str]
-) -> list[tuple[YamlPath, str, YamlPath]]:
-    """Problems that span steps: names, references, shared outputs and cycles, each as
-    (location, message, path whose line to show)."""
-    problems: list[tuple[YamlPath, str, YamlPath]] = []
-    for name in source_names:
-        if not _NAME.fullmatch(name):
-            problems.append((("data", name), _bad_name("source", name), ("data", name)))
-    for name in step_names:
-        if name == "data":
-            message = (
-                "a step cannot be named 'data', which refers to sources in 'inputs'; rename it"
-            )
-            problems.append((("pipeline", name), message, ("pipeline", name)))
-        elif not _NAME.fullmatch(name):
-            problems.append((("pipeline", name), _bad_name("step", name), ("pipeline", name)))
-    owners: dict[str, str] = {}
-    for name, step in steps.items():
-        for index, (kw, ref) in enumerate(step.input_refs()):
-            at: YamlPath = ("pipeline", name, "inputs", index if kw is None else kw)
-            if kw is not None and (not kw.isidentifier() or keyword.iskeyword(kw)):
-                message = f"keyword {kw!r} must be a Python identifier, such as 'frame'"
-                problems.append((at, message, at))
-            problem = _ref_problem(ref, name, step_names, source_names)
-            if problem:
-                problems.append((at, problem, at))
-        for index, out in enumerate(step.outs):
-            owner = owners.setdefault(_norm(out), name)
-            if owner != name:
-                message = (
-                    f"{out!r} is also an output of step {owner!r}; only one step may write a path"
-                )
-                at = ("pipeline", name, "outs", index)
-                problems.append((at, message, at))
-    for cycle in _cycles(_upstream_map(steps)):
-        # Said of the whole pipeline, at the line of the first step in the cycle.
-        problems.append((("pipeline",), f"cycle {' -> '.join(cycle)}", ("pipeline", cycle[0])))
-    return problems
-
-
-def _bad_name(what: str, name: str) -> str:
-    return (
-        f"{what} name {name!r} is not valid; use letters, digits, '_' and '-', "
-        "starting with a letter or '_'"
-    )
-
-
-def _resolve_sqlite(url: str, root: Path) -> str:
+def resolve_sqlite_url(url: str, root: Path) -> str:
+    """A relative SQLite path means relative to the project, not to the working directory."""
     match = _SQLITE.fullmatch(url)
     if not match:
         return url
@@ -458,7 +314,7 @@ class ProjectConfig(_Model):
     def _graph(self, info: ValidationInfo) -> ProjectConfig:
         if info.context and info.context.get(_LOADER_CHECKS_GRAPH):
             return self
-        problems = _graph_problems(self.pipeline, list(self.pipeline), list(self.data))
+        problems = graph_problems(self.pipeline, list(self.pipeline), list(self.data))
         if problems:
             raise invalid("; ".join(f"{format_location(at)}: {msg}" for at, msg, _ in problems))
         return self
@@ -489,7 +345,7 @@ class ProjectConfig(_Model):
             StepNotFound: ``step`` is not in the pipeline.
         """
         self._step(step)
-        return _upstream_of(self.pipeline, step)
+        return upstream_of(self.pipeline, step)
 
     def sources_of(self, step: str) -> list[str]:
         """Data sources that ``step`` reads as ``data.NAME``, in the order of its inputs.
@@ -506,7 +362,7 @@ class ProjectConfig(_Model):
         Raises:
             ConfigError: the pipeline has a cycle (only possible if validation was bypassed).
         """
-        ups = _upstream_map(self.pipeline)
+        ups = upstream_map(self.pipeline)
         index = {name: i for i, name in enumerate(self.pipeline)}
         children: dict[str, list[str]] = {name: [] for name in ups}
         for name, parents in ups.items():
@@ -525,7 +381,7 @@ class ProjectConfig(_Model):
                 if waiting[child] == 0:
                     heapq.heappush(ready, (index[child], child))
         if len(order) < len(ups):
-            cycle = " -> ".join(_cycles(ups)[0])
+            cycle = " -> ".join(cycles(ups)[0])
             raise ConfigError(self.file.name, [ConfigIssue("pipeline", f"cycle {cycle}")])
         return order
 
@@ -536,7 +392,7 @@ class ProjectConfig(_Model):
             StepNotFound: ``step`` is not in the pipeline.
         """
         self._step(step)
-        ups = _upstream_map(self.pipeline)
+        ups = upstream_map(self.pipeline)
         found: set[str] = set()
         todo = [step]
         while todo:
@@ -549,7 +405,7 @@ class ProjectConfig(_Model):
 
     def store_url(self) -> str:
         """The metadata URL, with a relative SQLite path made absolute against the root."""
-        return _resolve_sqlite(self.store.url, self.root)
+        return resolve_sqlite_url(self.store.url, self.root)
 
     def artifacts_url(self) -> str:
         """The artifact store: an fsspec URL as written, or a local folder made absolute."""
@@ -613,7 +469,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> ProjectConf
     steps = config.pipeline if config else _valid_steps(doc.data.get("pipeline"))
     step_names = list(doc.data["pipeline"]) if isinstance(doc.data.get("pipeline"), dict) else []
     sources = list(doc.data["data"]) if isinstance(doc.data.get("data"), dict) else []
-    for at, message, line_at in _graph_problems(steps, step_names, sources):
+    for at, message, line_at in graph_problems(steps, step_names, sources):
         issues.append(ConfigIssue(format_location(at), message, doc.line_of(line_at)))
     if issues or config is None:
         issues.sort(key=lambda issue: (issue.line is not None, issue.line or 0))

@@ -173,6 +173,7 @@ def snapshot_sources(
 
     Returns the snapshots, and those that still need a profile (schema, rows, statistics).
     """
+    from conveyor.config import resolve_sqlite_url
     from conveyor.data import snapshot as snap_mod
 
     snapshots: dict[str, dict] = {}
@@ -180,7 +181,9 @@ def snapshot_sources(
     for name in names:
         src = ctx.config.data[name]
         if src.sql is not None:
-            snap, table = snap_mod.fingerprint_sql(name, _sql_url(src.url, ctx.root), src.sql)
+            snap, table = snap_mod.fingerprint_sql(
+                name, resolve_sqlite_url(src.url, ctx.root), src.sql
+            )
             digest = _table_digest(ctx, table)
             snapshots[name] = {**snap.to_dict(), "data_digest": digest}
             continue
@@ -191,16 +194,6 @@ def snapshot_sources(
         if existing is None or existing.profile is None:
             to_profile.append((name, snap))
     return snapshots, to_profile
-
-
-def _sql_url(url: str, root: Path) -> str:
-    """A relative SQLite path in a data source means relative to the project, not the cwd."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
-        rest = url[len(prefix) :]
-        if rest and not rest.startswith(":memory:"):
-            return prefix + str(root / rest)
-    return url
 
 
 def _table_digest(ctx: Context, table: Any) -> str:
