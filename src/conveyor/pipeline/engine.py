@@ -8,7 +8,6 @@ Independent steps run concurrently on the executor; a failed step blocks only it
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -20,6 +19,7 @@ from typing import Any
 from conveyor.exceptions import ExecutorError, PipelineError
 from conveyor.pipeline import keys
 from conveyor.pipeline.executors import Executor, LocalExecutor, make_executor
+from conveyor.pipeline.plan import Context, Planner, snapshot_sources
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
 from conveyor.project import git_state
 
@@ -69,142 +69,6 @@ class RunSummary:
                 for s in self.steps
             ],
         }
-
-
-class Context:
-    """The open stores and caches of one project, shared by run and status."""
-
-    def __init__(self, config: Any) -> None:
-        from conveyor.data.hashing import FileHasher
-        from conveyor.data.state import StateDB
-        from conveyor.project import Paths
-        from conveyor.store.artifacts import ArtifactStore
-        from conveyor.store.metadata import Store
-
-        self.config = config
-        self.root: Path = Path(config.root)
-        self.paths = Paths(self.root)
-        self.state = StateDB(self.paths.state_db)
-        self.state.open()
-        self.hasher = FileHasher(self.state)
-        self.code = keys.CodeHasher(self.root, self.state)
-        self.store = Store(config.store_url()).open()
-        self.artifacts = ArtifactStore(config.artifacts_url())
-        self.artifacts.open()
-        self.env = keys.env_lock()
-
-    def close(self) -> None:
-        self.store.close()
-        self.artifacts.close()
-        self.state.close()
-
-
-class Planner:
-    """Computes the key parts of steps from sources, code, params and upstream outputs."""
-
-    def __init__(self, ctx: Context, snapshots: dict[str, dict]) -> None:
-        self.ctx = ctx
-        self.config = ctx.config
-        self.snapshots = snapshots  # source name -> snapshot dict (+ "data_digest")
-        self.outputs: dict[str, dict[str, dict]] = {}  # step -> outputs of this run
-
-    def parts(self, step: str) -> dict:
-        cfg = self.config.pipeline[step]
-        parts: dict[str, Any] = {"env": self.ctx.env.hash, "params": cfg.params}
-        if cfg.cmd is not None:
-            parts["cmd"] = cfg.cmd
-            parts["deps"] = self._deps(step, cfg.deps)
-            parts["outs"] = list(cfg.outs)
-            parts["metrics"] = cfg.metrics
-        else:
-            parts["run"] = cfg.run
-            parts["code"] = self.ctx.code.closure(cfg.run.split(":", 1)[0])
-        inputs: dict[str, Any] = {}
-        for _kw, ref in cfg.input_refs():
-            inputs[ref] = self._input_digest(ref)
-        for up in self.config.upstream(step):
-            inputs.setdefault(up, self._output_digests(up))
-        parts["inputs"] = inputs
-        return parts
-
-    def _input_digest(self, ref: str) -> Any:
-        if ref.startswith("data."):
-            return self.snapshots[ref[5:]]["content_hash"]
-        step, _, name = ref.partition(".")
-        digests = self._output_digests(step)
-        return digests.get(name) if name else digests
-
-    def _output_digests(self, step: str) -> dict[str, str]:
-        return {name: d["digest"] for name, d in self.outputs.get(step, {}).items()}
-
-    def _deps(self, step: str, deps: list[str]) -> dict[str, str]:
-        from conveyor.data.hashing import combine
-
-        out: dict[str, str] = {}
-        for dep in deps:
-            path = self.ctx.root / dep
-            if path.is_file():
-                out[dep] = self.ctx.hasher.hash(path)
-            elif path.is_dir():
-                files = sorted(p for p in path.rglob("*") if p.is_file())
-                hashes = self.ctx.hasher.hash_many(files)
-                out[dep] = combine((p.relative_to(path).as_posix(), hashes[p]) for p in files)
-            else:
-                raise PipelineError(
-                    f"Step '{step}': dependency {dep!r} does not exist under {self.ctx.root}. "
-                    "Create it, or fix 'deps' in conveyor.yaml."
-                )
-        return out
-
-    def dep_files(self, deps: list[str]) -> list[Path]:
-        files: list[Path] = []
-        for dep in deps:
-            path = self.ctx.root / dep
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            )
-        return files
-
-
-def snapshot_sources(
-    ctx: Context, names: list[str]
-) -> tuple[dict[str, dict], list[tuple[str, Any]]]:
-    """Fingerprint each source (cheap: the stat cache avoids re-reading unchanged files).
-
-    Returns the snapshots, and those that still need a profile (schema, rows, statistics).
-    """
-    from conveyor.config import resolve_sqlite_url
-    from conveyor.data import snapshot as snap_mod
-
-    snapshots: dict[str, dict] = {}
-    to_profile: list[tuple[str, Any]] = []
-    for name in names:
-        src = ctx.config.data[name]
-        if src.sql is not None:
-            snap, table = snap_mod.fingerprint_sql(
-                name, resolve_sqlite_url(src.url, ctx.root), src.sql
-            )
-            digest = _table_digest(ctx, table)
-            snapshots[name] = {**snap.to_dict(), "data_digest": digest}
-            continue
-        snap = snap_mod.fingerprint_files(name, src.source, ctx.root, ctx.hasher)
-        data = snap.to_dict()
-        snapshots[name] = data
-        existing = ctx.store.snapshot(f"{name}:{snap.content_hash}")
-        if existing is None or existing.profile is None:
-            to_profile.append((name, snap))
-    return snapshots, to_profile
-
-
-def _table_digest(ctx: Context, table: Any) -> str:
-    import tempfile
-
-    import pyarrow.parquet as pq
-
-    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=ctx.artifacts.tmp_dir())
-    os.close(fd)
-    pq.write_table(table, tmp)
-    return ctx.artifacts.put_file(tmp, move=True).digest
 
 
 def run_pipeline(

@@ -7,7 +7,7 @@ from typing import Any
 
 from conveyor.exceptions import PipelineError
 from conveyor.pipeline import keys
-from conveyor.pipeline.engine import Context, Planner, snapshot_sources
+from conveyor.pipeline.plan import Context, Planner, snapshot_sources
 
 
 @dataclass
