@@ -196,3 +196,35 @@ def test_fast_path_steps_aside_when_anything_changed(project):
     summary = project.run()  # the engine notices the missing output and re-runs the step
     assert project.statuses(summary) == {"a": "ran"}
     assert victim.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_run_as_interrupted_and_leaves_no_worker(project):
+    project.write("conveyor.yaml", SLOW_CONFIG)
+    project.write("steps.py", SLOW_STEPS)
+    proc = subprocess.Popen(
+        [*CONVEYOR, "run"],
+        cwd=project.root,
+        env={**os.environ, "SLOW": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    _wait_for(project.root / "started", timeout=120)
+    worker = int((project.root / "started").read_text())
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    deadline = time.monotonic() + 15
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker)
+    from conveyor.store.metadata import Store
+
+    with Store(project.config().store_url()) as store:
+        (run,) = store.runs()
+        assert run.status == "interrupted"
+        assert {s.step: s.status for s in store.step_runs(run.id)} == {
+            "first": "ran",
+            "slow": "interrupted",
+        }

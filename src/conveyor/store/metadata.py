@@ -255,11 +255,17 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        """End a run; steps it never finished (Ctrl-C, a crash) end as 'interrupted'."""
         with self.session() as s:
             s.execute(
                 update(m.Run)
                 .where(m.Run.id == run_id)
                 .values(status=status, finished_at=utcnow(), error=error)
+            )
+            s.execute(
+                update(m.StepRun)
+                .where(m.StepRun.run_id == run_id, m.StepRun.status.in_(["pending", "running"]))
+                .values(status="interrupted")
             )
             self.add_event(s, f"run.{status}", "run", run_id, {"error": error} if error else {})
 
