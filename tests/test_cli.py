@@ -583,6 +583,7 @@ def test_gc_removes_only_what_no_record_refers_to(loans):
     assert not orphan.exists() and not crashed.exists()
     assert writing.exists()  # young: it may belong to a write in progress
     assert json_of(cli("gc", "--json", "-C", loans)) == {
+        "runs_removed": [],
         "removed": [],
         "freed_bytes": 0,
         "kept": dry["kept"],
@@ -783,3 +784,17 @@ def test_exit_codes_of_the_executable(tmp_path):
     malformed = executable("run", cwd=project)
     assert malformed.returncode == 2
     assert re.fullmatch(r"Error: conveyor\.yaml: line \d+, column \d+: .+\n", malformed.stderr)
+
+
+def test_gc_runs_older_than_deletes_old_runs_but_never_the_newest(loans):
+    edit(loans / "conveyor.yaml", "max_depth: 6", "max_depth: 4")
+    newest = json_of(cli("run", "--json", "-C", loans))["run_id"]
+
+    result = cli("gc", "--runs-older-than", "0", "-C", loans)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Removed 1 runs, ")
+    runs = json_of(cli("runs", "--json", "-C", loans))
+    assert [r["run_id"] for r in runs] == [newest]
+    kinds = [e["kind"] for e in json_of(cli("events", "--json", "-C", loans))]
+    assert kinds.count("run.deleted") == 1

@@ -213,20 +213,32 @@ def events(
 @app.command()
 def gc(
     dry_run: Annotated[bool, typer.Option(help="Only report what would be removed.")] = False,
+    runs_older_than: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="DAYS",
+            help="First delete runs that started more than DAYS ago (never the newest).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     project: ProjectOpt = None,
 ) -> None:
-    """Delete artifacts that no run, cache entry or snapshot refers to."""
+    """Delete artifacts that no run, cache entry or snapshot refers to (and old runs)."""
     from conveyor.inspect import collect_garbage
 
-    report = collect_garbage(_config(project), dry_run=dry_run)
+    report = collect_garbage(
+        _config(project), dry_run=dry_run, runs_older_than_days=runs_older_than
+    )
     if as_json:
         _echo_json(report)
         return
     verb = "Would remove" if dry_run else "Removed"
+    runs = f"{len(report['runs_removed'])} runs, " if runs_older_than is not None else ""
     typer.echo(
-        f"{verb} {len(report['removed'])} artifacts ({report['freed_bytes'] / 1e6:.1f} MB) "
-        f"and {report['tmp_removed']} leftover temp files; kept {report['kept']}."
+        f"{verb} {runs}{len(report['removed'])} artifacts "
+        f"({report['freed_bytes'] / 1e6:.1f} MB) and {report['tmp_removed']} leftover temp "
+        f"files; kept {report['kept']}."
     )
 
 

@@ -154,19 +154,39 @@ def list_events(config: Any, *, limit: int = 50) -> list[dict]:
         ]
 
 
-def collect_garbage(config: Any, *, dry_run: bool = False) -> dict:
-    """Remove unreferenced artifacts, under the run lock so no run is writing meanwhile."""
+def collect_garbage(
+    config: Any, *, dry_run: bool = False, runs_older_than_days: float | None = None
+) -> dict:
+    """Remove unreferenced artifacts, under the run lock so no run is writing meanwhile.
+
+    Args:
+        config: the project.
+        dry_run: report what would go, and change nothing.
+        runs_older_than_days: first delete this project's runs that started longer ago
+            (never the newest), so that what only they referred to is freed too.
+    """
+    from datetime import timedelta
     from pathlib import Path
 
     from conveyor.pipeline.lock import RunLock
     from conveyor.project import Paths
     from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.records import utcnow
 
     with RunLock(Paths(Path(config.root)).run_lock), _open(config) as store:
-        keep = store.referenced_digests()
+        pruned: list[str] = []
+        if runs_older_than_days is not None:
+            cutoff = utcnow() - timedelta(days=runs_older_than_days)
+            pruned = store.prunable_runs(config.project, cutoff)
+        if dry_run:
+            keep = store.referenced_digests(exclude_runs=pruned)
+        else:
+            store.delete_runs(pruned)
+            keep = store.referenced_digests()
         with ArtifactStore(config.artifacts_url()) as artifacts:
             report = artifacts.gc(keep, dry_run=dry_run)
     return {
+        "runs_removed": pruned,
         "removed": report.removed,
         "freed_bytes": report.freed_bytes,
         "kept": report.kept,

@@ -476,3 +476,38 @@ def test_missing_input_file_fails_before_anything_is_recorded(demo):
         demo.run()
     with Store(demo.config().store_url()) as store:
         assert store.runs() == []
+
+
+def test_gc_of_old_runs_frees_what_only_they_used_and_keeps_the_newest_cached(demo):
+    from conveyor.inspect import collect_garbage
+    from conveyor.store.metadata import Store
+
+    demo.run()
+    demo.write("conveyor.yaml", CONFIG.replace("bias: 0", "bias: 5"))
+    demo.run()
+    demo.write("conveyor.yaml", CONFIG.replace("bias: 0", "bias: 7"))
+    newest = demo.run()
+    calls(demo)
+
+    dry = collect_garbage(demo.config(), dry_run=True, runs_older_than_days=0)
+    assert len(dry["runs_removed"]) == 2
+    # The outputs of train and report for bias 0 and 5; prepare's output is still used, and the
+    # (empty) logs are one shared object.
+    assert len(dry["removed"]) == 4
+    with Store(demo.config().store_url()) as store:
+        assert len(store.runs()) == 3  # a dry run deletes nothing
+
+    done = collect_garbage(demo.config(), runs_older_than_days=0)
+    assert done["runs_removed"] == dry["runs_removed"]
+    assert sorted(done["removed"]) == sorted(dry["removed"])
+    with Store(demo.config().store_url()) as store:
+        assert [r.id for r in store.runs()] == [newest.run_id]
+        kinds = [e.kind for e in store.events()]
+    assert kinds.count("run.deleted") == 2
+
+    still = demo.run()  # the newest run's outputs are intact: nothing re-runs
+    assert demo.statuses(still) == {"prepare": "cached", "train": "cached", "report": "cached"}
+    demo.write("conveyor.yaml", CONFIG)  # bias 0 again: its cache entry went with its run
+    again = demo.run()
+    assert demo.statuses(again) == {"prepare": "cached", "train": "ran", "report": "ran"}
+    assert calls(demo) == ["train", "report"]

@@ -487,19 +487,74 @@ class Store:
 
     # -- garbage collection ----------------------------------------------------------------
 
-    def referenced_digests(self) -> set[str]:
-        """Every artifact digest some record still points at: the roots of `conveyor gc`."""
+    def referenced_digests(self, exclude_runs: Sequence[str] = ()) -> set[str]:
+        """Every artifact digest some record still points at: the roots of `conveyor gc`.
+
+        Args:
+            exclude_runs: count these runs as deleted already (what a dry run of pruning
+                would free), together with the cache entries only they used.
+        """
+        excluded = list(exclude_runs)
         keep: set[str] = set()
+        used_keys: set[str] = set()
         with self.session() as s:
-            for outputs in s.scalars(select(m.StepCache.outputs)):
+            q = select(m.StepRun.outputs, m.StepRun.log_digest, m.StepRun.cache_key)
+            if excluded:
+                q = q.where(m.StepRun.run_id.not_in(excluded))
+            for outputs, log, key in s.execute(q):
                 keep.update(_digests_in(outputs))
-            for outputs, log in s.execute(select(m.StepRun.outputs, m.StepRun.log_digest)):
-                keep.update(_digests_in(outputs))
+                used_keys.add(key)
                 if log:
                     keep.add(log)
-            keep.update(d for d in s.scalars(select(m.LoggedArtifact.digest)) if d)
+            for key, outputs in s.execute(select(m.StepCache.cache_key, m.StepCache.outputs)):
+                if not excluded or key in used_keys:
+                    keep.update(_digests_in(outputs))
+            q = select(m.LoggedArtifact.digest)
+            if excluded:
+                q = q.where(m.LoggedArtifact.run_id.not_in(excluded))
+            keep.update(d for d in s.scalars(q) if d)
             keep.update(d for d in s.scalars(select(m.Snapshot.data_digest)) if d)
         return keep
+
+    def prunable_runs(self, project: str, before: datetime) -> list[str]:
+        """Finished runs of a project that started before ``before``; never its newest run."""
+        with self.session() as s:
+            newest = s.scalar(
+                select(m.Run.id)
+                .where(m.Run.project == project)
+                .order_by(m.Run.started_at.desc())
+                .limit(1)
+            )
+            q = select(m.Run.id).where(
+                m.Run.project == project,
+                m.Run.started_at < before,
+                m.Run.status != "running",
+                m.Run.id != newest,
+            )
+            return list(s.scalars(q.order_by(m.Run.started_at)))
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete runs with their steps, metrics, params and logged artifacts, and the cache
+        entries that no remaining run used. The audit log keeps its events, plus one
+        ``run.deleted`` each: history is thinned, never rewritten."""
+        ids = list(run_ids)
+        if not ids:
+            return
+        with self.session() as s:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                # Explicit deletes rather than ON DELETE CASCADE alone, which SQLite honours
+                # only on connections that enabled foreign keys.
+                for table in (m.Metric, m.Param, m.LoggedArtifact, m.RunSnapshot, m.StepRun):
+                    s.execute(delete(table).where(table.run_id.in_(chunk)))
+                s.execute(delete(m.Run).where(m.Run.id.in_(chunk)))
+            s.execute(
+                delete(m.StepCache).where(
+                    m.StepCache.cache_key.not_in(select(m.StepRun.cache_key).distinct())
+                )
+            )
+            for run_id in ids:
+                self.add_event(s, "run.deleted", "run", run_id, {"reason": "gc"})
 
     def count(self, table: type[m.Base]) -> int:
         with self.session() as s:
