@@ -206,3 +206,49 @@ def test_metrics_and_params_round_trip(store: Store, metrics, params) -> None:
     import json
 
     assert {p.key: json.loads(p.value) for p in store.params(run_id)} == clean
+
+
+def test_deleting_runs_takes_their_records_and_unused_cache_entries_only(store: Store) -> None:
+    from datetime import timedelta
+
+    from conveyor.store.records import utcnow
+
+    old = _run(store, steps={"a": ""})
+    store.record_step(
+        StepRecord(
+            run_id=old,
+            step="a",
+            status="ran",
+            cache_key="k-old",
+            cacheable=True,
+            outputs={"return": {"digest": "1" * 64, "format": "json", "size": 1}},
+            metrics=[("m", 1.0, 0, 1.0)],
+            params={"p": 1},
+            artifacts=[("plot.svg", "2" * 64, 3)],
+        )
+    )
+    store.finish_run(old, "succeeded")
+    new = _run(store, steps={"a": ""})
+    store.record_step(StepRecord(run_id=new, step="a", status="cached", cache_key="k-new"))
+    store.record_step(
+        StepRecord(
+            run_id=new,
+            step="a",
+            status="ran",
+            cache_key="k-new",
+            cacheable=True,
+            outputs={"return": {"digest": "3" * 64, "format": "json", "size": 1}},
+        )
+    )
+    store.finish_run(new, "succeeded")
+
+    later = utcnow() + timedelta(seconds=1)
+    assert store.prunable_runs("p", later) == [old]  # never the newest
+    assert store.referenced_digests(exclude_runs=[old]) == {"3" * 64}
+    store.delete_runs([old])
+    assert [r.id for r in store.runs()] == [new]
+    assert store.metrics(old) == [] and store.params(old) == []
+    assert store.logged_artifacts(old) == []
+    assert set(store.cached(["k-old", "k-new"])) == {"k-new"}
+    assert store.referenced_digests() == {"3" * 64}
+    assert [e.kind for e in store.events(entity_id=old)][-1] == "run.deleted"
