@@ -101,26 +101,11 @@ def run(
     project: ProjectOpt = None,
 ) -> None:
     """Run the pipeline; unchanged steps are restored from cache."""
-    if not step and not force:
-        from conveyor.fastrun import try_fast_run
+    from conveyor.runner import run_command
 
-        if try_fast_run(project, as_json):
-            return
-    from conveyor.console import RunDisplay, print_summary
-    from conveyor.pipeline.engine import run_pipeline
-
-    config = _config(project)
-    display = RunDisplay(config.topological_order(), enabled=not as_json)
-    with display:
-        summary = run_pipeline(
-            config, steps=step, force=force, jobs=jobs, wait_for_lock=wait, listener=display.update
-        )
-    if as_json:
-        _echo_json(summary.to_dict())
-    else:
-        print_summary(summary)
-    if not summary.ok:
-        raise typer.Exit(1)
+    code = run_command(project, steps=step, force=force, jobs=jobs, wait=wait, as_json=as_json)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

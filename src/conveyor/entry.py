@@ -11,8 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-from conveyor.fastrun import try_fast_run
-
 
 def _plain_run(argv: list[str]) -> tuple[Path | None, bool] | None:
     """(project, as_json) when argv is `run` with at most --json and -C/--project DIR."""
@@ -39,13 +37,17 @@ def run(argv: list[str]) -> int:
     plain = _plain_run(argv)
     if plain is not None:
         from conveyor.exceptions import ConveyorError
+        from conveyor.runner import run_command
 
+        project, as_json = plain
         try:
-            if try_fast_run(*plain):
-                return 0
+            return run_command(project, as_json=as_json)
         except ConveyorError as exc:
             sys.stderr.write(f"Error: {exc}\n")
             return exc.exit_code
+        except KeyboardInterrupt:
+            sys.stderr.write("Interrupted.\n")
+            return 130
     from conveyor.cli import main as cli_main
 
     saved = sys.argv

@@ -71,6 +71,7 @@ class LocalExecutor:
         self._busy: dict[_Worker, threading.Thread] = {}
         self._closing = False
         self._prestart: threading.Thread | None = None
+        self._prestart_stop = False
 
     def prestart(self) -> None:
         """Start the workers now, in the background, so the first step does not wait for them.
@@ -86,11 +87,15 @@ class LocalExecutor:
                 except Exception:  # noqa: BLE001 - submit() starts one and reports why
                     return
                 with self._cond:
-                    if self._closing:
-                        worker.stop()
-                        return
-                    self._idle.append(worker)
+                    if self._closing or self._prestart_stop:
+                        stale = worker
+                    else:
+                        self._idle.append(worker)
+                        continue
+                stale.stop()  # close() came first: this worker is not wanted any more
+                return
 
+        self._prestart_stop = False
         self._prestart = threading.Thread(target=start, name="conveyor-prestart", daemon=True)
         self._prestart.start()
 
@@ -113,9 +118,10 @@ class LocalExecutor:
 
     def close(self, *, cancel: bool = False) -> None:
         """Wait for submitted steps, then stop the workers; or, with ``cancel``, kill them now."""
-        if self._prestart is not None:
-            self._prestart.join()  # its workers must be in _idle before we stop them
-            self._prestart = None
+        with self._cond:
+            # Workers still starting are stopped by the prestart thread itself: a run that
+            # needed none (all cached) must not wait for them.
+            self._prestart_stop = True
         with self._cond:
             self._closing = True
             queued = list(self._queue) if cancel else []
