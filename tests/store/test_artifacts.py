@@ -479,3 +479,18 @@ def test_crash_mid_write_leaves_only_a_temp_file(tmp_path: Path) -> None:
         assert list(store.digests()) == []
         assert store.gc([], tmp_older_than_s=0).tmp_removed == 1
     assert list((root / "tmp").iterdir()) == []
+
+
+def test_put_file_with_link_makes_the_file_the_object_and_read_only(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store")).open()
+    out = tmp_path / "out.csv"
+    out.write_bytes(b"a,b\n1,2\n")
+    artifact = store.put_file(out, link=True)
+    assert artifact.digest == hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    assert out.read_bytes() == b"a,b\n1,2\n"  # the caller keeps its file
+    assert os.stat(out).st_ino == os.stat(store.path(artifact.digest)).st_ino  # no copy
+    assert not os.stat(out).st_mode & 0o222  # protected: an edit cannot reach the store
+    again = tmp_path / "again.csv"
+    again.write_bytes(b"a,b\n1,2\n")
+    assert store.put_file(again, link=True) == artifact  # already stored: left as it was
+    assert os.stat(again).st_mode & 0o200

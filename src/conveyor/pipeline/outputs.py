@@ -217,9 +217,9 @@ def _store_numpy(where: str, value: Any, store: ArtifactStore) -> dict:
     return {"format": "npy", "digest": artifact.digest, "size": artifact.size}
 
 
-def _store_path(where: str, value: Path, store: ArtifactStore) -> dict:
+def _store_path(where: str, value: Path, store: ArtifactStore, link: bool = False) -> dict:
     if value.is_file():
-        artifact = store.put_file(value)
+        artifact = store.put_file(value, link=link)
         return {
             "format": "file",
             "digest": artifact.digest,
@@ -229,7 +229,7 @@ def _store_path(where: str, value: Path, store: ArtifactStore) -> dict:
     if value.is_dir():
         files = {}
         for path in sorted(p for p in value.rglob("*") if p.is_file()):
-            files[path.relative_to(value).as_posix()] = store.put_file(path).digest
+            files[path.relative_to(value).as_posix()] = store.put_file(path, link=link).digest
         manifest = store.put_bytes(json.dumps(files, sort_keys=True).encode())
         return {
             "format": "dir",

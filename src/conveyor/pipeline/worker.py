@@ -252,7 +252,8 @@ def _run_cmd(task: StepTask, store: Any, tracker: tracking.Tracker, result: Step
                 f"the command finished but did not write its declared out {out!r}. "
                 "Fix the command or the 'outs' list in conveyor.yaml."
             )
-        outputs[out] = {**_store_path(f"{task.name}:{out}", path, store), "path": out}
+        # Outs are linked, not copied, into the store: they turn read-only in the workspace.
+        outputs[out] = {**_store_path(f"{task.name}:{out}", path, store, link=True), "path": out}
     result.outputs = outputs
     if task.metrics_file:
         path = root / task.metrics_file

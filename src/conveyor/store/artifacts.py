@@ -284,16 +284,21 @@ class ArtifactStore:
             self._install(tmp, digest)
         return artifact
 
-    def put_file(self, path: str | os.PathLike[str], *, move: bool = False) -> Artifact:
+    def put_file(
+        self, path: str | os.PathLike[str], *, move: bool = False, link: bool = False
+    ) -> Artifact:
         """Store the file at ``path`` and return its artifact.
 
         The bytes are hashed while they are copied, in one pass. With ``move=True`` the file is
         consumed: on the store's filesystem it is hashed and renamed into place without a copy
-        (create it inside ``tmp_dir()`` to be sure of that).
+        (create it inside ``tmp_dir()`` to be sure of that). With ``link=True`` a file on the
+        store's filesystem becomes the object through a hard link instead of a copy, and so
+        turns read-only where it is (as DVC's protected hard links do): a step's declared out.
 
         Args:
             path: the file to store.
             move: remove the file once it is stored.
+            link: hard-link rather than copy where possible; the file stays, read-only.
 
         Raises:
             ArtifactError: ``path`` cannot be read or the store cannot be written.
@@ -303,8 +308,8 @@ class ArtifactStore:
         with self._errors(f"store {str(src)!r}"):
             if self._fs is not None:
                 return self._put_remote(src, move)
-            if move:
-                artifact = self._rename_in(src)
+            if move or link:
+                artifact = self._rename_in(src) if move else self._link_in(src)
                 if artifact is not None:
                     return artifact
             with open(src, "rb", buffering=0) as source:
@@ -340,6 +345,30 @@ class ArtifactStore:
             if exc.errno == errno.EXDEV:  # e.g. a bind mount of the same filesystem
                 return None
             raise
+        return Artifact(digest, size)
+
+    def _link_in(self, src: Path) -> Artifact | None:
+        """Hash ``src`` in place and hard-link it into ``objects/``; None if it must be copied."""
+        st = os.lstat(src)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_dev != self._objects_dev:
+            return None
+        with open(src, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            size = os.fstat(f.fileno()).st_size
+            os.fsync(f.fileno())
+        if self._local_size(digest) == size:
+            return Artifact(digest, size)  # already stored; the file stays the caller's
+        tmp = self._tmp_dir / f"link-{os.getpid()}-{digest[:16]}-{time.monotonic_ns()}"
+        try:
+            os.link(src, tmp)
+        except OSError:
+            return None  # no hard links here (some filesystems, mounts): copy instead
+        after = os.lstat(tmp)
+        if (after.st_size, after.st_mtime_ns) != (size, st.st_mtime_ns):
+            tmp.unlink()  # written to while we hashed it: take a copy instead
+            return None
+        os.chmod(tmp, _READ_ONLY)
+        self._install(tmp, digest)
         return Artifact(digest, size)
 
     def _install(self, tmp: Path, digest: str) -> None:
