@@ -25,6 +25,7 @@ from conveyor.exceptions import ExecutorError
 from conveyor.pipeline.executors import Executor, LocalExecutor, RayExecutor, make_executor
 from conveyor.pipeline.outputs import load_output
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
+from conveyor.pipeline.worker import pid_alive
 from conveyor.store.artifacts import ArtifactStore
 
 EXECUTORS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
@@ -81,18 +82,6 @@ def version():
 
 VERSION = 1
 """
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _wait_for(path: Path, timeout: float = TIMEOUT) -> None:
@@ -321,16 +310,16 @@ def test_close_with_cancel_returns_promptly_and_kills_the_running_steps(executor
     for i in range(executor.jobs):
         _wait_for(ws.root / f"hang{i}.pid")
         pids.append(int((ws.root / f"hang{i}.pid").read_text()))
-    assert all(_alive(pid) for pid in pids)
+    assert all(pid_alive(pid) for pid in pids)
 
     started = time.monotonic()
     executor.close(cancel=True)
     assert time.monotonic() - started < 10, "close(cancel=True) waited for the steps"
 
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not any(_alive(pid) for pid in pids), f"workers {pids} still run cancelled steps"
+    assert not any(pid_alive(pid) for pid in pids), f"workers {pids} still run cancelled steps"
     for future in running:
         error = future.exception(timeout=TIMEOUT)
         assert isinstance(error, ExecutorError)

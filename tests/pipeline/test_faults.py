@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.exceptions import ProjectLocked
+from conveyor.pipeline.worker import pid_alive
 
 CONVEYOR = [sys.executable, "-m", "conveyor.entry"]
 
@@ -48,18 +49,6 @@ def _wait_for(path: Path, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); read its state.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 def _start(project, **env) -> subprocess.Popen:
     return subprocess.Popen(
         [*CONVEYOR, "run"],
@@ -80,9 +69,9 @@ def test_kill_9_mid_step_then_next_run_finishes_and_marks_the_old_one_interrupte
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 15
-    while _alive(worker) and time.monotonic() < deadline:
+    while pid_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(worker), "the step's worker outlived the killed run"
+    assert not pid_alive(worker), "the step's worker outlived the killed run"
 
     summary = project.run()
     assert summary.ok
@@ -216,9 +205,9 @@ def test_ctrl_c_ends_the_run_as_interrupted_and_leaves_no_worker(project):
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     deadline = time.monotonic() + 15
-    while _alive(worker) and time.monotonic() < deadline:
+    while pid_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(worker)
+    assert not pid_alive(worker)
     from conveyor.store.metadata import Store
 
     with Store(project.config().store_url()) as store:

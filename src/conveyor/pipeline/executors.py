@@ -108,10 +108,7 @@ class LocalExecutor:
         future: Future[StepResult] = Future()
         with self._cond:
             if self._closing:
-                raise ExecutorError(
-                    f"Cannot run step {task.name!r}: the executor is closing. Submit steps "
-                    "before close(), or after it returns."
-                )
+                raise _closing_error(task)
             self._queue.append((task, future))
             self._dispatch()
         return future
@@ -230,6 +227,13 @@ def _main_module_hidden() -> Iterator[None]:
         finally:
             main.__dict__.pop("__spec__", None)
             main.__dict__.update(saved)
+
+
+def _closing_error(task: StepTask) -> ExecutorError:
+    return ExecutorError(
+        f"Cannot run step {task.name!r}: the executor is closing. Submit steps before close(), "
+        "or after it returns."
+    )
 
 
 class _WorkerLost(Exception):
@@ -466,10 +470,7 @@ class RayExecutor:
         future: Future[StepResult] = Future()
         with self._cond:
             if self._closing:
-                raise ExecutorError(
-                    f"Cannot run step {task.name!r}: the executor is closing. Submit steps "
-                    "before close(), or after it returns."
-                )
+                raise _closing_error(task)
             self._ensure()
             self._queue.append((task, future))
             self._dispatch()

@@ -324,17 +324,27 @@ class ArtifactStore:
                 src.unlink()
             return Artifact(digest, size)
 
-    def _rename_in(self, src: Path) -> Artifact | None:
-        """Hash ``src`` in place and rename it into ``objects/``; None if it must be copied."""
+    def _hash_in_place(self, src: Path) -> tuple[str, int, os.stat_result] | None:
+        """(digest, size, stat) of a file that can become an object without a copy, else None.
+
+        A symlink would be stored as a link, a file with other hard links could still be edited
+        through them, and a file on another filesystem cannot be renamed or linked in.
+        """
         st = os.lstat(src)
-        # A symlink would be stored as a link, and a file with other hard links could still be
-        # edited through them: both are copied instead.
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_dev != self._objects_dev:
             return None
         with open(src, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
             size = os.fstat(f.fileno()).st_size
             os.fsync(f.fileno())
+        return digest, size, st
+
+    def _rename_in(self, src: Path) -> Artifact | None:
+        """Hash ``src`` in place and rename it into ``objects/``; None if it must be copied."""
+        hashed = self._hash_in_place(src)
+        if hashed is None:
+            return None
+        digest, size, _st = hashed
         if self._local_size(digest) == size:
             src.unlink()
             return Artifact(digest, size)
@@ -349,13 +359,10 @@ class ArtifactStore:
 
     def _link_in(self, src: Path) -> Artifact | None:
         """Hash ``src`` in place and hard-link it into ``objects/``; None if it must be copied."""
-        st = os.lstat(src)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_dev != self._objects_dev:
+        hashed = self._hash_in_place(src)
+        if hashed is None:
             return None
-        with open(src, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-            size = os.fstat(f.fileno()).st_size
-            os.fsync(f.fileno())
+        digest, size, st = hashed
         if self._local_size(digest) == size:
             return Artifact(digest, size)  # already stored; the file stays the caller's
         tmp = self._tmp_dir / f"link-{os.getpid()}-{digest[:16]}-{time.monotonic_ns()}"
