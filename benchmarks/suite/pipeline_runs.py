@@ -46,6 +46,7 @@ def first_runs(
         log(f"{data.name}: first run {attempt + 1}/{repeats}: conveyor run")
         pipelines.new_conveyor_project(conv_root, data, env)
         conv.samples.append(timing.run(pipelines.conveyor("run"), conv_root, env).wall)
+        pipelines.wait_for_profiles(conv_root)
         pipelines.expect_conveyor(conv_root, ran=pipelines.STAGE_COUNT, cached=0)
         steps.append(pipelines.conveyor_step_durations(conv_root))
 
@@ -83,8 +84,9 @@ def first_runs(
 def snapshot_variant(data: Dataset, work: Path, env: Mapping[str, str], log: Log) -> dict:
     """One first run with the source also a step input (``inputs: [data.raw]``).
 
-    That makes Conveyor snapshot the source (hash every file) and profile it in a thread
-    beside the steps; the main measure has the source only as a dep, as DVC has it.
+    Every declared source is snapshotted (hashed) on a full run, and profiled by a background
+    process once the steps are done; here the source is also a step input, as a Python step
+    reading it would have it, while the main measure has it only as a dep, as DVC has it.
     """
     log(f"{data.name}: first run with the source as a snapshotted input")
     root = work / f"conveyor-snap-{data.name}"
@@ -94,6 +96,7 @@ def snapshot_variant(data: Dataset, work: Path, env: Mapping[str, str], log: Log
         text.replace('  prepare: {"cmd"', '  prepare: {"inputs": ["data.raw"], "cmd"', 1)
     )
     sample = timing.run(pipelines.conveyor("run"), root, env)
+    pipelines.wait_for_profiles(root)
     pipelines.expect_conveyor(root, ran=pipelines.STAGE_COUNT, cached=0)
     profiled = pipelines.snapshot_profiled(root)
     shutil.rmtree(root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -224,6 +225,19 @@ def newest_run_was_fast(root: Path) -> bool:
     """Whether the newest run was recorded by the fast path (no engine, no heavy imports)."""
     (args,) = query_store(root, "SELECT args FROM runs ORDER BY rowid DESC LIMIT 1")[0]
     return bool(json.loads(args or "{}").get("fast"))
+
+
+def wait_for_profiles(root: Path, timeout: float = 300.0) -> None:
+    """Wait for the background profiler a first run starts, so that it does not load the
+    machine during the next measurement (its pids are claimed in the state DB until done)."""
+    state = root / ".conveyor" / "state.db"
+    deadline = time.monotonic() + timeout
+    while state.exists() and time.monotonic() < deadline:
+        with sqlite3.connect(state) as conn:
+            busy = conn.execute("SELECT count(*) FROM kv WHERE key LIKE 'profiling:%'").fetchone()
+        if not busy[0]:
+            return
+        time.sleep(0.1)
 
 
 def snapshot_profiled(root: Path) -> bool:

@@ -143,7 +143,7 @@ def _pipeline_rows(name: str, res: dict) -> list[Row]:
         rows.append(
             Row(
                 "2",
-                f"first run with `inputs: [data.raw]` (snapshot + profile; {profiled})",
+                f"first run with `inputs: [data.raw]` (profiled after the steps; {profiled})",
                 size,
                 f"{_s(snap['wall_s'])} ({snap['wall_s'] - bare:+.2f} s)",
                 "",

@@ -168,7 +168,11 @@ def _run(
     ctx.store.mark_interrupted(workspace)
     order, targets = _selection(config, steps)
     forced = targets if force else set()
-    source_names = sorted({s for step in order for s in config.sources_of(step)})
+    # A full run records the state of every declared source (lineage); a partial one only what
+    # its steps read.
+    source_names = sorted(
+        config.data if not steps else {s for step in order for s in config.sources_of(step)}
+    )
     snapshots, to_profile = snapshot_sources(ctx, source_names)
 
     commit, dirty = git_state(ctx.root)
@@ -189,7 +193,6 @@ def _run(
     }
     from conveyor.pipeline import profiling
 
-    profiler = profiling.start(ctx, run_id, [(snap_ids[n], n, snap) for n, snap in to_profile])
     planner = Planner(ctx, snapshots)
     outcomes = {s: StepOutcome(s, "pending") for s in order}
     running: dict[Future[StepResult], tuple[str, str, dict, str, float]] = {}
@@ -267,6 +270,9 @@ def _run(
         exe.close(cancel=True)
         ctx.store.finish_run(run_id, "interrupted", "interrupted by the user or a signal")
         raise
+    # Profiles start once the steps are done, so they never compete with them for the CPU; the
+    # profiler outlives this process and records them when it finishes.
+    profiler = profiling.start(ctx, run_id, [(snap_ids[n], n, snap) for n, snap in to_profile])
     if profiler is not None and wait_for_profiles:
         profiling.wait(profiler)
     error = None
