@@ -1,0 +1,1 @@
+"""Evaluation: metrics, paired comparisons and plots, computed from arrays with no IO."""
