@@ -102,3 +102,25 @@ class RunNotFound(ConveyorError):
 
 class ExecutorError(ConveyorError):
     """An executor cannot start, or lost a worker mid-step."""
+
+
+# -- wrapping foreign errors at the boundary (store, SQL sources) ------------------------------
+
+
+def foreign_reason(exc: BaseException) -> str:
+    """The first line of a foreign error's message, without a trailing period."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
+    text = str(orig if orig is not None else exc).strip()
+    if not text:
+        text = type(exc).__name__
+    return text.splitlines()[0].strip().rstrip(".")
+
+
+def safe_url(url: str) -> str:
+    """A database URL with its password hidden, fit for an error message."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL is shown only past any credentials
+        return url.split("@")[-1] if "@" in url else url

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.exceptions import DataError
+from conveyor.exceptions import DataError, foreign_reason, safe_url
 
 if TYPE_CHECKING:
     import pandas
@@ -195,12 +195,12 @@ def query_sql(name: str, url: str, query: str) -> pyarrow.Table:
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
 
-    shown = _safe_url(url)
+    shown = safe_url(url)
     try:
         engine = sqlalchemy.create_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise DataError(
-            f"Data source {name!r}: cannot use database URL {shown!r}: {_reason(exc)}."
+            f"Data source {name!r}: cannot use database URL {shown!r}: {foreign_reason(exc)}."
             f" Check data.{name}.url in conveyor.yaml (and that its driver is installed)."
         ) from exc
     try:
@@ -217,7 +217,7 @@ def query_sql(name: str, url: str, query: str) -> pyarrow.Table:
             rows = result.fetchall()
     except (SQLAlchemyError, ImportError) as exc:
         raise DataError(
-            f"Data source {name!r}: query on {shown} failed: {_reason(exc)}."
+            f"Data source {name!r}: query on {shown} failed: {foreign_reason(exc)}."
             f" Check data.{name}.query and data.{name}.url in conveyor.yaml."
         ) from exc
     finally:
@@ -452,8 +452,8 @@ class FileScan:
 
     def _unreadable(self, label: str, fmt: str, exc: BaseException) -> DataError:
         return DataError(
-            f"Data source {self.name!r}: cannot read {label!r} as {fmt.upper()}: {_reason(exc)}."
-            " Fix the file, or set the source's format in conveyor.yaml."
+            f"Data source {self.name!r}: cannot read {label!r} as {fmt.upper()}: "
+            f"{foreign_reason(exc)}. Fix the file, or set the source's format in conveyor.yaml."
         )
 
 
@@ -552,7 +552,7 @@ def _read_csv(path: Path, options: dict[str, Any] | None) -> pandas.DataFrame:
         return pd.read_csv(path, engine="c", **kwargs)
     except (ValueError, UnicodeDecodeError, OSError, TypeError) as exc:
         raise DataError(
-            f"Cannot parse {str(path)!r} as CSV: {_reason(exc)}. Fix the file, or set the"
+            f"Cannot parse {str(path)!r} as CSV: {foreign_reason(exc)}. Fix the file, or set the"
             " source's format and read options in conveyor.yaml."
         ) from exc
 
@@ -565,25 +565,6 @@ def _read_parquet(path: Path, options: dict[str, Any] | None) -> pandas.DataFram
         return pd.read_parquet(path, engine="pyarrow", **(options or {}))
     except (pa.ArrowException, ValueError, OSError, TypeError) as exc:
         raise DataError(
-            f"Cannot read {str(path)!r} as Parquet: {_reason(exc)}. Check that the file is"
+            f"Cannot read {str(path)!r} as Parquet: {foreign_reason(exc)}. Check that the file is"
             " complete and really Parquet, or set the source's format in conveyor.yaml."
         ) from exc
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of a foreign error's message, without a trailing period."""
-    orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
-    text = str(orig if orig is not None else exc).strip()
-    if not text:
-        text = type(exc).__name__
-    return text.splitlines()[0].strip().rstrip(".")
-
-
-def _safe_url(url: str) -> str:
-    """The URL with its password hidden, fit for an error message."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparseable URL is shown only past any credentials
-        return url.split("@")[-1] if "@" in url else url

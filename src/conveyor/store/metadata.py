@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from conveyor.exceptions import RunNotFound, StoreError
+from conveyor.exceptions import RunNotFound, StoreError, foreign_reason, safe_url
 from conveyor.store import models as m
 from conveyor.store.records import HEAD_REVISION, actor, new_run_id, utcnow
 
@@ -105,7 +105,7 @@ class Store:
                 self._migrate()
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"Cannot open the metadata store {_safe_url(self.url)}: {_first_line(exc)}"
+                f"Cannot open the metadata store {safe_url(self.url)}: {foreign_reason(exc)}"
             ) from exc
         return self
 
@@ -138,7 +138,7 @@ class Store:
         except SQLAlchemyError as exc:
             session.rollback()
             raise StoreError(
-                f"The metadata store {_safe_url(self.url)} refused a write: {_first_line(exc)}"
+                f"The metadata store {safe_url(self.url)} refused a write: {foreign_reason(exc)}"
             ) from exc
         except BaseException:
             session.rollback()
@@ -601,21 +601,6 @@ def _make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
         raise StoreError(
-            f"The store URL {_safe_url(url)} needs the driver {exc.name!r}. "
+            f"The store URL {safe_url(url)} needs the driver {exc.name!r}. "
             "Install it with: pip install 'conveyor-ml[postgres]'"
         ) from exc
-
-
-def _safe_url(url: str) -> str:
-    """Never print a password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return str(orig or exc).strip().splitlines()[0] if str(orig or exc).strip() else repr(exc)
