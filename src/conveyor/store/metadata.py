@@ -373,10 +373,6 @@ class Store:
             rows = s.scalars(select(m.StepCache).where(m.StepCache.cache_key.in_(list(keys))))
             return {row.cache_key: row for row in rows}
 
-    def drop_cache(self, keys: Sequence[str]) -> None:
-        with self.session() as s:
-            s.execute(delete(m.StepCache).where(m.StepCache.cache_key.in_(list(keys))))
-
     def runs(self, *, limit: int = 50, project: str | None = None) -> list[m.Run]:
         with self.session() as s:
             q = select(m.Run).order_by(m.Run.started_at.desc(), m.Run.id.desc()).limit(limit)
