@@ -420,13 +420,15 @@ def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
           train:
             run: m:train
             parms: {max_depth: 6}
-        gates: [auc > 0.8]
+        gats: [auc > 0.8]
+        wibble: 1
         """,
     )
     assert lines == [
         "conveyor.yaml: pipeline.train: unknown key 'parms'; did you mean 'params'? (line 5)",
-        "conveyor.yaml: unknown key 'gates'; expected one of: "
-        "project, store, executor, data, pipeline (line 6)",
+        "conveyor.yaml: unknown key 'gats'; did you mean 'gates'? (line 6)",
+        "conveyor.yaml: unknown key 'wibble'; expected one of: "
+        "project, store, executor, data, pipeline, model, registry, validate, gates (line 7)",
     ]
 
 

@@ -227,6 +227,268 @@ def gc(
     )
 
 
+# -- data -----------------------------------------------------------------------------------
+
+data_app = typer.Typer(
+    cls=_Group, help="Schemas, validation and diffs of data sources.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("infer")
+def data_infer(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="A source in 'data:'.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Default: schemas/SOURCE.yaml."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing schema file.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Write a schema file (types, nulls, ranges, categories, uniqueness) from the data."""
+    from conveyor.datasets import infer_source_schema
+
+    path, schema = infer_source_schema(_config(project), source, output, force=force)
+    typer.echo(f"Wrote {path} ({len(schema.columns)} columns).")
+
+
+@data_app.command("validate")
+def data_validate(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="A source in 'data:'.")],
+    schema: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Schema file (default: the one in 'validate:')."),
+    ] = None,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Check a source against its schema; exit 3 if a check fails."""
+    from conveyor.datasets import validate_source
+
+    result = validate_source(_config(project), source, schema)
+    if hasattr(result, "to_dict"):  # the validate: gate
+        ok, payload = result.verdict == "pass", result.to_dict()
+        text = "\n".join(f["text"] for f in result.evidence["failures"]) or result.summary
+    else:
+        ok, payload, text = result.ok, {"ok": result.ok}, result.to_text()
+    if as_json:
+        _echo_json(payload)
+    else:
+        typer.echo(text)
+    if not ok:
+        raise typer.Exit(3)
+
+
+@data_app.command("diff")
+def data_diff(
+    a: Annotated[
+        str, typer.Argument(metavar="A", help="Snapshot id, SOURCE, SOURCE~N, SOURCE@ALIAS.")
+    ],
+    b: Annotated[str, typer.Argument(metavar="B", help="The later snapshot, same forms.")],
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """What changed between two snapshots: rows, columns, distributions."""
+    from conveyor.console import print_data_diff
+    from conveyor.datasets import diff_snapshots
+
+    result = diff_snapshots(_config(project), a, b)
+    if as_json:
+        _echo_json(result)
+    else:
+        print_data_diff(result)
+
+
+# -- models -----------------------------------------------------------------------------------
+
+models_app = typer.Typer(
+    cls=_Group, help="The model registry: versions, lineage, cards, aliases.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+ModelArg = Annotated[
+    str | None,
+    typer.Argument(metavar="NAME", help="Model name (default: model.name in conveyor.yaml)."),
+]
+
+
+@models_app.command("list")
+def models_list(
+    name: ModelArg = None,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """List registered models, or the versions of NAME."""
+    from conveyor.catalog import list_models, list_versions
+    from conveyor.console import print_models, print_versions
+
+    config = _config(project)
+    if name is None and config.model is None:
+        rows = list_models(config)
+        _echo_json(rows) if as_json else print_models(rows)
+        return
+    rows = list_versions(config, name)
+    _echo_json(rows) if as_json else print_versions(rows)
+
+
+@models_app.command("show")
+def models_show(
+    name: ModelArg = None,
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Number, 'latest' or an alias.")
+    ] = "latest",
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Show a version: metrics, gate verdicts, signature, artifacts and lineage."""
+    from conveyor.catalog import version_story
+    from conveyor.console import print_version
+
+    story = version_story(_config(project), name, version)
+    if as_json:
+        _echo_json({k: v for k, v in story.items() if k != "plots"})
+    else:
+        print_version(story)
+
+
+@models_app.command("compare")
+def models_compare(
+    a: Annotated[str, typer.Argument(metavar="A", help="Version number, 'latest' or alias.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Version number, 'latest' or alias.")],
+    name: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="NAME", help="Model name.")
+    ] = None,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Score A and B on B's holdout and compare them with paired tests."""
+    from conveyor.catalog import compare_versions
+    from conveyor.console import print_comparison
+
+    result = compare_versions(_config(project), name, a, b)
+    _echo_json(result) if as_json else print_comparison(result)
+
+
+@models_app.command("card")
+def models_card(
+    name: ModelArg = None,
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Number, 'latest' or an alias.")
+    ] = "latest",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="DIR", help="Also write NAME-vN.md and .html here."),
+    ] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Print the model card (Markdown); with -o, also write it as Markdown and HTML."""
+    from conveyor.catalog import render_card
+
+    markdown, written = render_card(_config(project), name, version, output)
+    if written:
+        for path in written:
+            typer.echo(f"Wrote {path}")
+    else:
+        sys.stdout.write(markdown)
+
+
+@models_app.command("alias")
+def models_alias(
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Such as staging, production.")],
+    name: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="NAME", help="Model name.")
+    ] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Point ALIAS at VERSION (recorded as an event). Releases build on this."""
+    from conveyor.catalog import set_alias
+
+    config = _config(project)
+    before = set_alias(config, name, version, alias)
+    model = name or (config.model.name if config.model else "")
+    was = f" (was version {before})" if before is not None else ""
+    typer.echo(f"{model}: {alias} -> version {version}{was}")
+
+
+# -- ci and exports ---------------------------------------------------------------------------
+
+
+@app.command()
+def ci(
+    report: Annotated[
+        Path, typer.Option(metavar="FILE", help="Markdown report (plots go beside it).")
+    ] = Path("conveyor-report.md"),
+    junit: Annotated[
+        Path, typer.Option(metavar="FILE", help="JUnit XML of the gate results.")
+    ] = Path("conveyor-junit.xml"),
+    register: Annotated[
+        bool, typer.Option(help="Register the candidate when every gate passes.")
+    ] = True,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, metavar="N", help="Steps at once.")
+    ] = None,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Validate data, run the pipeline, evaluate the gates, register; exit 3 if a gate fails."""
+    from conveyor.ci import run_ci
+    from conveyor.console import RunDisplay, print_ci, print_gate
+
+    config = _config(project)
+    display = RunDisplay(config.topological_order(), enabled=not as_json)
+    gate_printer = (lambda _r: None) if as_json else print_gate
+    with display:
+        outcome = run_ci(
+            config,
+            report_path=report,
+            junit_path=junit,
+            register=register,
+            listener=display.update,
+            jobs=jobs,
+            on_gate=gate_printer,
+        )
+    if as_json:
+        _echo_json({k: v for k, v in outcome.report.items() if k != "plots"})
+    else:
+        print_ci(outcome)
+    if not outcome.passed:
+        raise typer.Exit(3)
+
+
+@app.command("export")
+def export(
+    kind: Annotated[
+        str, typer.Argument(metavar="KIND", help="github-actions, gitlab-ci or jenkins.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Where to write it.")
+    ] = None,
+    python: Annotated[str, typer.Option(metavar="VERSION", help="Python for the job.")] = "3.11",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Write a CI workflow that runs 'conveyor ci' and publishes its report."""
+    from conveyor.export.ci_files import write_ci
+
+    config = _config(project)
+    root = Path(config.root)
+    install = (
+        "pip install -r requirements.txt"
+        if (root / "requirements.txt").exists()
+        else "pip install conveyor-ml"
+    )
+    path = write_ci(
+        kind,
+        root,
+        project=config.project,
+        python=python,
+        install=install,
+        force=force,
+        path=output.resolve() if output is not None else None,
+    )
+    typer.echo(f"Wrote {path}")
+
+
 def main() -> None:
     """Entry point; usage errors exit 2, Ctrl-C 130, Conveyor errors with their own code."""
     app(prog_name="conveyor")

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from conveyor.config_gates import Comparison, Threshold, parse_expression
 from conveyor.config_graph import (
     REF_HELP,
     cycles,
@@ -272,6 +273,176 @@ class StepConfig(_Model):
         return [(None, ref) for ref in self.inputs]
 
 
+BUILTIN_EVALUATORS = {
+    "conveyor.evaluate:classification": "classification",
+    "conveyor.evaluate:regression": "regression",
+}
+_ENV_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+class ModelConfig(_Model):
+    """What the pipeline produces for the registry: which step's return value is the model,
+    which frame both models are scored on, and what the model card says about its use."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    from_: str = Field(alias="from")
+    holdout: str
+    target: str
+    task: Literal["classification", "regression"] | None = None
+    evaluation: str | None = None
+    slices: list[str] = Field(default_factory=list)
+    intended_use: str | None = None
+    limitations: str | None = None
+    format: Literal["skops", "pickle"] = "skops"
+    trusted_types: list[str] = Field(default_factory=list)
+    onnx: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SLUG.fullmatch(value):
+            raise invalid(
+                "expected a slug such as 'loans-default' (lowercase letters, digits, '_' and '-'), "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("slices", mode="before")
+    @classmethod
+    def _one_slice(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class RegistryConfig(_Model):
+    """Policy for model files: a pickle is loaded only when its sha256 matches the record, and
+    ``allow_pickle: false`` refuses pickles altogether."""
+
+    allow_pickle: bool = True
+
+
+class DriftCheckConfig(_Model):
+    """Drift of a new snapshot against the data that trained the production model."""
+
+    psi: float = 0.2
+    alpha: float = 0.05
+    max_share: float = 0.0  # the share of drifting columns above which the gate fails
+
+    @field_validator("psi", "alpha", "max_share")
+    @classmethod
+    def _unit(cls, value: float, info: ValidationInfo) -> float:
+        if not 0.0 <= value <= 1.0 or (info.field_name == "alpha" and value == 0.0):
+            raise invalid(f"expected a number between 0 and 1, got {value!r}")
+        return value
+
+
+class ValidateConfig(_Model):
+    """A data source's schema file (from ``conveyor data infer``) and its drift check."""
+
+    schema_: str = Field(alias="schema")
+    drift: DriftCheckConfig | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"schema": data} if isinstance(data, str) else data
+
+
+class FairnessConfig(_Model):
+    group: str
+    metric: str
+    max_gap: float
+    min_rows: int = 30
+
+
+class LatencyConfig(_Model):
+    p99_ms: float
+    rows: int = 200
+
+
+class SizeConfig(_Model):
+    max_mb: float
+
+
+class GateConfig(_Model):
+    """One gate: an expression (``check``), or a fairness, latency or size budget."""
+
+    name: str | None = None
+    check: str | None = None
+    fairness: FairnessConfig | None = None
+    latency: LatencyConfig | None = None
+    size: SizeConfig | None = None
+    alpha: float = 0.05
+    on_inconclusive: Literal["fail", "pass"] = "fail"
+
+    _parsed: Threshold | Comparison | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"check": data} if isinstance(data, str) else data
+
+    @field_validator("check")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        try:
+            parse_expression(value)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        return value
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, value: float) -> float:
+        if not 0.0 < value < 0.5:
+            raise invalid(f"expected a significance level in (0, 0.5) such as 0.05, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GateConfig:
+        given = [k for k in ("check", "fairness", "latency", "size") if getattr(self, k)]
+        if len(given) != 1:
+            raise invalid(
+                "a gate is one expression (such as 'roc_auc >= 0.80') or a mapping with exactly "
+                f"one of check, fairness, latency, size; got {', '.join(given) or 'none'}"
+            )
+        if self.check is not None:
+            self._parsed = parse_expression(self.check)
+        return self
+
+    @property
+    def kind(self) -> str:
+        """threshold, compare, fairness, latency or size."""
+        if isinstance(self._parsed, Comparison):
+            return "compare"
+        if isinstance(self._parsed, Threshold):
+            return "threshold"
+        return next(k for k in ("fairness", "latency", "size") if getattr(self, k))
+
+    @property
+    def expression(self) -> Threshold | Comparison | None:
+        """The parsed ``check``, or None for the other kinds."""
+        return self._parsed
+
+    @property
+    def label(self) -> str:
+        """The name shown in reports: ``name`` if given, else the gate written out."""
+        if self.name:
+            return self.name
+        if self.check:
+            return self.check
+        if self.fairness:
+            f = self.fairness
+            return f"fairness: {f.metric} gap across {f.group} <= {f.max_gap:g}"
+        if self.latency:
+            return f"latency: p99 <= {self.latency.p99_ms:g} ms"
+        assert self.size is not None
+        return f"size <= {self.size.max_mb:g} MB"
+
+
 def resolve_sqlite_url(url: str, root: Path) -> str:
     """A relative SQLite path means relative to the project, not to the working directory."""
     match = _SQLITE.fullmatch(url)
@@ -291,6 +462,12 @@ class ProjectConfig(_Model):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     data: dict[str, SourceConfig] = Field(default_factory=dict)
     pipeline: dict[str, StepConfig] = Field(default_factory=dict)
+    model: ModelConfig | None = None
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    validate_: dict[str, ValidateConfig] = Field(default_factory=dict, alias="validate")
+    gates: list[GateConfig] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     _root: Path | None = PrivateAttr(default=None)
     _file: Path | None = PrivateAttr(default=None)
@@ -315,9 +492,40 @@ class ProjectConfig(_Model):
         if info.context and info.context.get(_LOADER_CHECKS_GRAPH):
             return self
         problems = graph_problems(self.pipeline, list(self.pipeline), list(self.data))
+        problems += model_problems(self)
         if problems:
             raise invalid("; ".join(f"{format_location(at)}: {msg}" for at, msg, _ in problems))
         return self
+
+    @model_validator(mode="after")
+    def _evaluator_defaults(self) -> ProjectConfig:
+        # A built-in evaluator reads the target and slices from 'model:' unless its params say
+        # otherwise; they become params, so changing them re-runs the evaluation.
+        if self.model is not None:
+            for step in self.pipeline.values():
+                if step.run in BUILTIN_EVALUATORS:
+                    step.params.setdefault("target", self.model.target)
+                    if self.model.slices:
+                        step.params.setdefault("slices", list(self.model.slices))
+        return self
+
+    def evaluation_step(self) -> str | None:
+        """The step whose metrics the gates read: ``model.evaluation``, else the one step that
+        runs a built-in evaluator, else a step named ``evaluate``."""
+        if self.model is not None and self.model.evaluation:
+            return self.model.evaluation
+        builtin = [n for n, s in self.pipeline.items() if s.run in BUILTIN_EVALUATORS]
+        if len(builtin) == 1:
+            return builtin[0]
+        return "evaluate" if "evaluate" in self.pipeline else None
+
+    def task(self) -> str | None:
+        """classification or regression: ``model.task``, else the built-in evaluator's."""
+        if self.model is not None and self.model.task:
+            return self.model.task
+        step = self.evaluation_step()
+        run = self.pipeline[step].run if step in self.pipeline else None
+        return BUILTIN_EVALUATORS.get(run or "")
 
     @property
     def root(self) -> Path:
@@ -471,12 +679,87 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> ProjectConf
     sources = list(doc.data["data"]) if isinstance(doc.data.get("data"), dict) else []
     for at, message, line_at in graph_problems(steps, step_names, sources):
         issues.append(ConfigIssue(format_location(at), message, doc.line_of(line_at)))
+    if config is not None:
+        for at, message, line_at in model_problems(config):
+            issues.append(ConfigIssue(format_location(at), message, doc.line_of(line_at)))
     if issues or config is None:
         issues.sort(key=lambda issue: (issue.line is not None, issue.line or 0))
         raise ConfigError(name, issues)
     config._root = path.parent.resolve()
     config._file = config._root / name
     return config
+
+
+def model_problems(config: ProjectConfig) -> list[tuple[tuple, str, tuple]]:
+    """References from ``model:``, ``validate:`` and ``gates:`` to steps, sources and each
+    other, checked when the file loads so no training time is spent on a broken gate."""
+    problems: list[tuple[tuple, str, tuple]] = []
+    steps, sources = config.pipeline, config.data
+
+    def step_ref(ref: str, at: tuple) -> None:
+        head = ref.partition(".")[0]
+        if head not in steps:
+            known = ", ".join(steps) or "none"
+            problems.append((at, f"unknown step {head!r}; known steps: {known}", at))
+
+    model = config.model
+    if model is not None:
+        step_ref(model.from_, ("model", "from"))
+        step_ref(model.holdout, ("model", "holdout"))
+        if model.evaluation is not None and model.evaluation not in steps:
+            at = ("model", "evaluation")
+            problems.append((at, f"unknown step {model.evaluation!r}", at))
+    for name in config.validate_:
+        if name not in sources:
+            known = ", ".join(sources) or "none"
+            at = ("validate", name)
+            problems.append((at, f"unknown data source {name!r}; known sources: {known}", at))
+    task = config.task() if model is not None else None
+    for index, gate in enumerate(config.gates):
+        at = ("gates", index)
+        if model is None:
+            problems.append((at, "gates judge a model: add a 'model:' section naming it", at))
+            break
+        expression = gate.expression
+        metric = expression.metric if expression is not None else None
+        if gate.fairness is not None:
+            metric = gate.fairness.metric
+        if metric is not None and task is not None:
+            known_metrics = TASK_METRICS[task]
+            if metric not in known_metrics:
+                problems.append((at, _unknown_metric(metric, task, known_metrics), at))
+        if gate.on_inconclusive == "pass" and gate.kind != "compare":
+            problems.append((at, "'on_inconclusive' applies only to comparison gates", at))
+        if isinstance(expression, Comparison) and not _ENV_NAME.fullmatch(expression.env):
+            problems.append((at, f"{expression.env!r} is not an environment name", at))
+    return problems
+
+
+# What the built-in evaluators report; a gate naming anything else is refused at load.
+TASK_METRICS = {
+    "classification": (
+        "roc_auc",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "log_loss",
+        "brier",
+        "ece",
+    ),
+    "regression": ("mae", "rmse", "r2", "mape"),
+}
+
+
+def _unknown_metric(metric: str, task: str, known: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(metric, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"metric {metric!r} is not produced by the {task} evaluation (it reports "
+        f"{', '.join(known)}){hint}"
+    )
 
 
 def _valid_steps(pipeline: Any) -> dict[str, StepConfig]:
@@ -534,6 +817,9 @@ _SHAPES = {
     "SourceConfig": "a path or glob such as 'data/loans/*.parquet', or a mapping with 'source' "
     "or 'sql'",
     "StepConfig": "a mapping with 'run' (a Python function) or 'cmd' (a shell command)",
+    "ModelConfig": "a mapping with 'name', 'from', 'holdout' and 'target'",
+    "GateConfig": "an expression such as 'roc_auc >= 0.80' or a mapping",
+    "ValidateConfig": "a schema file such as 'schemas/loans.yaml' or a mapping with 'schema'",
 }
 
 
@@ -546,4 +832,10 @@ def _keys_at(path: YamlPath) -> list[str]:
         model = StoreConfig if path == ("store",) else ExecutorConfig
     elif len(path) == 2 and path[0] in ("data", "pipeline"):
         model = SourceConfig if path[0] == "data" else StepConfig
-    return list(model.model_fields) if model else []
+    elif path in (("model",), ("registry",)):
+        model = ModelConfig if path == ("model",) else RegistryConfig
+    elif len(path) == 2 and path[0] in ("gates", "validate"):
+        model = GateConfig if path[0] == "gates" else ValidateConfig
+    if model is None:
+        return []
+    return [field.alias or name for name, field in model.model_fields.items()]

@@ -189,3 +189,188 @@ def print_run(info: dict) -> None:
         if step["traceback"]:
             err.print(f"\n[red]{step['step']} failed[/]: {step['error']}", soft_wrap=True)
             err.print(step["traceback"].rstrip(), markup=False, soft_wrap=True)
+
+
+# -- data, models and gates -------------------------------------------------------------------
+
+VERDICTS = {
+    "pass": "[green]✓ pass[/]",
+    "fail": "[red]✗ fail[/]",
+    "inconclusive": "[yellow]? inconclusive[/]",
+    "skipped": "[dim]– skipped[/]",
+    "error": "[red]! error[/]",
+}
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def print_gate(result: Any) -> None:
+    """One line per gate as soon as it is judged."""
+    console.print(
+        f"  {VERDICTS.get(result.verdict, result.verdict)}  {result.name}: {result.summary}",
+        markup=True,
+        soft_wrap=True,
+    )
+
+
+def print_ci(outcome: Any) -> None:
+    report = outcome.report
+    failed = [g for g in report["gates"] if g.get("blocks")]
+    if outcome.passed and report["version"] is not None:
+        console.print(
+            f"[green]All {len(report['gates'])} gates passed[/]: registered "
+            f"{report['model']} version {report['version']}."
+        )
+    elif outcome.passed:
+        console.print(f"[green]All {len(report['gates'])} gates passed[/] (not registered).")
+    else:
+        console.print(
+            f"[red]{len(failed)} of {len(report['gates'])} gates failed[/]: the candidate of "
+            f"{report['model']} is rejected."
+        )
+        for gate in failed:
+            console.print(f"  ✗ {gate['name']}: {gate['summary']}", soft_wrap=True, markup=False)
+    for path in outcome.written:
+        console.print(f"  wrote {path}", markup=False)
+
+
+def print_models(rows: list[dict]) -> None:
+    if not rows:
+        console.print("No registered models yet. Run 'conveyor ci'.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "latest", "versions", "aliases", "updated"):
+        table.add_column(column)
+    for row in rows:
+        aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(row["aliases"].items()))
+        table.add_row(
+            row["model"], str(row["latest"]), str(row["versions"]), aliases, row["updated_at"]
+        )
+    console.print(table)
+
+
+def print_versions(rows: list[dict]) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in ("version", "aliases", "created", "metrics", "commit", "run", "format"):
+        table.add_column(column)
+    for row in rows:
+        metrics = ", ".join(f"{k} {_num(v)}" for k, v in row["metrics"].items())
+        commit = (row["git_commit"] or "")[:8] + ("*" if row["git_dirty"] else "")
+        fmt = row["format"] + (" + onnx" if row["onnx"] else "")
+        table.add_row(
+            str(row["version"]),
+            ", ".join(row["aliases"]),
+            row["created_at"][:19],
+            metrics,
+            commit,
+            row["run_id"],
+            fmt,
+        )
+    console.print(table)
+
+
+def print_version(story: dict) -> None:
+    aliases = f"  ({', '.join(story['aliases'])})" if story["aliases"] else ""
+    console.print(f"[bold]{story['model']} version {story['version']}[/]{aliases}")
+    console.print(f"  {story['task']} of {story['target']!r}, created {story['created_at']}")
+    model = story["artifacts"]["model"] or {}
+    onnx = story["artifacts"]["onnx"]
+    console.print(
+        f"  file {model.get('format')} sha256 {model.get('digest')} ({model.get('size')} bytes)"
+        + (f"; ONNX {onnx['digest'][:12]}" if onnx else ""),
+        markup=False,
+    )
+    console.print(
+        "  metrics: " + ", ".join(f"{k} {_num(v)}" for k, v in story["metrics"].items()),
+        soft_wrap=True,
+    )
+    for gate in story["gates"]:
+        console.print(
+            f"  {VERDICTS.get(gate['verdict'], gate['verdict'])}  {gate['name']}: "
+            f"{gate['summary']}",
+            soft_wrap=True,
+        )
+    lin = story["lineage"]
+    commit = lin.get("git_commit") or "no git"
+    console.print(
+        f"  lineage: run {lin.get('run_id')}, commit {commit}"
+        f"{' (dirty)' if lin.get('git_dirty') else ''}, env {str(lin.get('env_hash'))[:12]}, "
+        f"python {lin.get('python')}",
+        markup=False,
+    )
+    for snap in story["data"]["snapshots"]:
+        console.print(
+            f"  data {snap['source']}: {snap['id']}, {snap['row_count']} rows", markup=False
+        )
+    for step, params in (lin.get("params") or {}).items():
+        if params:
+            console.print(f"  params {step}: {params}", markup=False)
+    inputs = story["signature"].get("inputs", [])
+    console.print(
+        f"  signature: {len(inputs)} inputs ("
+        + ", ".join(f"{i['name']}:{i['type']}" for i in inputs[:8])
+        + (", …" if len(inputs) > 8 else "")
+        + f") -> {story['signature'].get('output', {}).get('returns')}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def print_comparison(result: dict) -> None:
+    a, b = result["a"]["version"], result["b"]["version"]
+    console.print(f"[bold]{result['model']}[/]: v{a} (a) vs v{b} (b) on {result['holdout']}")
+    table = Table(box=None, pad_edge=False)
+    for column in ("metric", f"v{a}", f"v{b}", "b − a", "95% CI", "p", "test"):
+        table.add_column(column)
+    for c in result["comparisons"]:
+        table.add_row(
+            c["metric"],
+            _num(c["a"]),
+            _num(c["b"]),
+            f"{c['diff']:+.4f}",
+            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]",
+            f"{c['p_value']:.3g}",
+            c["method"],
+        )
+    console.print(table)
+
+
+def print_data_diff(result: dict) -> None:
+    rows = result["rows"]
+    console.print(f"[bold]{result['a']['id']}[/] → [bold]{result['b']['id']}[/]", markup=True)
+    console.print(
+        f"  rows {rows['before']:,} → {rows['after']:,} "
+        f"(+{rows['added']:,} / −{rows['removed']:,} net)"
+    )
+    cols = result["columns"]
+    if cols["added"]:
+        console.print(f"  columns added: {', '.join(cols['added'])}", markup=False)
+    if cols["removed"]:
+        console.print(f"  columns removed: {', '.join(cols['removed'])}", markup=False)
+    for name, change in cols["type_changed"].items():
+        console.print(f"  type of {name}: {change['before']} → {change['after']}", markup=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("column", "nulls", "mean", "std", "top values"):
+        table.add_column(column)
+    for name, entry in result["changes"].items():
+
+        def pair(key: str, entry: dict = entry) -> str:
+            item = entry.get(key)
+            if not item or item.get("before") is None and item.get("after") is None:
+                return ""
+            return f"{_num(item['before'])} → {_num(item['after'])}"
+
+        top = entry.get("top")
+        moved = ""
+        if top:
+            moved = ", ".join(
+                [f"+{v}" for v in top["entered"][:3]] + [f"−{v}" for v in top["left"][:3]]
+            )
+        table.add_row(name, pair("null_share"), pair("mean"), pair("std"), moved)
+    console.print(table)

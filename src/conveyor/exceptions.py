@@ -16,7 +16,15 @@ them (as ``Error: ...``) and picks the exit code.
     │   ├── StepNotFound
     │   └── UnsupportedOutput  a step returned a value Conveyor cannot store
     ├── RunNotFound
-    └── ExecutorError          an executor (process pool, Ray) cannot start or lost a worker
+    ├── ExecutorError          an executor (process pool, Ray) cannot start or lost a worker
+    ├── RegistryError          a model version cannot be registered, found or loaded
+    │   ├── ModelNotFound      no such model, version or alias
+    │   ├── ModelTampered      a model file's sha256 differs from the registry record
+    │   └── UnsafeModelFile    a pickle where the policy forbids it, or an untrusted type
+    ├── InvalidInput           a row does not fit a model's signature (names field and row)
+    ├── GateError              a gate cannot be evaluated (a missing metric, a bad column)
+    ├── GatesFailed            the candidate failed at least one gate (exit code 3)
+    └── ExportError            a CI or deployment file cannot be written
 """
 
 from __future__ import annotations
@@ -102,6 +110,47 @@ class RunNotFound(ConveyorError):
 
 class ExecutorError(ConveyorError):
     """An executor cannot start, or lost a worker mid-step."""
+
+
+class RegistryError(ConveyorError):
+    """A model version cannot be registered, found, or loaded."""
+
+
+class ModelNotFound(RegistryError):
+    """No model, version or alias by that name."""
+
+
+class ModelTampered(RegistryError):
+    """A model file's bytes do not match the sha256 recorded when it was registered."""
+
+
+class UnsafeModelFile(RegistryError):
+    """A model file needs a type nobody trusted, or is a pickle where pickles are forbidden."""
+
+
+class InvalidInput(ConveyorError):
+    """Input rows do not fit a model's signature; ``field`` and ``row`` say where."""
+
+    status = 422
+
+    def __init__(self, message: str, *, field: str | None = None, row: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.row = row
+
+
+class GateError(ConveyorError):
+    """A gate cannot be evaluated: it names a metric, column or environment that is not there."""
+
+
+class GatesFailed(ConveyorError):
+    """The candidate failed at least one gate; it goes no further."""
+
+    exit_code = 3
+
+
+class ExportError(ConveyorError):
+    """A CI workflow or deployment file cannot be written."""
 
 
 # -- wrapping foreign errors at the boundary (store, SQL sources) ------------------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 from conveyor.exceptions import ProjectError
 
 TEMPLATE = Path(__file__).with_name("templates") / "loans"
-GITIGNORE = ".conveyor/\n__pycache__/\nreport.md\n"
+GITIGNORE = ".conveyor/\n__pycache__/\nreport.md\nconveyor-report*\nconveyor-junit.xml\n"
+REQUIREMENTS = "conveyor-ml[examples]\n"
 
 
 def init_project(target: Path, *, force: bool = False) -> list[Path]:
@@ -40,11 +41,29 @@ def init_project(target: Path, *, force: bool = False) -> list[Path]:
     data.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(data, index=False)
     created.append(data)
+    created.append(_schema(frame, target / "schemas" / "loans.yaml"))
+    requirements = target / "requirements.txt"
+    if not requirements.exists():
+        requirements.write_text(REQUIREMENTS)
+        created.append(requirements)
     ignore = target / ".gitignore"
     if not ignore.exists():
         ignore.write_text(GITIGNORE)
         created.append(ignore)
     return created
+
+
+def _schema(frame, path: Path) -> Path:  # frame: pandas.DataFrame
+    """The data's schema as `conveyor data infer` would write it, for the `validate:` gate."""
+    from conveyor.data.schema import infer_schema
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Schema of data source 'loans', inferred by 'conveyor init' from "
+        f"{len(frame):,} rows.\n# Edit the bounds and categories to what the data may hold.\n"
+        + infer_schema(frame).to_yaml()
+    )
+    return path
 
 
 def _loans():  # -> pandas.DataFrame

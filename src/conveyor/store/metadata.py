@@ -510,6 +510,21 @@ class Store:
                 q = q.where(m.LoggedArtifact.run_id.not_in(excluded))
             keep.update(d for d in s.scalars(q) if d)
             keep.update(d for d in s.scalars(select(m.Snapshot.data_digest)) if d)
+            # A registered version pins its files for as long as the version exists.
+            for row in s.execute(
+                select(
+                    m.ModelVersion.file,
+                    m.ModelVersion.onnx,
+                    m.ModelVersion.plots,
+                    m.ModelVersion.holdout,
+                    m.ModelVersion.references,
+                )
+            ):
+                file, onnx, plots, holdout, references = row
+                keep.update(d for d in (file.get("digest"), (onnx or {}).get("digest")) if d)
+                keep.update(plots.values())
+                keep.update(_digests_in({"holdout": holdout}))
+                keep.update(references.values())
         return keep
 
     def prunable_runs(self, project: str, before: datetime) -> list[str]:
@@ -526,6 +541,8 @@ class Store:
                 m.Run.started_at < before,
                 m.Run.status != "running",
                 m.Run.id != newest,
+                # A run that produced a registered version is its lineage: kept.
+                m.Run.id.not_in(select(m.ModelVersion.run_id)),
             )
             return list(s.scalars(q.order_by(m.Run.started_at)))
 

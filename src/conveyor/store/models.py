@@ -173,3 +173,45 @@ class Event(Base):
     entity_id: Mapped[str] = mapped_column(String(200))
     actor: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ModelVersion(Base):
+    """A registered model version: its file pinned by sha256, and everything that explains it.
+
+    Rows are written once at registration; only ``status`` changes afterwards (archived). What
+    an environment serves is in ``aliases``, never here.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_model_versions_model_version", "model", "version", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(200), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))  # registered|archived
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    task: Mapped[str] = mapped_column(String(20))
+    file: Mapped[dict] = mapped_column(JSON)  # format, digest, size, trusted types, class
+    onnx: Mapped[dict | None] = mapped_column(JSON)  # digest, size, max_abs_diff, inputs
+    signature: Mapped[dict] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    slices: Mapped[dict] = mapped_column(JSON, default=dict)
+    gates: Mapped[list] = mapped_column(JSON, default=list)
+    plots: Mapped[dict] = mapped_column(JSON, default=dict)  # name -> digest of an SVG
+    lineage: Mapped[dict] = mapped_column(JSON)
+    holdout: Mapped[dict] = mapped_column(JSON)  # stored output descriptor of the holdout frame
+    references: Mapped[dict] = mapped_column(JSON, default=dict)  # source -> parquet sample
+    card: Mapped[dict] = mapped_column(JSON, default=dict)  # intended use, limitations, target
+
+
+class Alias(Base):
+    """What an environment serves: (model, alias) → version. Moved only with an event."""
+
+    __tablename__ = "aliases"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,160 @@
+"""`conveyor models ...`: list, show, compare, card and alias, over the registry."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from conveyor.exceptions import RegistryError
+
+
+@contextmanager
+def open_registry(config: Any) -> Iterator[Any]:
+    """The project's registry over its open stores."""
+    from conveyor.registry.registry import Registry
+    from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.metadata import Store
+
+    artifacts = ArtifactStore(config.artifacts_url())
+    artifacts.open()
+    try:
+        with Store(config.store_url()) as store:
+            yield Registry(store, artifacts)
+    finally:
+        artifacts.close()
+
+
+def _model_name(config: Any, name: str | None) -> str:
+    if name:
+        return name
+    if config.model is None:
+        raise RegistryError(
+            "Name the model (conveyor.yaml has no 'model:' section to take it from)."
+        )
+    return config.model.name
+
+
+def list_models(config: Any) -> list[dict[str, Any]]:
+    """One row per registered model of any project in the store."""
+    with open_registry(config) as registry:
+        rows = registry.models()
+    return [{**row, "updated_at": row["updated_at"].isoformat()} for row in rows]
+
+
+def list_versions(config: Any, name: str | None = None) -> list[dict[str, Any]]:
+    """Every version of a model, newest first, with its headline facts."""
+    with open_registry(config) as registry:
+        versions = registry.versions(_model_name(config, name))
+    return [
+        {
+            "model": v.model,
+            "version": v.version,
+            "status": v.status,
+            "created_at": v.created_at.isoformat(),
+            "aliases": v.aliases,
+            "metrics": {k: v.metrics[k] for k in _headline(v.metrics)},
+            "run_id": v.run_id,
+            "git_commit": v.lineage.get("git_commit"),
+            "git_dirty": v.lineage.get("git_dirty"),
+            "format": v.file.format,
+            "onnx": v.onnx is not None,
+        }
+        for v in versions
+    ]
+
+
+def _headline(metrics: dict[str, Any]) -> list[str]:
+    order = ("roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2")
+    return [k for k in order if k in metrics]
+
+
+def version_story(config: Any, name: str | None, ref: str) -> dict[str, Any]:
+    """The whole story of one version (number, 'latest' or an alias)."""
+    from conveyor.registry.story import version_report
+
+    with open_registry(config) as registry:
+        return version_report(registry, registry.version(_model_name(config, name), ref))
+
+
+def compare_versions(config: Any, name: str | None, a: str, b: str) -> dict[str, Any]:
+    """Versions ``a`` and ``b`` scored on ``b``'s holdout, every comparable metric judged with
+    the paired test a gate would use.
+
+    Raises:
+        ModelNotFound: either version does not exist.
+        ModelTampered: either model file changed since registration.
+    """
+    from conveyor.evaluate.compare import HIGHER_IS_BETTER
+    from conveyor.evaluate.steps import features_of, predict_scores
+    from conveyor.gates.model_gates import paired_comparison
+    from conveyor.pipeline.outputs import load_output
+
+    model = _model_name(config, name)
+    allow = config.registry.allow_pickle
+    trusted = tuple(config.model.trusted_types) if config.model else ()
+    with open_registry(config) as registry:
+        va, vb = registry.version(model, a), registry.version(model, b)
+        holdout = load_output(vb.holdout, registry.artifacts)
+        target = vb.card.get("target") or (config.model.target if config.model else "")
+        scores = []
+        for v in (va, vb):
+            fitted = registry.load(v, allow_pickle=allow, trusted_extra=trusted)
+            scores.append(predict_scores(fitted, features_of(fitted, holdout, target), vb.task))
+    y = holdout[target].to_numpy()
+    comparisons = []
+    metrics = [m for m in HIGHER_IS_BETTER if m in vb.metrics]
+    for metric in metrics:
+        cmp = paired_comparison(metric, y, scores[0], scores[1], alpha=0.05, task=vb.task)
+        comparisons.append(cmp.as_dict())
+    return {
+        "model": model,
+        "a": {"version": va.version, "aliases": va.aliases, "metrics": va.metrics},
+        "b": {"version": vb.version, "aliases": vb.aliases, "metrics": vb.metrics},
+        "holdout": f"version {vb.version}'s holdout ({len(holdout)} rows)",
+        "comparisons": comparisons,
+    }
+
+
+def render_card(
+    config: Any, name: str | None, ref: str, out: Path | None = None
+) -> tuple[str, list[Path]]:
+    """The model card of a version as Markdown, also written as ``.md`` and ``.html`` files
+    into ``out`` (a folder) when given."""
+    from conveyor.registry.story import replaces
+    from conveyor.reports.card import card_html, card_markdown
+
+    story = version_story(config, name, ref)
+    before = replaces(story)
+    markdown = card_markdown(story, replaces=before)
+    written: list[Path] = []
+    if out is not None:
+        stem = f"{story['model']}-v{story['version']}"
+        for suffix, text in (
+            (".md", markdown),
+            (".html", card_html(story, replaces=before)),
+        ):
+            written.append(_write(out / f"{stem}{suffix}", text))
+    return markdown, written
+
+
+def set_alias(config: Any, name: str | None, version: int, alias: str) -> int | None:
+    """Point ``alias`` at ``version`` (an ``alias.moved`` event records it)."""
+    with open_registry(config) as registry:
+        return registry.set_alias(_model_name(config, name), alias, version, reason="cli")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,1 @@
+"""Files that run Conveyor somewhere else: CI workflows (``conveyor export``)."""

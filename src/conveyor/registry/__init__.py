@@ -1,0 +1,1 @@
+"""The model registry: versions with lineage, aliases per environment, safe model files."""

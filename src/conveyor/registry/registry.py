@@ -1,0 +1,377 @@
+"""Model versions and the aliases that say what each environment serves.
+
+A version is written once, at registration, with everything that explains it (lineage, metrics,
+gate verdicts, signature, plots); afterwards only its status may change. An alias (``staging``,
+``production``) points at one version and is moved only by :meth:`Registry.set_alias`, which
+writes the ``alias.moved`` event in the same transaction: the audit log can never disagree with
+what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.exceptions import ModelNotFound, RegistryError, StoreError
+from conveyor.registry.modelfile import ModelFile, load_model
+from conveyor.store import models as m
+from conveyor.store.artifacts import ArtifactStore
+from conveyor.store.metadata import Store, as_utc
+from conveyor.store.records import utcnow
+
+_ALIAS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+
+
+@dataclass
+class Version:
+    """One registered version, as read from the store."""
+
+    model: str
+    version: int
+    status: str
+    created_at: datetime
+    project: str
+    run_id: str
+    task: str
+    file: ModelFile
+    onnx: dict | None
+    signature: dict
+    metrics: dict
+    slices: dict
+    gates: list
+    plots: dict
+    lineage: dict
+    holdout: dict
+    references: dict
+    card: dict
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """``model 'NAME' version N``, as errors and events name it."""
+        return f"model {self.model!r} version {self.version}"
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What registration needs; the registry adds the number, status and time."""
+
+    project: str
+    model: str
+    run_id: str
+    task: str
+    file: ModelFile
+    signature: dict
+    metrics: dict
+    lineage: dict
+    holdout: dict
+    onnx: dict | None = None
+    slices: dict = field(default_factory=dict)
+    gates: list = field(default_factory=list)
+    plots: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+
+
+class Registry:
+    """Versions and aliases over an open metadata store and artifact store."""
+
+    def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
+        self.store = store
+        self.artifacts = artifacts
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def register(self, new: NewVersion) -> Version:
+        """Add the next version of ``new.model``; the number is assigned in the transaction.
+
+        Raises:
+            RegistryError: the model file is not in the artifact store.
+        """
+        if not self.artifacts.exists(new.file.digest):
+            raise RegistryError(
+                f"Cannot register {new.model!r}: its model file {new.file.digest[:12]} is not in "
+                "the artifact store. Re-run the pipeline that produced it."
+            )
+        for _attempt in range(5):
+            try:
+                with self.store.session() as s:
+                    latest = s.scalar(
+                        select(func.max(m.ModelVersion.version)).where(
+                            m.ModelVersion.model == new.model
+                        )
+                    )
+                    number = (latest or 0) + 1
+                    row = m.ModelVersion(
+                        project=new.project,
+                        model=new.model,
+                        version=number,
+                        status="registered",
+                        created_at=utcnow(),
+                        run_id=new.run_id,
+                        task=new.task,
+                        file=new.file.to_dict(),
+                        onnx=new.onnx,
+                        signature=new.signature,
+                        metrics=new.metrics,
+                        slices=new.slices,
+                        gates=new.gates,
+                        plots=new.plots,
+                        lineage=new.lineage,
+                        holdout=new.holdout,
+                        references=new.references,
+                        card=new.card,
+                    )
+                    s.add(row)
+                    s.flush()
+                    self.store.add_event(
+                        s,
+                        "model.registered",
+                        "model",
+                        new.model,
+                        {
+                            "version": number,
+                            "run_id": new.run_id,
+                            "digest": new.file.digest,
+                            "metrics": _numbers(new.metrics),
+                        },
+                    )
+                return self.version(new.model, number)
+            except StoreError as exc:
+                # Two registrations of one model at once: the unique (model, version) index
+                # refuses the second; it takes the next number.
+                if not isinstance(exc.__cause__, IntegrityError):
+                    raise
+        raise RegistryError(f"Cannot register {new.model!r}: the version number kept changing.")
+
+    def set_alias(self, model: str, alias: str, version: int, *, reason: str = "") -> int | None:
+        """Point ``alias`` of ``model`` at ``version``; returns the version it pointed at before.
+
+        Raises:
+            ModelNotFound: no such version.
+            RegistryError: the version is archived, or the alias is not a valid name.
+        """
+        _check_alias(alias)
+        with self.store.session() as s:
+            row = self._row(s, model, version)
+            if row.status != "registered":
+                raise RegistryError(
+                    f"Model {model!r} version {version} is {row.status}; only a registered "
+                    "version can be served."
+                )
+            current = s.get(m.Alias, (model, alias))
+            before = current.version if current is not None else None
+            if current is None:
+                s.add(m.Alias(model=model, alias=alias, version=version, updated_at=utcnow()))
+            else:
+                current.version, current.updated_at = version, utcnow()
+            self.store.add_event(
+                s,
+                "alias.moved",
+                "model",
+                model,
+                {"alias": alias, "from": before, "to": version, "reason": reason},
+            )
+        return before
+
+    def remove_alias(self, model: str, alias: str, *, reason: str = "") -> int | None:
+        """Stop serving ``alias``; returns the version it pointed at (None if unset)."""
+        with self.store.session() as s:
+            current = s.get(m.Alias, (model, alias))
+            if current is None:
+                return None
+            before = current.version
+            s.delete(current)
+            self.store.add_event(
+                s,
+                "alias.removed",
+                "model",
+                model,
+                {"alias": alias, "from": before, "reason": reason},
+            )
+        return before
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def models(self, project: str | None = None) -> list[dict[str, Any]]:
+        """One summary per model: name, latest version, count, aliases."""
+        with self.store.session() as s:
+            q = select(
+                m.ModelVersion.model,
+                func.max(m.ModelVersion.version),
+                func.count(),
+                func.max(m.ModelVersion.created_at),
+            ).group_by(m.ModelVersion.model)
+            if project is not None:
+                q = q.where(m.ModelVersion.project == project)
+            rows = s.execute(q.order_by(m.ModelVersion.model)).all()
+            aliases = self._aliases(s, [r[0] for r in rows])
+        return [
+            {
+                "model": name,
+                "latest": latest,
+                "versions": count,
+                "updated_at": as_utc(when),
+                "aliases": {a: v for a, v in aliases.get(name, {}).items()},
+            }
+            for name, latest, count, when in rows
+        ]
+
+    def versions(self, model: str) -> list[Version]:
+        """Every version of ``model``, newest first.
+
+        Raises:
+            ModelNotFound: the model has no versions.
+        """
+        with self.store.session() as s:
+            rows = list(
+                s.scalars(
+                    select(m.ModelVersion)
+                    .where(m.ModelVersion.model == model)
+                    .order_by(m.ModelVersion.version.desc())
+                )
+            )
+            if not rows:
+                raise ModelNotFound(self._no_model(s, model))
+            aliases = self._aliases(s, [model]).get(model, {})
+        return [_version(row, aliases) for row in rows]
+
+    def version(self, model: str, ref: int | str) -> Version:
+        """A version by number, ``latest``, or an alias name (``production``).
+
+        Raises:
+            ModelNotFound: no such model, version or alias.
+        """
+        with self.store.session() as s:
+            number = self._resolve(s, model, ref)
+            row = self._row(s, model, number)
+            aliases = self._aliases(s, [model]).get(model, {})
+        return _version(row, aliases)
+
+    def alias(self, model: str, alias: str) -> int | None:
+        """The version ``alias`` points at, or None."""
+        with self.store.session() as s:
+            row = s.get(m.Alias, (model, alias))
+            return row.version if row is not None else None
+
+    def load(self, version: Version, *, allow_pickle: bool, trusted_extra: tuple = ()) -> Any:
+        """The fitted model of ``version``, only after its bytes match the recorded sha256.
+
+        Raises:
+            ModelTampered: the file changed since registration.
+            UnsafeModelFile: a pickle under a policy that forbids them, or an untrusted type.
+        """
+        return load_model(
+            self.artifacts,
+            version.file,
+            what=version.label,
+            allow_pickle=allow_pickle,
+            trusted_extra=trusted_extra,
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _resolve(self, s: Any, model: str, ref: int | str) -> int:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return int(ref)
+        if ref == "latest":
+            latest = s.scalar(
+                select(func.max(m.ModelVersion.version)).where(m.ModelVersion.model == model)
+            )
+            if latest is None:
+                raise ModelNotFound(self._no_model(s, model))
+            return int(latest)
+        row = s.get(m.Alias, (model, ref))
+        if row is None:
+            known = sorted(self._aliases(s, [model]).get(model, {}))
+            if not known and not _exists(s, model):
+                raise ModelNotFound(self._no_model(s, model))
+            raise ModelNotFound(
+                f"Model {model!r} has no alias {ref!r} (aliases: {', '.join(known) or 'none'}). "
+                f"Give a version number, 'latest', or an alias."
+            )
+        return int(row.version)
+
+    def _row(self, s: Any, model: str, version: int) -> m.ModelVersion:
+        row = s.scalar(
+            select(m.ModelVersion).where(
+                m.ModelVersion.model == model, m.ModelVersion.version == version
+            )
+        )
+        if row is None:
+            latest = s.scalar(
+                select(func.max(m.ModelVersion.version)).where(m.ModelVersion.model == model)
+            )
+            if latest is None:
+                raise ModelNotFound(self._no_model(s, model))
+            raise ModelNotFound(
+                f"Model {model!r} has no version {version} (latest is {latest}). "
+                f"Run 'conveyor models show {model}'."
+            )
+        return row
+
+    @staticmethod
+    def _aliases(s: Any, names: list[str]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        if not names:
+            return out
+        for row in s.scalars(select(m.Alias).where(m.Alias.model.in_(names))):
+            out.setdefault(row.model, {})[row.alias] = row.version
+        return out
+
+    @staticmethod
+    def _no_model(s: Any, model: str) -> str:
+        names = list(s.scalars(select(m.ModelVersion.model).distinct().limit(20)))
+        known = f" Registered models: {', '.join(sorted(names))}." if names else ""
+        return f"No model {model!r} in the registry.{known} Run 'conveyor models list'."
+
+
+def _exists(s: Any, model: str) -> bool:
+    return (
+        s.scalar(select(m.ModelVersion.id).where(m.ModelVersion.model == model).limit(1))
+        is not None
+    )
+
+
+def _check_alias(alias: str) -> None:
+    if not alias or alias[0] not in _ALIAS_CHARS[:26] or not set(alias) <= set(_ALIAS_CHARS):
+        raise RegistryError(
+            f"{alias!r} is not an alias name; use lowercase letters, digits, '-' and '_', "
+            "starting with a letter (such as 'staging' or 'production')."
+        )
+    if alias == "latest" or alias.isdigit():
+        raise RegistryError(f"{alias!r} is reserved; pick another alias name.")
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _version(row: m.ModelVersion, aliases: dict[str, int]) -> Version:
+    return Version(
+        model=row.model,
+        version=row.version,
+        status=row.status,
+        created_at=as_utc(row.created_at) or row.created_at,
+        project=row.project,
+        run_id=row.run_id,
+        task=row.task,
+        file=ModelFile.from_dict(row.file),
+        onnx=row.onnx,
+        signature=row.signature,
+        metrics=row.metrics,
+        slices=row.slices or {},
+        gates=row.gates or [],
+        plots=row.plots or {},
+        lineage=row.lineage,
+        holdout=row.holdout,
+        references=row.references or {},
+        card=row.card or {},
+        aliases=sorted(a for a, v in aliases.items() if v == row.version),
+    )
