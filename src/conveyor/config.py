@@ -332,7 +332,7 @@ class DriftCheckConfig(_Model):
     @field_validator("psi", "alpha", "max_share")
     @classmethod
     def _unit(cls, value: float, info: ValidationInfo) -> float:
-        if not 0.0 <= value <= 1.0 or (info.field_name == "alpha" and value == 0.0):
+        if not 0.0 <= value <= 1.0 or (info.field_name == "alpha" and value in (0.0, 1.0)):
             raise invalid(f"expected a number between 0 and 1, got {value!r}")
         return value
 

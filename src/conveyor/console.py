@@ -222,7 +222,12 @@ def print_gate(result: Any) -> None:
 def print_ci(outcome: Any) -> None:
     report = outcome.report
     failed = [g for g in report["gates"] if g.get("blocks")]
-    if outcome.passed and report["version"] is not None:
+    if outcome.passed and outcome.already_registered:
+        console.print(
+            f"[green]All {len(report['gates'])} gates passed[/]: the model is version "
+            f"{report['version']} of {report['model']} already; nothing new to register."
+        )
+    elif outcome.passed and report["version"] is not None:
         console.print(
             f"[green]All {len(report['gates'])} gates passed[/]: registered "
             f"{report['model']} version {report['version']}."
@@ -231,7 +236,7 @@ def print_ci(outcome: Any) -> None:
         console.print(f"[green]All {len(report['gates'])} gates passed[/] (not registered).")
     else:
         console.print(
-            f"[red]{len(failed)} of {len(report['gates'])} gates failed[/]: the candidate of "
+            f"[red]{len(failed)} of {len(report['gates'])} gates did not pass[/]: the candidate of "
             f"{report['model']} is rejected."
         )
         for gate in failed:

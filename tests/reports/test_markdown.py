@@ -16,13 +16,8 @@ import pytest
 
 from conveyor.evaluate.plots import calibration_svg, roc_svg
 from conveyor.exceptions import ExportError
-from conveyor.reports.markdown import (
-    ci_markdown,
-    format_change,
-    format_number,
-    md_cell,
-    write_ci_report,
-)
+from conveyor.reports.format import format_change, format_number, md_cell
+from conveyor.reports.markdown import ci_markdown, write_ci_report
 
 # -- report dicts, as the integrator builds them from the registry ------------------------------
 

@@ -477,7 +477,7 @@ def _measure(
     if resolved == "numeric":
         entry["stats"] = _numeric_stats(a.values, b.values, chosen, bins)
     else:
-        entry["stats"], entry["categories"] = _categorical_stats(a.counts, b.counts, chosen)
+        entry["stats"], entry["categories"] = _categorical_stats(column, a.counts, b.counts, chosen)
     return entry
 
 
@@ -485,8 +485,12 @@ def _empty_reason(a: _Side, b: _Side) -> str:
     if a.valid == 0 and b.valid == 0:
         return "every value is missing on both sides"
     if a.valid == 0:
-        return f"every reference value is missing; current has {b.valid} values"
-    return f"every current value is missing; the reference has {a.valid} values"
+        return f"every reference value is missing; current has {_values(b.valid)}"
+    return f"every current value is missing; the reference has {_values(a.valid)}"
+
+
+def _values(count: int) -> str:
+    return f"{count} value" if count == 1 else f"{count} values"
 
 
 def _numeric_side(column: str, series: pandas.Series) -> _Side:
@@ -629,11 +633,17 @@ def _ks_p_value(a: numpy.ndarray, b: numpy.ndarray, d: float) -> tuple[float, st
 
 
 def _categorical_stats(
-    ref: pandas.Series, cur: pandas.Series, methods: tuple[str, ...]
+    column: str, ref: pandas.Series, cur: pandas.Series, methods: tuple[str, ...]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     import numpy as np
 
-    labels = ref.index.union(cur.index, sort=False)
+    try:
+        labels = ref.index.union(cur.index, sort=False)
+    except TypeError as exc:
+        raise DataError(
+            f"Column {column!r} holds values that cannot be compared as categories ({exc});"
+            " categories must be hashable."
+        ) from exc
     r = ref.reindex(labels, fill_value=0).to_numpy(dtype=np.int64)
     c = cur.reindex(labels, fill_value=0).to_numpy(dtype=np.int64)
     n1, n2 = int(r.sum()), int(c.sum())

@@ -118,8 +118,14 @@ def drift_gate(
         )
     else:
         common = [c for c in reference.columns if c in frame.columns]
+        # A column drifts when its test is significant (Holm-corrected over the columns) and
+        # its PSI reaches the threshold: on large data a p-value alone flags harmless shifts.
         report = drift_report(
-            reference[common], frame[common], alpha=cfg.alpha, psi_threshold=cfg.psi
+            reference[common],
+            frame[common],
+            methods={"numeric": ["ks", "psi"], "categorical": ["chi2", "psi"]},
+            alpha=cfg.alpha,
+            psi_threshold=cfg.psi,
         )
         share = float(report["share_drifted"])
         drifted = list(report["drifted"])

@@ -221,10 +221,16 @@ def _fairness(cfg: Any, c: Candidate) -> GateResult:
     gap = values[high] - values[low]
     evidence.update(gap=gap, lowest=low, highest=high)
     verdict = "pass" if gap <= cfg.max_gap else "fail"
-    summary = (
-        f"{cfg.metric} gap across {group} = {gap:.4f} ({high} {values[high]:.4f} vs {low} "
-        f"{values[low]:.4f}); max {cfg.max_gap:g}"
-    )
+    if gap == 0:
+        summary = (
+            f"{cfg.metric} is {values[low]:.4f} in each of the {len(values)} groups of {group}; "
+            f"max gap {cfg.max_gap:g}"
+        )
+    else:
+        summary = (
+            f"{cfg.metric} gap across {group} = {gap:.4f} ({high} {values[high]:.4f} vs {low} "
+            f"{values[low]:.4f}); max {cfg.max_gap:g}"
+        )
     return GateResult("", "fairness", verdict, summary, evidence)
 
 

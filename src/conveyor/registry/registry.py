@@ -252,6 +252,18 @@ class Registry:
             aliases = self._aliases(s, [model]).get(model, {})
         return _version(row, aliases)
 
+    def find(self, model: str, digest: str) -> Version | None:
+        """The version of ``model`` whose model file has this sha256, if one was registered."""
+        with self.store.session() as s:
+            for row in s.scalars(
+                select(m.ModelVersion)
+                .where(m.ModelVersion.model == model)
+                .order_by(m.ModelVersion.version)
+            ):
+                if row.file.get("digest") == digest:
+                    return _version(row, self._aliases(s, [model]).get(model, {}))
+        return None
+
     def alias(self, model: str, alias: str) -> int | None:
         """The version ``alias`` points at, or None."""
         with self.store.session() as s:

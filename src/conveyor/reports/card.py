@@ -18,9 +18,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from conveyor.reports.markdown import (
+from conveyor.reports.format import (
     EMPTY,
-    TEMPLATES,
     VERDICT_ICONS,
     baseline_label,
     compare_sentence,
@@ -39,9 +38,9 @@ from conveyor.reports.markdown import (
     metrics_table,
     ordered_metrics,
     plot_items,
-    render_markdown,
     slice_tables,
 )
+from conveyor.reports.markdown import TEMPLATES, render_markdown
 
 _VERDICT_CLASS = {v: f"v-{v}" for v in VERDICT_ICONS}
 _MAX_CATEGORIES = 12

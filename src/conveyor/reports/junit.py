@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from conveyor.reports.format import jsonable
+
 # Characters XML 1.0 forbids; ElementTree writes them as they are, which no parser accepts.
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -31,20 +33,10 @@ def _seconds(value: Any) -> float:
     return max(float(value), 0.0)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _evidence_text(evidence: Any) -> str:
     if not evidence:
         return ""
-    return json.dumps(_json_safe(evidence), indent=2, sort_keys=True, default=str)
+    return json.dumps(jsonable(evidence), indent=2, sort_keys=True, default=str)
 
 
 def _timestamp(created_at: Any) -> str | None:
