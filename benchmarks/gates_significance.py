@@ -5,8 +5,10 @@ Run: .venv/bin/python benchmarks/gates_significance.py [--seeds 200] [--boot-see
 Data: a true logit z ~ N(0, 1.5²), labels y ~ Bernoulli(sigmoid(z)); each model scores
 sigmoid(z + its own independent noise). Equal models have the same noise level (0.2); a better
 challenger has noise 0.2 while the incumbent's noise is set so that the true AUC gap is +delta
-(solved on 2 million rows). Gates: "not worse" = DeLong CI lower bound of b − a > −0.005,
-"better" = lower bound > 0, with α = 0.05 (two-sided 95 % interval).
+(solved on 2 million rows). Gates, judged by the function `conveyor ci` uses
+(`conveyor.gates.model_gates.judge`): "not worse" is `roc_auc >= production.roc_auc - 0.005`
+(passes when the DeLong interval of b − a lies at or above −0.005), "better" is
+`roc_auc > production.roc_auc` (passes when it lies above 0), with α = 0.05 (two-sided 95 %).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from conveyor.evaluate.compare import better, delong, not_worse, paired_bootstrap
+from conveyor.gates.model_gates import judge
 
 SIGNAL_SD = 1.5
 CHALLENGER_NOISE = 0.2
@@ -60,17 +63,20 @@ def noise_for_gap(delta: float) -> float:
     return (lo + hi) / 2
 
 
-def rates(n: int, noise_a: float, seeds: int) -> tuple[float, float, float]:
-    """Share of seeds where 'not worse' passes, where 'better' passes, and the mean true gap."""
-    nw = bt = 0
+def rates(n: int, noise_a: float, seeds: int) -> tuple[float, float, float, float]:
+    """Shares of seeds where the gate 'not worse' passes, where it says inconclusive, where
+    'better' passes, and the mean observed gap."""
+    nw = inc = bt = 0
     gaps = []
     for seed in range(seeds):
         y, a, b = holdout(n, noise_a, CHALLENGER_NOISE, seed)
         cmp = delong(y, a, b, alpha=ALPHA)
-        nw += not_worse(cmp, MARGIN)
-        bt += better(cmp)
+        verdict = judge(cmp, ">=", -MARGIN)
+        nw += verdict == "pass"
+        inc += verdict == "inconclusive"
+        bt += judge(cmp, ">", 0.0) == "pass"
         gaps.append(cmp.diff)
-    return nw / seeds, bt / seeds, float(np.mean(gaps))
+    return nw / seeds, inc / seeds, bt / seeds, float(np.mean(gaps))
 
 
 def main() -> None:
@@ -84,13 +90,18 @@ def main() -> None:
         noise_a = CHALLENGER_NOISE if delta == 0 else noise_for_gap(delta)
         for n in (2_000, 10_000):
             t0 = time.perf_counter()
-            nw, bt, gap = rates(n, noise_a, args.seeds)
-            rows.append((delta, n, gap, nw, bt, time.perf_counter() - t0))
+            nw, inc, bt, gap = rates(n, noise_a, args.seeds)
+            rows.append((delta, n, gap, nw, inc, bt, time.perf_counter() - t0))
 
     print(f"DeLong gates, alpha={ALPHA}, margin={MARGIN} AUC, {args.seeds} seeds per row")
-    print(f"{'true gap':>8} {'n':>7} {'mean diff':>10} {'not worse':>10} {'better':>8} {'secs':>6}")
-    for delta, n, gap, nw, bt, secs in rows:
-        print(f"{delta:>+8.3f} {n:>7} {gap:>+10.4f} {nw:>10.1%} {bt:>8.1%} {secs:>6.2f}")
+    print(
+        f"{'true gap':>8} {'n':>7} {'mean diff':>10} {'not worse':>10} {'inconcl.':>9} "
+        f"{'better':>8} {'secs':>6}"
+    )
+    for delta, n, gap, nw, inc, bt, secs in rows:
+        print(
+            f"{delta:>+8.3f} {n:>7} {gap:>+10.4f} {nw:>10.1%} {inc:>9.1%} {bt:>8.1%} {secs:>6.2f}"
+        )
     print("(true gap 0: 'not worse' should pass and 'better' should refuse in >= 95% of seeds;")
     print(" true gap > 0: the 'better' column is the power.)")
 

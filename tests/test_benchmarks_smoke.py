@@ -69,3 +69,30 @@ def test_tracking_project_stores_every_value(tmp_path: Path) -> None:
     result = tracking.conveyor_tracking(tmp_path, env, 1, lambda _: None)
     assert result["stored_values"] == tracking.CALLS
     assert 0 < result["loop"]["median_s"] < 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("gates_significance.py", ["--seeds", "3", "--boot-seeds", "2"], "not worse"),
+        ("validation_bench.py", ["--rows", "20000"], "pandera"),
+        ("drift_bench.py", ["--rows", "3000", "--repeat", "1"], "scipy"),
+    ],
+)
+def test_the_gate_benchmarks_run_on_a_tiny_input(
+    script: str, args: list[str], expected: str
+) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr
+    assert expected in out.stdout

@@ -47,8 +47,16 @@ def list_models(config: Any) -> list[dict[str, Any]]:
 
 def list_versions(config: Any, name: str | None = None) -> list[dict[str, Any]]:
     """Every version of a model, newest first, with its headline facts."""
+    from conveyor.exceptions import ModelNotFound
+
+    model = _model_name(config, name)
     with open_registry(config) as registry:
-        versions = registry.versions(_model_name(config, name))
+        try:
+            versions = registry.versions(model)
+        except ModelNotFound:
+            if name is not None:  # a name typed by hand that matches nothing is a mistake
+                raise
+            versions = []
     return [
         {
             "model": v.model,

@@ -416,7 +416,7 @@ class _Job:
             lineage=self._lineage(),
             holdout=self.holdout_desc,
             onnx=onnx,
-            slices=_finite(self.evaluation.get("slices") or {}),
+            slices=_finite(_slice_numbers(self.evaluation.get("slices") or {})),
             gates=gates,
             plots=plots,
             references=self._references(),
@@ -538,7 +538,7 @@ class _Job:
                 run_id=self.run_id,
                 metrics=_finite(candidate.metrics),
                 baseline=self.baseline(candidate),
-                slices=_finite(evaluation.get("slices") or {}),
+                slices=_finite(_slice_numbers(evaluation.get("slices") or {})),
                 confusion_matrix=evaluation.get("confusion_matrix"),
                 plots={k: v for k, v in (evaluation.get("plots") or {}).items()},
                 lineage=self._lineage(),
@@ -573,6 +573,17 @@ class _Job:
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         return {"alias": "production", "version": number, "metrics": _finite(numbers)}
+
+
+def _slice_numbers(slices: dict) -> dict:
+    """Per-slice metrics without nested tables (each group's confusion matrix)."""
+    return {
+        column: {
+            group: {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}
+            for group, metrics in groups.items()
+        }
+        for column, groups in slices.items()
+    }
 
 
 def _plain(value: Any) -> Any:

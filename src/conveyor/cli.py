@@ -266,16 +266,14 @@ def data_validate(
     from conveyor.datasets import validate_source
 
     result = validate_source(_config(project), source, schema)
-    if hasattr(result, "to_dict"):  # the validate: gate
-        ok, payload = result.verdict == "pass", result.to_dict()
-        text = "\n".join(f["text"] for f in result.evidence["failures"]) or result.summary
-    else:
-        ok, payload, text = result.ok, {"ok": result.ok}, result.to_text()
     if as_json:
-        _echo_json(payload)
+        _echo_json(result.to_dict())
     else:
-        typer.echo(text)
-    if not ok:
+        for failure in result.evidence["failures"]:
+            typer.echo(failure["text"])
+        verdict = "passed" if result.verdict == "pass" else "failed"
+        typer.echo(f"Validation {verdict}: {result.summary}.")
+    if result.verdict != "pass":
         raise typer.Exit(3)
 
 

@@ -261,6 +261,9 @@ def print_models(rows: list[dict]) -> None:
 
 
 def print_versions(rows: list[dict]) -> None:
+    if not rows:
+        console.print("No versions registered yet. Run 'conveyor ci'.")
+        return
     table = Table(box=None, pad_edge=False)
     for column in ("version", "aliases", "created", "metrics", "commit", "run", "format"):
         table.add_column(column)

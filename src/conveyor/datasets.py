@@ -71,7 +71,6 @@ def validate_source(config: Any, name: str, schema: Path | None = None) -> Any:
         DataError: unknown source, no schema given or declared, or a malformed schema file.
     """
     from conveyor.data.schema import Schema
-    from conveyor.data.validation import validate
     from conveyor.gates.data_gates import load_source, validation_gate
 
     _source(config, name)
@@ -87,7 +86,8 @@ def validate_source(config: Any, name: str, schema: Path | None = None) -> Any:
         text = path.read_text()
     except OSError as exc:
         raise DataError(f"Cannot read schema file {str(path)!r}: {exc.strerror}.") from exc
-    return validate(load_source(config, name), Schema.from_yaml(text, file=str(path)))
+    parsed = Schema.from_yaml(text, file=str(path))
+    return validation_gate(config, name, load_source(config, name), parsed, str(schema))
 
 
 def diff_snapshots(config: Any, a: str, b: str) -> dict[str, Any]:

@@ -72,7 +72,8 @@ def nap(seconds):
 
 
 def hang(tag):
-    Path(f"{tag}.pid").write_text(str(os.getpid()))
+    Path(f"{tag}.tmp").write_text(str(os.getpid()))
+    os.replace(f"{tag}.tmp", f"{tag}.pid")  # the test reads the pid as soon as the file exists
     time.sleep(120)
 
 

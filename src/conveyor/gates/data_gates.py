@@ -57,13 +57,16 @@ def read_schema(config: Any, name: str) -> Any:
     return Schema.from_yaml(text, file=str(path))
 
 
-def validation_gate(config: Any, name: str, frame: pd.DataFrame) -> GateResult:
-    """Every check of the source's schema; the evidence lists each failing check with its
-    column, its number of failing rows and up to 5 examples."""
+def validation_gate(
+    config: Any, name: str, frame: pd.DataFrame, schema: Any = None, schema_file: str | None = None
+) -> GateResult:
+    """Every check of the source's schema (``validate.NAME``, or ``schema`` when given); the
+    evidence lists each failing check with its column, its number of failing rows and up to 5
+    examples."""
     from conveyor.data.validation import validate
 
     start = time.perf_counter()
-    report = validate(frame, read_schema(config, name))
+    report = validate(frame, schema if schema is not None else read_schema(config, name))
     failures = [
         {
             "column": f.column,
@@ -76,7 +79,7 @@ def validation_gate(config: Any, name: str, frame: pd.DataFrame) -> GateResult:
     ]
     evidence = {
         "source": name,
-        "schema": config.validate_[name].schema_,
+        "schema": schema_file or config.validate_[name].schema_,
         "rows": report.rows,
         "columns": report.columns,
         "failures": failures,

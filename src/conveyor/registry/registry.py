@@ -338,8 +338,15 @@ class Registry:
     @staticmethod
     def _no_model(s: Any, model: str) -> str:
         names = list(s.scalars(select(m.ModelVersion.model).distinct().limit(20)))
-        known = f" Registered models: {', '.join(sorted(names))}." if names else ""
-        return f"No model {model!r} in the registry.{known} Run 'conveyor models list'."
+        if not names:
+            return (
+                f"No model {model!r} in the registry: nothing is registered yet. Run "
+                "'conveyor ci' to judge and register a candidate."
+            )
+        return (
+            f"No model {model!r} in the registry. Registered models: "
+            f"{', '.join(sorted(names))}; 'conveyor models list' shows them."
+        )
 
 
 def _exists(s: Any, model: str) -> bool:
