@@ -40,6 +40,19 @@ CONVEYOR_VARS = (
 )
 EXECUTABLE = Path(sys.executable).with_name("conveyor")
 
+# What the built-in classification evaluation records as the evaluate step's metrics.
+EVALUATION_METRICS = {
+    "roc_auc",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "log_loss",
+    "brier",
+    "ece",
+    "n",
+    "positives",
+}
 ENGINE_RUN_KEYS = {"run_id", "status", "duration_s", "restored_from_cache", "steps"}
 ENGINE_STEP_KEYS = {"step", "status", "reason", "duration_s", "error", "log", "metrics"}
 
@@ -169,12 +182,16 @@ def test_init_writes_the_example_into_an_empty_folder_and_lists_its_files(loans_
         "  loans/__init__.py\n"
         "  loans/steps.py\n"
         "  data/loans.parquet\n"
+        "  schemas/loans.yaml\n"
+        "  requirements.txt\n"
         "  .gitignore\n"
         f"Next: cd {root} && conveyor run\n"
     )
     for rel in ("conveyor.yaml", "loans/__init__.py", "loans/steps.py", "data/loans.parquet"):
         assert (root / rel).is_file()
-    assert (root / ".gitignore").read_text() == ".conveyor/\n__pycache__/\nreport.md\n"
+    assert (root / ".gitignore").read_text() == (
+        ".conveyor/\n__pycache__/\nreport.md\nconveyor-report*\nconveyor-junit.xml\n"
+    )
 
 
 def test_init_refuses_an_existing_project_and_force_rewrites_only_the_example(loans):
@@ -200,6 +217,7 @@ def test_init_refuses_an_existing_project_and_force_rewrites_only_the_example(lo
         "  loans/__init__.py",
         "  loans/steps.py",
         "  data/loans.parquet",
+        "  schemas/loans.yaml",
         f"Next: cd {loans} && conveyor run",
     ]
     assert "max_iter: 200" in config.read_text()
@@ -264,7 +282,7 @@ def test_run_json_reports_each_step_with_its_metrics(loans):
         )
     metrics = {s["step"]: s["metrics"] for s in summary["steps"]}
     assert metrics["prepare"] == {"rows_train": 8000.0, "rows_test": 2000.0}
-    assert set(metrics["evaluate"]) == {"roc_auc", "accuracy", "f1", "log_loss"}
+    assert set(metrics["evaluate"]) == EVALUATION_METRICS
     assert 0.5 < metrics["evaluate"]["roc_auc"] < 1.0
 
 
@@ -445,7 +463,7 @@ def test_show_json_has_steps_metrics_params_and_snapshots(loans, loans_base):
         "report": {"return": "file"},
     }
     assert info["metrics"]["prepare"] == {"rows_train": 8000.0, "rows_test": 2000.0}
-    assert set(info["metrics"]["evaluate"]) == {"roc_auc", "accuracy", "f1", "log_loss"}
+    assert set(info["metrics"]["evaluate"]) == EVALUATION_METRICS
     assert info["params"] == {"train": {"n_features": 22}}
     assert info["artifacts"] == []
     [snapshot] = info["snapshots"]
@@ -488,7 +506,9 @@ def test_show_log_prints_what_the_step_printed(loans):
 
     assert log.exit_code == 0
     assert log.stdout == (
-        "metrics: ['accuracy', 'f1', 'log_loss', 'roc_auc']\n"
+        "metrics: ['accuracy', 'brier', 'confusion_matrix', 'ece', 'f1', 'log_loss', 'n', "
+        "'plots', 'positives', 'precision', 'recall', 'roc_auc', 'settings', 'slices', "
+        "'target', 'task']\n"
         "a warning on stderr\n"
         "from a child process\n"
     )
@@ -627,8 +647,8 @@ def test_a_failing_step_exits_1_with_its_traceback_and_log_path(loans):
     assert "ValueError: the holdout has no column 'income'\n" in result.stderr
     assert "conveyor/pipeline/worker.py" not in result.stderr  # only the step's own frames
     assert f"Log: {log}  (conveyor show {run_id} --log explode)\n" in result.stderr
-    assert log.read_text() == "checking 4 metrics\n"
-    assert cli("show", run_id, "--log", "explode", "-C", loans).stdout == "checking 4 metrics\n"
+    assert log.read_text() == "checking 16 metrics\n"
+    assert cli("show", run_id, "--log", "explode", "-C", loans).stdout == "checking 16 metrics\n"
     assert json_of(cli("runs", "--limit", "1", "--json", "-C", loans))[0]["status"] == "failed"
 
 

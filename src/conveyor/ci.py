@@ -225,7 +225,7 @@ class _Job:
         metrics = {
             k: v
             for k, v in self.evaluation.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and k != "threshold"
+            if isinstance(v, int | float) and not isinstance(v, bool)
         }
         self.file = self._model_file(model, model_desc)
         self.onnx_bytes, self.onnx_report, serving = self._onnx(model, holdout, task)
@@ -238,7 +238,7 @@ class _Job:
             metrics=metrics,
             file_size=self.file.size,
             evaluation_step=self.config.evaluation_step() or "?",
-            threshold=float(self.evaluation.get("threshold", 0.5) or 0.5),
+            threshold=float((self.evaluation.get("settings") or {}).get("threshold", 0.5)),
             serving=serving,
         )
 

@@ -103,7 +103,7 @@ def classification(
         **overall,
         "task": "classification",
         "target": target,
-        "threshold": threshold,
+        "settings": {"threshold": threshold},  # nested: not a metric
         "slices": by_slice(frame, slices, classification_metrics, threshold=threshold),
         "plots": plots,
     }
