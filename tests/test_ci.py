@@ -7,34 +7,11 @@ import json
 import os
 import xml.etree.ElementTree as ET
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from conveyor.ci import run_ci
 from conveyor.exceptions import ConfigError, DataError, GateError, ModelTampered
-
-STEPS = """
-import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
-
-
-def prepare(rows: pd.DataFrame) -> dict:
-    test = rows.sample(frac=0.4, random_state=0)
-    train = rows.drop(test.index)
-    return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}
-
-
-def train(train: pd.DataFrame, features: list, C: float) -> Pipeline:
-    cats = [f for f in features if f == "region"]
-    encode = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), cats)],
-                               remainder="passthrough", sparse_threshold=0.0)
-    model = Pipeline([("encode", encode), ("fit", LogisticRegression(C=C, max_iter=500))])
-    return model.fit(train[features], train["churned"])
-"""
+from tests.churn_project import STEPS, rows, write_data
 
 CONFIG = """
 project: shop
@@ -65,22 +42,12 @@ gates:
 """
 
 
-def _rows(n: int = 3000, seed: int = 0, shift: float = 0.0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    tenure = rng.integers(1, 60, n).astype(float) + shift * 30
-    spend = rng.gamma(2.0, 30.0, n)
-    region = rng.choice(["north", "south", "east"], n)
-    logit = -0.08 * tenure + 0.02 * spend + np.where(region == "south", 0.5, 0.0)
-    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return pd.DataFrame({"tenure": tenure, "spend": spend, "region": region, "churned": churned})
-
-
 @pytest.fixture
 def shop(project):
     project.write("shop.py", STEPS)
     project.write("conveyor.yaml", CONFIG)
     (project.root / "data").mkdir()
-    _rows().to_csv(project.root / "data" / "rows.csv", index=False)
+    rows().to_csv(project.root / "data" / "rows.csv", index=False)
     from conveyor.datasets import infer_source_schema
 
     infer_source_schema(project.config(), "rows")
@@ -99,13 +66,6 @@ def _events(project, kind: str) -> list[dict]:
 
     with Store(project.config().store_url()) as store:
         return [e.payload for e in store.events() if e.kind == kind]
-
-
-def _write_data(project, frame: pd.DataFrame) -> None:
-    path = project.root / "data" / "rows.csv"
-    frame.to_csv(path, index=False)
-    stamp = os.stat(path).st_mtime_ns - 10_000_000_000
-    os.utime(path, ns=(stamp, stamp))
 
 
 def test_first_ci_registers_with_lineage_and_writes_the_report(shop) -> None:
@@ -173,10 +133,10 @@ def test_bad_data_stops_before_training(shop) -> None:
 
     with Store(shop.config().store_url()) as store:
         runs_before = len(store.runs())
-    bad = _rows()
+    bad = rows()
     bad.loc[[3, 7, 11], "region"] = "atlantis"
     bad.loc[5, "spend"] = -50.0
-    _write_data(shop, bad)
+    write_data(shop.root, bad)
     outcome = _ci(shop)
     assert not outcome.passed and outcome.run_id is None
     [gate] = outcome.failed_gates
@@ -197,7 +157,7 @@ def test_drift_against_the_production_training_data(shop) -> None:
     set_alias(shop.config(), None, 1, "production")
     schema = shop.root / "schemas" / "rows.yaml"
     schema.write_text(schema.read_text().replace("max: 59.0", "max: 200.0"))
-    _write_data(shop, _rows(seed=1, shift=1.0))
+    write_data(shop.root, rows(seed=1, shift=1.0))
     outcome = _ci(shop)
     drift = next(g for g in outcome.report["gates"] if g["kind"] == "drift")
     assert drift["verdict"] == "fail" and "tenure" in drift["evidence"]["drifted"]

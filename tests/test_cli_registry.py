@@ -10,40 +10,16 @@ registry and write their project from scratch.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from tests.churn_project import STEPS, backdate, rows, write_data
 from tests.test_cli import CONVEYOR_VARS, conveyor
-
-STEPS = """
-import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
-
-
-def prepare(rows: pd.DataFrame) -> dict:
-    test = rows.sample(frac=0.4, random_state=0)
-    train = rows.drop(test.index)
-    return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}
-
-
-def train(train: pd.DataFrame, features: list, C: float) -> Pipeline:
-    cats = [f for f in features if f == "region"]
-    encode = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), cats)],
-                               remainder="passthrough", sparse_threshold=0.0)
-    model = Pipeline([("encode", encode), ("fit", LogisticRegression(C=C, max_iter=500))])
-    return model.fit(train[features], train["churned"])
-"""
 
 PIPELINE = """
 project: shop
@@ -92,42 +68,19 @@ KINDS = {
 CI_INTERVAL = re.compile(r"\[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]")
 
 
-def _rows(n: int = 3000, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    tenure = rng.integers(1, 60, n).astype(float)
-    spend = rng.gamma(2.0, 30.0, n)
-    region = rng.choice(["north", "south", "east"], n)
-    logit = -0.08 * tenure + 0.02 * spend + np.where(region == "south", 0.5, 0.0)
-    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return pd.DataFrame({"tenure": tenure, "spend": spend, "region": region, "churned": churned})
-
-
-def _backdate(path: Path) -> None:
-    """10 s back, past the 2 s in which the stat cache refuses to trust an mtime."""
-    stamp = time.time_ns() - 10_000_000_000
-    os.utime(path, ns=(stamp, stamp))
-
-
 def _write(root: Path, rel: str, text: str) -> Path:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.lstrip())
-    _backdate(path)
+    backdate(path)
     return path
-
-
-def _write_data(root: Path, frame: pd.DataFrame) -> None:
-    path = root / "data" / "rows.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    _backdate(path)
 
 
 def _make_shop(root: Path, config: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     _write(root, "shop.py", STEPS)
     _write(root, "conveyor.yaml", config)
-    _write_data(root, _rows())
+    write_data(root, rows())
     return root
 
 
@@ -166,9 +119,9 @@ def states(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         mp.setenv("XDG_CACHE_HOME", str(base / ".cache"))
         _ci(root)
         one = shutil.copytree(root, base / "one")
-        shifted = _rows(n=3600, seed=1)
+        shifted = rows(n=3600, seed=1)
         shifted["spend"] *= 1.5
-        _write_data(root, shifted)
+        write_data(root, shifted)
         _ci(root)
     return {"one": one, "two": root}
 
@@ -213,7 +166,7 @@ def test_data_infer_writes_the_default_schema_and_never_overwrites_it_silently(
     assert str(schema) in again.stderr and "--force" in again.stderr
     assert schema.read_text() == text
 
-    _write_data(root, _rows(n=3600, seed=1))
+    write_data(root, rows(n=3600, seed=1))
     forced = conveyor("data", "infer", "rows", "--force", "-C", root)
     assert forced.code == 0, forced.stderr
     assert "from 3,600 rows" in schema.read_text()
@@ -250,7 +203,7 @@ def test_data_infer_of_an_unknown_source_names_the_known_ones(shop: Path) -> Non
 
 
 def _bad_rows() -> pd.DataFrame:
-    bad = _rows()
+    bad = rows()
     bad.loc[[3, 7, 11], "region"] = "atlantis"  # a category the schema does not allow
     bad.loc[5, "spend"] = -50.0  # below the inferred min
     return bad
@@ -268,7 +221,7 @@ def test_data_validate_passes_on_the_data_the_schema_came_from(shop: Path) -> No
 
 def test_data_validate_prints_every_failing_check_and_exits_3(shop: Path) -> None:
     assert conveyor("data", "infer", "rows", "-C", shop).code == 0
-    _write_data(shop, _bad_rows())
+    write_data(shop, _bad_rows())
 
     done = conveyor("data", "validate", "rows", "-C", shop)
     assert done.code == 3, done.stderr
@@ -309,7 +262,7 @@ def test_data_validate_with_a_schema_file_given(tmp_path: Path) -> None:
     assert good.code == 0, good.stdout + good.stderr
     assert "Validation passed" in good.stdout
 
-    _write_data(root, _bad_rows())
+    write_data(root, _bad_rows())
     bad = conveyor("data", "validate", "rows", "--schema", "checks/rows.yaml", "-C", root)
     assert bad.code == 3
     assert "failed for 3 rows" in _line(bad.stdout, "region:")
@@ -324,7 +277,7 @@ def test_data_validate_json_with_a_schema_file_has_the_verdict_and_failures(
 ) -> None:
     root = _make_shop(tmp_path / "proj", REGISTRY_CONFIG)
     assert conveyor("data", "infer", "rows", "-o", "checks/rows.yaml", "-C", root).code == 0
-    _write_data(root, _bad_rows())
+    write_data(root, _bad_rows())
     done = conveyor(
         "data", "validate", "rows", "--schema", "checks/rows.yaml", "--json", "-C", root
     )
