@@ -155,6 +155,79 @@ def set_alias(config: Any, name: str | None, version: int, alias: str) -> int | 
         return registry.set_alias(_model_name(config, name), alias, version, reason="cli")
 
 
+def register_fitted(
+    config: Any,
+    model: Any,
+    features: Any,
+    *,
+    name: str,
+    task: str,
+    metrics: dict[str, float] | None = None,
+    aliases: tuple[str, ...] = (),
+    onnx: bool = True,
+) -> Any:
+    """Register a model fitted outside a pipeline (a notebook, a benchmark, a test).
+
+    No gates run and the lineage says so; ``conveyor ci`` is the path for models a pipeline
+    trains. The model is stored as skops (pickles are not offered here), with an ONNX copy
+    when one predicts ``features`` like the model, and each alias is moved with its event.
+
+    Args:
+        config: the project's config (its stores receive the model).
+        model: the fitted scikit-learn estimator or pipeline.
+        features: a DataFrame of held-out features, columns in the order the model reads them;
+            the signature and the ONNX check come from it.
+        name: the model's name in the registry.
+        task: ``"classification"`` or ``"regression"``.
+        metrics: numbers to record with the version, if any were measured.
+        aliases: environments to point at the new version, such as ``("production",)``.
+        onnx: try an ONNX export (kept only when faithful).
+
+    Returns:
+        The registered :class:`~conveyor.registry.registry.Version`.
+    """
+    from conveyor.registry.modelfile import save_model
+    from conveyor.registry.onnx import export_onnx
+    from conveyor.registry.registry import NewVersion
+    from conveyor.registry.signature import infer_signature
+    from conveyor.store.records import new_run_id
+
+    classes = getattr(model, "classes_", None)
+    signature = infer_signature(
+        features,
+        task=task,
+        classes=[getattr(c, "item", lambda c=c: c)() for c in classes]
+        if classes is not None
+        else None,
+    )
+    with open_registry(config) as registry:
+        file = save_model(model, registry.artifacts)
+        onnx_record = None
+        if onnx:
+            data, report = export_onnx(model, features.head(1000), task=task)
+            if data is not None:
+                stored = registry.artifacts.put_bytes(data)
+                onnx_record = {"digest": stored.digest, "size": stored.size, **report}
+        version = registry.register(
+            NewVersion(
+                project=config.project,
+                model=name,
+                run_id=new_run_id(),
+                task=task,
+                file=file,
+                signature=signature,
+                metrics=dict(metrics or {}),
+                lineage={"registered_by": "python-api", "note": "fitted outside a pipeline"},
+                holdout={},
+                onnx=onnx_record,
+                card={"holdout_rows": len(features)},
+            )
+        )
+        for alias in aliases:
+            registry.set_alias(name, alias, version.version, reason="python-api")
+        return registry.version(name, version.version)
+
+
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -453,23 +453,99 @@ def ci(
         raise typer.Exit(3)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes (each loads the models).")
+    ] = 1,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Admin/feedback bearer token (default: $CONVEYOR_TOKEN)."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    project: ProjectOpt = None,
+) -> None:
+    """Serve every environment's model versions as the store routes them (the gateway)."""
+    from conveyor.gateway.server import serve as run_gateway
+
+    config = _config(project)
+    typer.echo(
+        f"Serving project {config.project!r} on http://{host}:{port} "
+        f"({workers} worker{'s' if workers > 1 else ''}); docs at /docs, metrics at /metrics"
+    )
+    run_gateway(
+        config, host=host, port=port, workers=workers, token_file=token_file, log_level=log_level
+    )
+
+
 @app.command("export")
 def export(
     kind: Annotated[
-        str, typer.Argument(metavar="KIND", help="github-actions, gitlab-ci or jenkins.")
+        str,
+        typer.Argument(metavar="KIND", help="github-actions, gitlab-ci, jenkins, docker or k8s."),
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Where to write it.")
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="PATH", help="Where to write it (docker: a folder)."
+        ),
     ] = None,
-    python: Annotated[str, typer.Option(metavar="VERSION", help="Python for the job.")] = "3.11",
+    python: Annotated[str, typer.Option(metavar="VERSION", help="Python version.")] = "3.11",
+    image: Annotated[
+        str | None, typer.Option(metavar="IMAGE", help="k8s: the gateway image to run.")
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="k8s: gateway pods to start with.")] = 2,
+    max_replicas: Annotated[int, typer.Option(help="k8s: the autoscaler's ceiling.")] = 10,
+    namespace: Annotated[
+        str | None, typer.Option(metavar="NAME", help="k8s: the namespace.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="k8s: object name (default: project).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="docker/k8s: the gateway's port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="docker: gateway worker processes.")] = 1,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
     project: ProjectOpt = None,
 ) -> None:
-    """Write a CI workflow that runs 'conveyor ci' and publishes its report."""
-    from conveyor.export.ci_files import write_ci
-
+    """Write a CI workflow (runs 'conveyor ci'), or a Dockerfile or Kubernetes manifests for the
+    gateway."""
     config = _config(project)
     root = Path(config.root)
+    if kind in ("docker", "k8s"):
+        from conveyor.export.deploy_files import write_deploy
+
+        if kind == "k8s":
+            if not image:
+                raise typer.BadParameter("k8s needs --image (the gateway image to run).")
+            options: dict = {
+                "image": image,
+                "replicas": replicas,
+                "min_replicas": min(replicas, max_replicas),
+                "max_replicas": max_replicas,
+                "namespace": namespace,
+                "port": port,
+                "name": name,
+            }
+        else:
+            options = {"port": port, "workers": workers, "python": python}
+        written = write_deploy(
+            config,
+            kind,
+            output.resolve() if output is not None else None,
+            force=force,
+            **options,
+        )
+        for path in written:
+            typer.echo(f"Wrote {path}")
+        if not written:
+            typer.echo("Up to date: nothing changed.")
+        return
+    from conveyor.export.ci_files import write_ci
+
     install = (
         "pip install -r requirements.txt"
         if (root / "requirements.txt").exists()

@@ -322,6 +322,48 @@ class RegistryConfig(_Model):
     allow_pickle: bool = True
 
 
+class BatchConfig(_Model):
+    """Micro-batching: concurrent requests for one model share one predict call.
+
+    ``max_delay_ms: 0`` (the default) waits for nothing: requests that arrived while the last
+    call ran form the next batch, so batches grow with load and a lone request never waits.
+    """
+
+    max_rows: int = Field(default=256, ge=1, le=100_000)
+    max_delay_ms: float = Field(default=0.0, ge=0.0, le=100.0)
+
+
+class RequestLogConfig(_Model):
+    """The sampled request/prediction log, written off the hot path in batches."""
+
+    sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    flush_rows: int = Field(default=2000, ge=1)
+    flush_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    max_buffer: int = Field(default=200_000, ge=1)  # rows kept in memory if the store lags
+
+
+class ServeConfig(_Model):
+    """The gateway (``conveyor serve``): limits, batching, the request log, the admin token."""
+
+    default_env: str = "production"
+    max_rows: int = Field(default=10_000, ge=1)
+    max_body_mb: float = Field(default=8.0, gt=0.0, le=1024.0)
+    max_queue: int = Field(default=512, ge=1)  # requests waiting per worker before a 503
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    poll_seconds: float = Field(default=0.25, gt=0.0, le=60.0)
+    threads: int = Field(default=1, ge=1, le=256)
+    token_env: str = "CONVEYOR_TOKEN"
+    token_file: str | None = None
+
+    @field_validator("default_env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if not _SLUG.fullmatch(value):
+            raise invalid(f"expected an environment name such as 'production', got {value!r}")
+        return value
+
+
 class DriftCheckConfig(_Model):
     """Drift of a new snapshot against the data that trained the production model."""
 
@@ -466,6 +508,7 @@ class ProjectConfig(_Model):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     validate_: dict[str, ValidateConfig] = Field(default_factory=dict, alias="validate")
     gates: list[GateConfig] = Field(default_factory=list)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

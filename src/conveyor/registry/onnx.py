@@ -162,6 +162,34 @@ class OnnxModel:
             return out.reshape(-1).astype(np.float64, copy=False)
         return out.reshape(-1)
 
+    def run(self, feed: dict[str, Any]) -> tuple[Any, Any]:
+        """Labels (or values) and, for a classifier, probabilities, in one session call."""
+        import numpy as np
+
+        if self.task == "regression":
+            out = self._session.run([self._label], feed)[0]
+            return np.asarray(out).reshape(-1).astype(np.float64, copy=False), None
+        labels, proba = self._session.run([self._label, self._proba], feed)
+        return np.asarray(labels).reshape(-1), np.asarray(proba, dtype=np.float64)
+
+    def feed_matrix(self, block: Any) -> dict[str, Any]:
+        """The feed for a float matrix whose columns are ``input_names`` (matrix layout)."""
+        import numpy as np
+
+        return {self._feed_names[0]: np.asarray(block, dtype=np.float32)}
+
+    def feed_columns(self, arrays: list[Any]) -> dict[str, Any]:
+        """The feed for one array per ``input_names`` column, as the signature converts them."""
+        import numpy as np
+
+        feed = {}
+        for name, values, kind in zip(self._feed_names, arrays, self._kinds, strict=True):
+            if kind == "string":
+                feed[name] = values.astype(str).reshape(-1, 1)
+            else:
+                feed[name] = np.asarray(values, dtype=np.float32).reshape(-1, 1)
+        return feed
+
     def _feed(self, frame: Any) -> dict[str, Any]:
         import numpy as np
 

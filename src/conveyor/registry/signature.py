@@ -22,7 +22,16 @@ from typing import Any, NamedTuple
 
 from conveyor.exceptions import InvalidInput, RegistryError
 
-__all__ = ["TASKS", "TYPES", "frame_from_rows", "infer_signature"]
+__all__ = [
+    "TASKS",
+    "TYPES",
+    "columns_from_rows",
+    "frame_from_columns",
+    "frame_from_rows",
+    "infer_signature",
+    "is_numeric",
+    "matrix_from_rows",
+]
 
 TYPES = ("integer", "number", "string", "boolean", "datetime")
 TASKS = ("classification", "regression")
@@ -30,6 +39,7 @@ _RETURNS = {"classification": "probability", "regression": "value"}
 _NONE = type(None)
 _NUMERIC = frozenset({"number", "integer"})
 _NUMERIC_FAST = frozenset({int, float, _NONE})  # None becomes NaN; not-nullable is checked after
+_NUMBERS = frozenset({int, float})
 _INFERRED = {
     "string": "string",
     "empty": "string",
@@ -193,24 +203,24 @@ def frame_from_rows(signature: dict[str, Any], rows: Any, *, max_rows: int | Non
             there is one: no rows, too many rows, a row of the wrong shape, a missing or extra
             field, a value of the wrong type, a missing value where the field is not nullable.
     """
+    return frame_from_columns(signature, columns_from_rows(signature, rows, max_rows=max_rows))
+
+
+def columns_from_rows(
+    signature: dict[str, Any], rows: Any, *, max_rows: int | None = None
+) -> list[Any]:
+    """What ``frame_from_rows`` checks, returned as one array per field, before the frame.
+
+    The gateway batches requests by concatenating these arrays, column by column.
+
+    Raises:
+        InvalidInput: as ``frame_from_rows``.
+    """
     fields = _fields(signature)
     if not fields:
         raise RegistryError("The model's signature has no inputs; register the model again.")
     names = [f.name for f in fields]
-    if not isinstance(rows, list | tuple):
-        raise InvalidInput(
-            f"Expected a list of rows, got a {type(rows).__name__}; send a JSON array of "
-            "records or of arrays."
-        )
-    n = len(rows)
-    if n == 0:
-        raise InvalidInput("No rows to predict: the list of rows is empty; send at least one.")
-    if max_rows is not None and n > max_rows:
-        raise InvalidInput(
-            f"Got {n} rows; at most {max_rows} are accepted per request (row {max_rows}, "
-            "0-based, is the first over the limit). Split the request.",
-            row=max_rows,
-        )
+    n = _check_count(rows, max_rows)
     if isinstance(rows[0], dict):
         columns = _columns_from_records(rows, names)
     elif isinstance(rows[0], list | tuple):
@@ -226,7 +236,84 @@ def frame_from_rows(signature: dict[str, Any], rows: Any, *, max_rows: int | Non
     for j, field in enumerate(fields):
         if arrays[j] is None:
             arrays[j] = _convert(field, columns[j])
-    return _frame(tuple(names), arrays, n)
+    assert all(len(a) == n for a in arrays)
+    return arrays
+
+
+def frame_from_columns(signature: dict[str, Any], arrays: list[Any]) -> Any:
+    """The DataFrame for arrays that ``columns_from_rows`` returned (or concatenations of them)."""
+    names = tuple(f["name"] for f in signature["inputs"])
+    return _frame(names, arrays, len(arrays[0]) if arrays else 0)
+
+
+def is_numeric(signature: dict[str, Any]) -> bool:
+    """Whether every input is a number or an integer: such rows fit one float matrix."""
+    return bool(signature.get("inputs")) and all(
+        f.get("type") in _NUMERIC for f in signature["inputs"]
+    )
+
+
+def matrix_from_rows(signature: dict[str, Any], rows: Any, *, max_rows: int | None = None) -> Any:
+    """Rows of an all-numeric signature as one float64 matrix (rows, fields), checked.
+
+    Arrays of plain numbers take one NumPy call and three vector checks; anything else (records,
+    nulls, odd types) goes through ``columns_from_rows``, which names the row and field.
+
+    Raises:
+        InvalidInput: as ``frame_from_rows``.
+        RegistryError: the signature has a non-numeric field.
+    """
+    import numpy as np
+
+    fields = _fields(signature)
+    if not fields or any(f.type not in _NUMERIC for f in fields):
+        raise RegistryError("matrix_from_rows needs a signature whose inputs are all numbers.")
+    if (
+        type(rows) is list
+        and rows
+        and (max_rows is None or len(rows) <= max_rows)
+        and set(map(type, rows)) == {list}
+        and set(map(len, rows)) == {len(fields)}
+        and set(map(type, chain.from_iterable(rows))) <= _NUMBERS
+    ):
+        try:
+            block = np.array(rows, dtype=np.float64)
+        except (OverflowError, ValueError):
+            block = None
+        if block is not None and _finite_block(block, fields):
+            return block
+    arrays = columns_from_rows(signature, rows, max_rows=max_rows)
+    return np.column_stack(arrays).astype(np.float64, copy=False)
+
+
+def _finite_block(block: Any, fields: list[_Field]) -> bool:
+    import numpy as np
+
+    if not np.isfinite(block).all():
+        return False  # NaN (JSON has none, but Python callers do) or inf: the slow path says
+    ints = [k for k, f in enumerate(fields) if f.type == "integer"]
+    if ints:
+        sub = block[:, ints]
+        return bool((sub == np.trunc(sub)).all())
+    return True
+
+
+def _check_count(rows: Any, max_rows: int | None) -> int:
+    if not isinstance(rows, list | tuple):
+        raise InvalidInput(
+            f"Expected a list of rows, got a {type(rows).__name__}; send a JSON array of "
+            "records or of arrays."
+        )
+    n = len(rows)
+    if n == 0:
+        raise InvalidInput("No rows to predict: the list of rows is empty; send at least one.")
+    if max_rows is not None and n > max_rows:
+        raise InvalidInput(
+            f"Got {n} rows; at most {max_rows} are accepted per request (row {max_rows}, "
+            "0-based, is the first over the limit). Split the request.",
+            row=max_rows,
+        )
+    return n
 
 
 def _fields(signature: dict[str, Any]) -> list[_Field]:

@@ -215,3 +215,44 @@ class Alias(Base):
     alias: Mapped[str] = mapped_column(String(100), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RequestLog(Base):
+    """One served request (sampled): inputs, outputs, version, latency; written in batches.
+
+    ``role`` is ``serve`` for the answer a caller got, ``shadow`` for a copy that answered no one.
+    Inputs and outputs are JSON text: kept as sent, read back in windows by the monitor.
+    """
+
+    __tablename__ = "request_log"
+    __table_args__ = (Index("ix_request_log_model_env_at", "model", "environment", "at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(String(40), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    environment: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    rows: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[str] = mapped_column(Text)
+    outputs: Mapped[str] = mapped_column(Text)
+    gateway: Mapped[str] = mapped_column(String(200))
+
+
+class Feedback(Base):
+    """Ground-truth labels for a logged request, sent later through ``POST /v1/feedback``."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(String(40), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    labels: Mapped[str] = mapped_column(Text)  # JSON array, one label per row of the request
+    actor: Mapped[str] = mapped_column(String(200))
