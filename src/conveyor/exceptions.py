@@ -22,6 +22,7 @@ them (as ``Error: ...``) and picks the exit code.
     │   ├── ModelTampered      a model file's sha256 differs from the registry record
     │   └── UnsafeModelFile    a pickle where the policy forbids it, or an untrusted type
     ├── InvalidInput           a row does not fit a model's signature (names field and row)
+    ├── GatewayError           the gateway cannot start as configured (token, address)
     ├── GateError              a gate cannot be evaluated (a missing metric, a bad column)
     ├── GatesFailed            the candidate failed at least one gate (exit code 3)
     └── ExportError            a CI or deployment file cannot be written
@@ -137,6 +138,12 @@ class InvalidInput(ConveyorError):
         super().__init__(message)
         self.field = field
         self.row = row
+
+
+class GatewayError(ConveyorError):
+    """The gateway cannot start as configured (its token, its address)."""
+
+    exit_code = 2
 
 
 class GateError(ConveyorError):

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conveyor.exceptions import ConfigError
+from conveyor.exceptions import GatewayError
 
 __all__ = ["load_token", "serve", "worker_app"]
 
@@ -25,7 +25,7 @@ def load_token(config: Any, token_file: Path | None = None) -> str | None:
     """The admin token: ``--token-file``, else ``serve.token_file``, else the environment.
 
     Raises:
-        ConfigError: the file cannot be read, or the token is shorter than 16 characters.
+        GatewayError: the file cannot be read, or the token is shorter than 16 characters.
     """
     serve = config.serve
     path = token_file or (Path(config.root) / serve.token_file if serve.token_file else None)
@@ -33,7 +33,7 @@ def load_token(config: Any, token_file: Path | None = None) -> str | None:
         try:
             token = path.read_text().strip()
         except OSError as exc:
-            raise ConfigError(
+            raise GatewayError(
                 f"Cannot read the gateway token file {path}: {exc.strerror}"
             ) from None
         where = str(path)
@@ -43,7 +43,7 @@ def load_token(config: Any, token_file: Path | None = None) -> str | None:
     if not token:
         return None
     if len(token) < MIN_TOKEN:
-        raise ConfigError(
+        raise GatewayError(
             f"The gateway token in {where} has {len(token)} characters; use at least {MIN_TOKEN} "
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
         )
