@@ -53,6 +53,20 @@ say "conveyor models card: the model card as Markdown and a self-contained HTML 
 say "conveyor export github-actions: a workflow that runs conveyor ci on every pull request"
 "$conveyor" export github-actions
 
+say "conveyor serve: the gateway serves production's version (ONNX Runtime), JSON and Open Inference Protocol"
+export CONVEYOR_TOKEN=${CONVEYOR_TOKEN:-demo-token-$(date +%s)-0123456789}
+port=${CONVEYOR_DEMO_PORT:-8765}
+"$conveyor" serve --port "$port" --log-level warning > gateway.log 2>&1 &
+gateway_pid=$!
+trap 'kill $gateway_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  if "$here/.venv/bin/python" -c "import httpx,sys; sys.exit(httpx.get('http://127.0.0.1:$port/readyz').status_code != 200)" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+"$here/.venv/bin/python" "$here/scripts/demo_client.py" "http://127.0.0.1:$port" data/loans.parquet "$CONVEYOR_TOKEN"
+kill -TERM $gateway_pid && wait $gateway_pid || true
+trap - EXIT
+
 say "conveyor events: the audit log (last 8)"
 "$conveyor" events --limit 8
 

@@ -45,7 +45,7 @@ def _bad(message: str, *, field: str | None = None, row: int | None = None) -> H
 def model_metadata(served: Served, platform: str) -> dict[str, Any]:
     """``GET /v2/models/{name}``: the tensors a client sends and gets."""
     inputs = [
-        {"name": f["name"], "datatype": _FIELD_TYPE.get(f["type"], "BYTES"), "shape": [-1, 1]}
+        {"name": f["name"], "datatype": _input_type(f), "shape": [-1, 1]}
         for f in served.signature["inputs"]
     ]
     outputs = [{"name": "predictions", "datatype": _label_type(served), "shape": [-1]}]
@@ -60,6 +60,13 @@ def model_metadata(served: Served, platform: str) -> dict[str, Any]:
         "inputs": inputs,
         "outputs": outputs,
     }
+
+
+def _input_type(field: dict[str, Any]) -> str:
+    """The tensor type for a field; a nullable integer travels as FP64, NaN meaning null."""
+    if field["type"] == "integer" and field.get("nullable"):
+        return "FP64"
+    return _FIELD_TYPE.get(field["type"], "BYTES")
 
 
 def _label_type(served: Served) -> str:
