@@ -482,6 +482,217 @@ def serve(
     )
 
 
+# -- releases ---------------------------------------------------------------------------------
+
+release_app = typer.Typer(
+    cls=_Group, help="One release: show, step, pause, resume, promote, abort.", no_args_is_help=True
+)
+app.add_typer(release_app, name="release")
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        help="The gateway to run smoke requests and tests against "
+        "(default: $CONVEYOR_GATEWAY_URL or http://127.0.0.1:8000).",
+    ),
+]
+
+
+def _releases(config, registry, url: str | None):
+    import os
+
+    from conveyor.release.checks import GatewayChecks
+    from conveyor.release.releases import Releases
+
+    url = url or os.environ.get("CONVEYOR_GATEWAY_URL") or "http://127.0.0.1:8000"
+    return Releases(config, registry, checks=GatewayChecks(config.root, url))
+
+
+@app.command()
+def deploy(
+    name: Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")],
+    version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.")],
+    to: Annotated[str, typer.Option("--to", metavar="ENV", help="Environment.")] = "staging",
+    url: UrlOpt = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    json_out: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Start a release of VERSION to an environment, under the strategy conveyor.yaml gives it."""
+    from conveyor.catalog import open_registry
+    from conveyor.console import print_outcomes, print_release
+
+    config = _config(project)
+    with open_registry(config) as registry:
+        releases = _releases(config, registry, url)
+        started = releases.start(name, version, to, reason=reason or "deploy")
+        outcomes = releases.step(started.id) if started.active else []
+        release = releases.get(started.id)
+        events = [_event_dict(e) for e in releases.timeline(release.id)]
+    if json_out:
+        _echo_json({"release": release.to_dict(), "outcomes": outcomes})
+        return
+    print_release(release.to_dict(), events)
+    if outcomes:
+        print_outcomes(outcomes)
+
+
+@app.command()
+def rollback(
+    env: Annotated[str, typer.Argument(metavar="ENV", help="Environment.")],
+    name: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="NAME", help="Model name.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    project: ProjectOpt = None,
+) -> None:
+    """Put an environment back on its previous version: alias and traffic in one transaction."""
+    from conveyor.catalog import open_registry
+    from conveyor.release.releases import Releases
+
+    config = _config(project)
+    model = name or (config.model.name if config.model else None)
+    if not model:
+        raise typer.BadParameter("Name the model with --model (conveyor.yaml has no model:).")
+    with open_registry(config) as registry:
+        done = Releases(config, registry).rollback(model, env, reason=reason)
+    which = f" (release {done['release']} rolled back)" if done["release"] else ""
+    typer.echo(f"{model}@{env} -> version {done['version']}{which}")
+
+
+@app.command("releases")
+def releases_list(
+    name: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="NAME", help="Only this model.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    json_out: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Releases, newest first, with their state and the candidate's share of traffic."""
+    from conveyor.catalog import open_registry
+    from conveyor.console import print_releases
+    from conveyor.release.releases import Releases
+
+    config = _config(project)
+    with open_registry(config) as registry:
+        rows = [r.to_dict() for r in Releases(config, registry).list(model=name, limit=limit)]
+    if json_out:
+        _echo_json(rows)
+    else:
+        print_releases(rows)
+
+
+def _event_dict(event) -> dict:
+    return {"at": event.at.isoformat(), "kind": event.kind, "payload": event.payload or {}}
+
+
+@release_app.command("show")
+def release_show(
+    release_id: Annotated[str, typer.Argument(metavar="ID", help="Release id.")],
+    json_out: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """A release and its timeline: every step, analysis and traffic change."""
+    from conveyor.catalog import open_registry
+    from conveyor.console import print_release
+    from conveyor.release.releases import Releases
+
+    config = _config(project)
+    with open_registry(config) as registry:
+        releases = Releases(config, registry)
+        release = releases.get(release_id).to_dict()
+        events = [_event_dict(e) for e in releases.timeline(release_id)]
+    if json_out:
+        _echo_json({"release": release, "timeline": events})
+    else:
+        print_release(release, events)
+
+
+@release_app.command("step")
+def release_step(
+    release_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="One release (default: every active).")
+    ] = None,
+    url: UrlOpt = None,
+    json_out: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Advance releases once, as far as their analysis allows now (for CI jobs)."""
+    from conveyor.catalog import open_registry
+    from conveyor.console import print_outcomes
+
+    config = _config(project)
+    with open_registry(config) as registry:
+        outcomes = _releases(config, registry, url).step(release_id)
+    if json_out:
+        _echo_json(outcomes)
+    else:
+        print_outcomes(outcomes)
+
+
+def _by_hand(action: str):
+    def command(
+        release_id: Annotated[str, typer.Argument(metavar="ID", help="Release id.")],
+        reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+        project: ProjectOpt = None,
+    ) -> None:
+        from conveyor.catalog import open_registry
+        from conveyor.release.releases import Releases
+
+        config = _config(project)
+        with open_registry(config) as registry:
+            release = getattr(Releases(config, registry), action)(release_id, reason)
+        typer.echo(f"{release.id}: {release.state}")
+
+    command.__doc__ = {
+        "pause": "Hold a release where it is (traffic unchanged) until resumed.",
+        "resume": "Continue a paused release; its current step's clock starts again.",
+        "promote": "Finish a release now: the candidate takes all traffic.",
+        "abort": "Stop a release and return all traffic to the stable version.",
+    }[action]
+    return command
+
+
+for _action in ("pause", "resume", "promote", "abort"):
+    release_app.command(_action)(_by_hand(_action))
+
+
+@app.command()
+def watch(
+    interval: Annotated[float, typer.Option(help="Seconds between turns.")] = 1.0,
+    once: Annotated[bool, typer.Option(help="One turn, then exit.")] = False,
+    url: UrlOpt = None,
+    project: ProjectOpt = None,
+) -> None:
+    """The controller: advance releases until stopped (one per project, by a lease)."""
+    import signal
+    import threading
+
+    from conveyor.controller import run_controller
+    from conveyor.release.checks import GatewayChecks
+
+    config = _config(project)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    import os
+
+    gateway = url or os.environ.get("CONVEYOR_GATEWAY_URL") or "http://127.0.0.1:8000"
+    typer.echo(f"Watching project {config.project!r} every {interval:g}s (gateway {gateway})")
+    try:
+        run_controller(
+            config,
+            checks=GatewayChecks(config.root, gateway),
+            interval=interval,
+            once=once,
+            stop=stop,
+            report=lambda o: typer.echo(f"{o['id']}: {o['action']}  {o.get('why') or ''}".rstrip()),
+        )
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command("export")
 def export(
     kind: Annotated[

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from conveyor.config_deploy import EnvironmentConfig
 from conveyor.config_gates import Comparison, Threshold, parse_expression
 from conveyor.config_graph import (
     REF_HELP,
@@ -509,6 +510,7 @@ class ProjectConfig(_Model):
     validate_: dict[str, ValidateConfig] = Field(default_factory=dict, alias="validate")
     gates: list[GateConfig] = Field(default_factory=list)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    deploy: dict[str, EnvironmentConfig] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -752,6 +754,16 @@ def model_problems(config: ProjectConfig) -> list[tuple[tuple, str, tuple]]:
         if model.evaluation is not None and model.evaluation not in steps:
             at = ("model", "evaluation")
             problems.append((at, f"unknown step {model.evaluation!r}", at))
+    for env_name, env in config.deploy.items():
+        if not _SLUG.fullmatch(env_name):
+            at = ("deploy", env_name)
+            problems.append(
+                (at, f"environment names are slugs such as 'staging', not {env_name!r}", at)
+            )
+        if env.after is not None and env.after not in config.deploy:
+            at = ("deploy", env_name, "after")
+            known = ", ".join(config.deploy) or "none"
+            problems.append((at, f"unknown environment {env.after!r}; known: {known}", at))
     for name in config.validate_:
         if name not in sources:
             known = ", ".join(sources) or "none"

@@ -382,3 +382,50 @@ def print_data_diff(result: dict) -> None:
             )
         table.add_row(name, pair("null_share"), pair("mean"), pair("std"), moved)
     console.print(table)
+
+
+def print_releases(rows: list[dict]) -> None:
+    if not rows:
+        console.print("No releases yet. Start one with 'conveyor deploy MODEL VERSION --to ENV'.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "model", "env", "from → to", "strategy", "state", "step", "weight"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["model"],
+            row["environment"],
+            f"{row['from_version'] or '-'} → {row['to_version']}",
+            row["strategy"],
+            row["state"],
+            str(row["step"]),
+            f"{row['weight']:g}%",
+        )
+    console.print(table)
+
+
+def print_release(release: dict, events: list[dict]) -> None:
+    console.print(
+        f"[bold]{release['id']}[/]  {release['model']}@{release['environment']}  "
+        f"v{release['from_version'] or '-'} → v{release['to_version']}  {release['strategy']}  "
+        f"[bold]{release['state']}[/] (step {release['step']}, candidate {release['weight']:g}%)"
+    )
+    last = release.get("last_verdict")
+    if last:
+        console.print(f"  last analysis: {last['decision']}: {last['summary']}")
+    for event in events:
+        payload = {k: v for k, v in event["payload"].items() if k not in ("model", "environment")}
+        detail = payload.get("why") or ", ".join(
+            f"{k} {v}" for k, v in payload.items() if v is not None and k != "verdict"
+        )
+        console.print(f"  {event['at'][:19]}  {event['kind']:<20} {detail}", soft_wrap=True)
+
+
+def print_outcomes(outcomes: list[dict]) -> None:
+    if not outcomes:
+        console.print("No active release.")
+    for outcome in outcomes:
+        verdict = outcome.get("verdict") or {}
+        why = outcome.get("why") or verdict.get("summary") or ""
+        console.print(f"{outcome['id']}: {outcome['action']}  {why}", soft_wrap=True)

@@ -23,6 +23,7 @@ them (as ``Error: ...``) and picks the exit code.
     │   └── UnsafeModelFile    a pickle where the policy forbids it, or an untrusted type
     ├── InvalidInput           a row does not fit a model's signature (names field and row)
     ├── GatewayError           the gateway cannot start as configured (token, address)
+    ├── ReleaseError           a release cannot start or move (another runs, wrong state)
     ├── GateError              a gate cannot be evaluated (a missing metric, a bad column)
     ├── GatesFailed            the candidate failed at least one gate (exit code 3)
     └── ExportError            a CI or deployment file cannot be written
@@ -144,6 +145,10 @@ class GatewayError(ConveyorError):
     """The gateway cannot start as configured (its token, its address)."""
 
     exit_code = 2
+
+
+class ReleaseError(ConveyorError):
+    """A release cannot start or change state as asked (another one runs, no such release)."""
 
 
 class GateError(ConveyorError):

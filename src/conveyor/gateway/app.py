@@ -68,6 +68,8 @@ class Gateway:
         self._prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
         self.inflight = 0
+        self._shadow_inflight = 0
+        self._shadow_tasks: set[asyncio.Task] = set()
         self.router = Router(make_batcher=self._batcher, on_switch=self._switched)
         self.store: Any = None
         self.artifacts: Any = None
@@ -156,12 +158,14 @@ class Gateway:
     def _load_failed(self, model: str, version: int, reason: str) -> None:
         self.metrics.load_failures.labels(model, str(version)).inc()
         try:
-            self.store.add_event(
-                "gateway.load_failed",
-                "model",
-                f"{model}:{version}",
-                {"model": model, "version": version, "gateway": self.name, "error": reason},
-            )
+            with self.store.session() as s:
+                self.store.add_event(
+                    s,
+                    "gateway.load_failed",
+                    "model",
+                    f"{model}:{version}",
+                    {"model": model, "version": version, "gateway": self.name, "error": reason},
+                )
         except Exception as exc:
             log.error("cannot record the load failure of %s v%d: %s", model, version, exc)
 
@@ -241,6 +245,9 @@ class Gateway:
         if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "predict":
             _allow(method, "POST")
             return await self._predict(scope, receive, rid, start, parts[2])
+        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "versions":
+            _allow(method, "GET")
+            return _ok(self._versions(parts[2]))
         if head == "v2":
             return await self._v2(scope, receive, rid, start, parts[1:], method)
         if n == 1:
@@ -289,11 +296,14 @@ class Gateway:
     async def _predict(
         self, scope: dict, receive: Any, rid: str, start: float, name: str
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        env = self._env(scope)
+        env, pinned = self._query(scope)
         route = self.router.route(name, env)
         if route is None:
             raise self._no_route(name, env)
-        served = route.served
+        batcher = route.batcher
+        if pinned is not None:
+            batcher = self._pinned(name, pinned)
+        served = batcher.served
         if self.inflight >= self.max_queue:
             self.metrics.shed.inc()
             raise HttpError(
@@ -309,12 +319,20 @@ class Gateway:
         try:
             raw = await self._body(scope, receive)
             instances = _instances(raw)
+            if pinned is None and route.candidate is not None:
+                batcher = route.pick(_sticky_key(scope, route.sticky, instances))
+                served = batcher.served
             block, rows = served.prepare(instances, self.max_rows)
             self.inflight += 1
             try:
-                prediction = await route.batcher.submit(block, rows)
+                prediction = await batcher.submit(block, rows)
             finally:
                 self.inflight -= 1
+            if pinned is None:
+                if route.shadow is not None:
+                    self._mirror(route.shadow, route.model, env, rid, instances)
+                elif batcher is route.candidate:  # the stable answer too, for agreement
+                    self._mirror(route.batcher, route.model, env, rid, instances)
             answer = {
                 "model": name,
                 "version": served.version,
@@ -361,15 +379,88 @@ class Gateway:
                 )
 
     def _env(self, scope: dict) -> str:
+        return self._query(scope)[0]
+
+    def _query(self, scope: dict) -> tuple[str, int | None]:
+        """The environment (``?env=`` or ``X-Conveyor-Env``) and a pinned ``?version=``."""
+        env = None
+        version = None
         query = scope.get("query_string")
         if query:
-            values = parse_qs(query.decode(errors="replace")).get("env")
-            if values:
-                return values[-1]
-        for key, value in scope["headers"]:
-            if key == b"x-conveyor-env":
-                return value.decode(errors="replace")
-        return self.default_env
+            params = parse_qs(query.decode(errors="replace"))
+            if params.get("env"):
+                env = params["env"][-1]
+            if params.get("version"):
+                text = params["version"][-1]
+                if not text.isdigit() or len(text) > 9:
+                    raise HttpError(
+                        400, "invalid_request", f"version must be a number, not {_shown(text)}."
+                    )
+                version = int(text)
+        if env is None:
+            for key, value in scope["headers"]:
+                if key == b"x-conveyor-env":
+                    env = value.decode(errors="replace")
+                    break
+        return env or self.default_env, version
+
+    def _pinned(self, name: str, version: int) -> Batcher:
+        batcher = self.router.batchers.get((name, version))
+        if batcher is None:
+            loaded = sorted(v for (m, v) in self.router.batchers if m == name)
+            raise HttpError(
+                404,
+                "version_not_found",
+                f"Version {version} of {_shown(name)} is not loaded here; loaded: "
+                f"{', '.join(map(str, loaded)) or 'none'}.",
+            )
+        return batcher
+
+    def _mirror(self, batcher: Batcher, name: str, env: str, rid: str, instances: Any) -> None:
+        """Send a copy of the request to another version after the caller's answer is on its
+        way: to a shadow, or to the stable version for a request a canary answered."""
+        if self._shadow_inflight >= self.max_queue:
+            self.metrics.shadow_dropped.inc()
+            return
+        self._shadow_inflight += 1
+        task = asyncio.get_running_loop().create_task(
+            self._shadow(batcher, name, env, rid, instances)
+        )
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(
+        self, batcher: Batcher, name: str, env: str, rid: str, instances: Any
+    ) -> None:
+        started = time.perf_counter()
+        served = batcher.served
+        status, rows, body = 200, 0, b""
+        try:
+            block, rows = served.prepare(instances, self.max_rows)
+            prediction = await batcher.submit(block, rows)
+            answer = {"predictions": prediction.values, "probabilities": prediction.probabilities}
+            body = orjson.dumps(answer, option=_NUMPY, default=_default)
+        except InvalidInput as exc:
+            status, body = 422, str(exc).encode()
+        except Exception as exc:
+            status, body = 500, f"{type(exc).__name__}: {exc}".encode()
+        finally:
+            self._shadow_inflight -= 1
+        seconds = time.perf_counter() - started
+        self.metrics.observe_request(name, served.version, env, status, seconds, rows, "shadow")
+        if self.request_log is not None:
+            self.request_log.record(
+                rid,
+                name,
+                served.version,
+                env,
+                "shadow",
+                status,
+                seconds * 1000.0,
+                rows,
+                "",
+                body.decode(errors="replace"),
+            )
 
     def _no_route(self, name: str, env: str) -> HttpError:
         envs = sorted(e for (m, e) in self.router.desired if m == name)
@@ -496,6 +587,8 @@ class Gateway:
         body = await self._body_any(scope, receive)
         status = 200
         rows = 0
+        instances: Any = None
+        payload = b""
         try:
             instances, request = v2.decode_request(body, header_length, served, self.max_rows)
             block, rows = served.prepare(instances, self.max_rows)
@@ -513,6 +606,20 @@ class Gateway:
             env = route.environment
             seconds = time.perf_counter() - start
             self.metrics.observe_request(served.model, served.version, env, status, seconds, rows)
+            request_log = self.request_log
+            if request_log is not None and request_log.sampled():
+                request_log.record(
+                    rid,
+                    served.model,
+                    served.version,
+                    env,
+                    "serve",
+                    status,
+                    seconds * 1000.0,
+                    rows,
+                    _as_text(instances),
+                    "" if status != 200 else _v2_outputs(payload),
+                )
 
     async def _body_any(self, scope: dict, receive: Any) -> bytes:
         """The body whatever its content type (v2 binary requests are octet-streams)."""
@@ -585,6 +692,23 @@ class Gateway:
         if not envs and missing_is_error:
             raise self._no_route(name, self.default_env)
         return {"name": name, "environments": envs, "signature": signature}
+
+    def _versions(self, name: str) -> dict[str, Any]:
+        """Loaded versions of a model and how each environment splits its traffic."""
+        loaded = sorted(v for (m, v) in self.router.batchers if m == name)
+        if not loaded:
+            raise self._no_route(name, self.default_env)
+        routes = {}
+        for (model, env), route in sorted(self.router.routes.items()):
+            if model != name:
+                continue
+            routes[env] = {
+                "stable": route.served.version,
+                "canary": route.candidate.served.version if route.candidate else None,
+                "weight": route.weight,
+                "shadow": route.shadow.served.version if route.shadow else None,
+            }
+        return {"name": name, "loaded": loaded, "environments": routes}
 
     def status(self) -> dict[str, Any]:
         """What this gateway holds: routes, loaded versions, failures, the log and the watcher."""
@@ -672,6 +796,22 @@ def _instances(raw: bytes) -> Any:
             )
         raise HttpError(400, "invalid_request", 'The body needs "instances": a list of rows.')
     return payload["instances"]
+
+
+def _v2_outputs(payload: bytes) -> str:
+    """A v2 answer as the log keeps it: its JSON part (binary tensors are not kept)."""
+    return payload.decode(errors="replace") if payload[:1] == b"{" else ""
+
+
+def _sticky_key(scope: dict, field: str | None, instances: Any) -> str | None:
+    """The caller's key for sticky canaries: ``X-Conveyor-Key``, else the sticky field of the
+    first record; None means a random split."""
+    for key, value in scope["headers"]:
+        if key == b"x-conveyor-key":
+            return value.decode(errors="replace")
+    if field and instances and isinstance(instances[0], dict) and field in instances[0]:
+        return str(instances[0][field])
+    return None
 
 
 def _as_text(instances: Any) -> str:

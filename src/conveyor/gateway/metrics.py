@@ -92,6 +92,17 @@ class GatewayMetrics:
             ("model", "version"),
             registry=reg,
         )
+        self.shadow = Counter(
+            "conveyor_shadow_requests",
+            "Requests mirrored to a shadow version, by its HTTP status (answered no one).",
+            (*labels, "status"),
+            registry=reg,
+        )
+        self.shadow_dropped = Counter(
+            "conveyor_shadow_dropped",
+            "Mirrored requests skipped because the shadow's queue was full.",
+            registry=reg,
+        )
         self.log_dropped = Counter(
             "conveyor_request_log_dropped",
             "Request-log rows dropped because the buffer was full.",
@@ -101,9 +112,19 @@ class GatewayMetrics:
         self._batch_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe_request(
-        self, model: str, version: int, env: str, status: int, seconds: float, rows: int
+        self,
+        model: str,
+        version: int,
+        env: str,
+        status: int,
+        seconds: float,
+        rows: int,
+        role: str = "serve",
     ) -> None:
-        """One answered request (any status)."""
+        """One answered request (any status); a shadow's copy is counted apart."""
+        if role == "shadow":
+            self.shadow.labels(model, str(version), env, str(status)).inc()
+            return
         key = (model, version, env, status)
         child = self._children.get(key)
         if child is None:

@@ -31,6 +31,31 @@ _ERROR = {
     },
 }
 _ERR_REF = {"$ref": "#/components/schemas/Error"}
+_LABEL = {"type": ["string", "number", "boolean"]}
+_LABELS = {
+    "type": "object",
+    "required": ["request_id"],
+    "additionalProperties": False,
+    "properties": {
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 40},
+        "label": _LABEL,
+        "labels": {"type": "array", "minItems": 1, "items": _LABEL},
+    },
+    "oneOf": [{"required": ["label"]}, {"required": ["labels"]}],
+}
+_FEEDBACK = {
+    "oneOf": [
+        _LABELS,
+        {
+            "type": "object",
+            "required": ["feedback"],
+            "additionalProperties": False,
+            "properties": {
+                "feedback": {"type": "array", "minItems": 1, "maxItems": 10_000, "items": _LABELS}
+            },
+        },
+    ]
+}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -102,18 +127,16 @@ def _predict_schemas(name: str, signature: dict[str, Any], max_rows: int) -> dic
     }
     if output.get("classes") is not None:
         response["properties"]["classes"] = {"type": "array"}
+    # One request is all records or all arrays: the gateway reads the first row to decide.
+    rows = [
+        {"type": "array", "minItems": 1, "maxItems": max_rows, "items": item}
+        for item in (record, array)
+    ]
     request = {
         "type": "object",
         "required": ["instances"],
         "additionalProperties": False,
-        "properties": {
-            "instances": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": max_rows,
-                "items": {"oneOf": [record, array]},
-            }
-        },
+        "properties": {"instances": {"oneOf": rows}},
     }
     return {"request": request, "response": response}
 
@@ -127,14 +150,8 @@ def openapi_document(
     """The document for ``{model: (signature, environments)}``."""
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Error": _ERROR}
-    env_header = {
-        "name": "x-conveyor-env",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "The environment to ask (as ?env=).",
-    }
     for name, (signature, envs) in sorted(models.items()):
+        env_schema = {"type": "string", "enum": sorted(envs)}
         parts = _predict_schemas(name, signature, max_rows)
         key = _schema_key(name)
         schemas[f"{key}Request"] = parts["request"]
@@ -144,13 +161,14 @@ def openapi_document(
                 "summary": f"Predict with {name}",
                 "operationId": f"predict_{key}",
                 "parameters": [
+                    {"name": "env", "in": "query", "required": False, "schema": env_schema},
                     {
-                        "name": "env",
-                        "in": "query",
+                        "name": "x-conveyor-env",
+                        "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "enum": sorted(envs)},
+                        "schema": env_schema,
+                        "description": "The environment to ask (as ?env=, which wins).",
                     },
-                    env_header,
                 ],
                 "requestBody": {
                     "required": True,
@@ -196,7 +214,10 @@ def openapi_document(
             "summary": "Ground-truth labels for logged requests",
             "operationId": "feedback",
             "security": [{"bearer": []}],
-            "requestBody": {"required": True, "content": _json_object()},
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _FEEDBACK}},
+            },
             "responses": {
                 "200": {"description": "Stored.", "content": _json_object()},
                 **_errors(400, 401, 403, 413, 422),
@@ -251,7 +272,7 @@ def docs_page(document: dict[str, Any]) -> str:
     for key, schema in document["components"]["schemas"].items():
         if not key.endswith("Request"):
             continue
-        record = schema["properties"]["instances"]["items"]["oneOf"][0]
+        record = schema["properties"]["instances"]["oneOf"][0]["items"]
         items = "".join(
             f"<li><code>{html.escape(n)}</code>: {html.escape(_describe(s))}</li>"
             for n, s in record["properties"].items()

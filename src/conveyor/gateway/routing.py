@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,7 @@ from conveyor.gateway.batching import Batcher
 from conveyor.gateway.runtime import Served
 from conveyor.store import models as m
 
-__all__ = ["Route", "Router", "Watcher", "read_desired"]
+__all__ = ["Route", "Router", "Split", "Watcher", "read_desired"]
 
 log = logging.getLogger("conveyor.gateway")
 
@@ -32,16 +34,41 @@ RETRY_FAILED_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
+class Split:
+    """What a ``traffic`` row asks beside the alias: a canary share, a shadow, a warm version."""
+
+    mode: str  # canary | shadow | warm
+    version: int
+    weight: float = 0.0  # percent of requests (canary)
+    sticky: str | None = None
+
+
+@dataclass(frozen=True)
 class Route:
-    """An environment's traffic for one model: the version that answers it."""
+    """An environment's traffic for one model: the stable version, and a canary or a shadow."""
 
     model: str
     environment: str
     batcher: Batcher
+    candidate: Batcher | None = None
+    weight: float = 0.0
+    shadow: Batcher | None = None
+    sticky: str | None = None
 
     @property
     def served(self) -> Served:
         return self.batcher.served
+
+    def pick(self, key: str | None) -> Batcher:
+        """The batcher for one request: the canary for ``weight`` percent of requests (the same
+        ones for the same ``key``), the stable version otherwise."""
+        if self.candidate is None:
+            return self.batcher
+        if key is not None:
+            bucket = (zlib.crc32(key.encode()) % 10_000) / 100.0
+        else:
+            bucket = random.random() * 100.0
+        return self.candidate if bucket < self.weight else self.batcher
 
 
 @dataclass
@@ -53,6 +80,7 @@ class Router:
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
     batchers: dict[tuple[str, int], Batcher] = field(default_factory=dict)
     desired: dict[tuple[str, str], int] = field(default_factory=dict)
+    splits: dict[tuple[str, str], Split] = field(default_factory=dict)
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
     synced: bool = False
     loaded_keys: frozenset[tuple[str, int]] = frozenset()
@@ -68,8 +96,14 @@ class Router:
         desired: dict[tuple[str, str], int],
         loaded: dict[tuple[str, int], Served],
         failed: dict[tuple[str, int], str],
+        splits: dict[tuple[str, str], Split] | None = None,
     ) -> None:
-        """Switch to ``desired`` where its versions are loaded; keep old routes elsewhere."""
+        """Switch to ``desired`` where its versions are loaded; keep old routes elsewhere.
+
+        A split whose version is not loaded is left out: its traffic stays on the stable
+        version until the candidate is ready, never on a version that cannot answer.
+        """
+        splits = splits or {}
         for key, served in loaded.items():
             if key not in self.batchers:
                 self.batchers[key] = self.make_batcher(served)
@@ -81,16 +115,29 @@ class Router:
                 if old is not None:
                     routes[(model, env)] = old
                 continue
-            if old is not None and old.batcher is batcher:
+            split = splits.get((model, env))
+            extra = self.batchers.get((model, split.version)) if split else None
+            route = Route(
+                model,
+                env,
+                batcher,
+                candidate=extra if split and split.mode == "canary" else None,
+                weight=split.weight if split and split.mode == "canary" else 0.0,
+                shadow=extra if split and split.mode == "shadow" else None,
+                sticky=split.sticky if split else None,
+            )
+            if old is not None and old == route:
                 routes[(model, env)] = old
                 continue
-            routes[(model, env)] = Route(model, env, batcher)
-            if self.on_switch is not None:
+            routes[(model, env)] = route
+            if self.on_switch is not None and (old is None or old.batcher is not batcher):
                 self.on_switch(model, env, version, old.served.version if old else None)
         self.routes = routes
         self.desired = dict(desired)
+        self.splits = dict(splits)
         self.failed = dict(failed)
         keep = {(r.model, r.served.version) for r in routes.values()}
+        keep |= {(model, s.version) for (model, _env), s in splits.items()}
         for key in [k for k in self.batchers if k not in keep]:
             del self.batchers[key]  # queued requests still hold it and finish on it
         self.loaded_keys = frozenset(self.batchers)
@@ -118,8 +165,10 @@ class Router:
         return not missing, missing
 
 
-def read_desired(store: Any, project: str) -> dict[tuple[str, str], int]:
-    """(model, environment) → version, from the aliases of this project's models."""
+def read_desired(
+    store: Any, project: str
+) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], Split]]:
+    """(model, environment) → the alias's version, and the traffic rows beside the aliases."""
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(m.Alias.model, m.Alias.alias, m.Alias.version)
@@ -130,7 +179,13 @@ def read_desired(store: Any, project: str) -> dict[tuple[str, str], int]:
             )
             .where(m.ModelVersion.project == project)
         ).all()
-    return {(model, alias): int(version) for model, alias, version in rows}
+        desired = {(model, alias): int(version) for model, alias, version in rows}
+        splits = {
+            (t.model, t.environment): Split(t.mode, int(t.version), float(t.weight), t.sticky)
+            for t in conn.execute(select(m.Traffic)).all()
+            if (t.model, t.environment) in desired
+        }
+    return desired, splits
 
 
 class Watcher:
@@ -141,7 +196,7 @@ class Watcher:
         *,
         router: Router,
         loop: asyncio.AbstractEventLoop,
-        read: Callable[[], dict[tuple[str, str], int]],
+        read: Callable[[], tuple[dict[tuple[str, str], int], dict[tuple[str, str], Split]]],
         load: Callable[[str, int], Served],
         report_failure: Callable[[str, int, str], None],
         poll_seconds: float,
@@ -186,12 +241,14 @@ class Watcher:
 
     def sync_once(self) -> None:
         """Read the store, load what is new, and hand the result to the event loop."""
-        desired = self._read()
+        desired, splits = self._read()
         self.polls += 1
         have = self.router.loaded_keys
         loaded: dict[tuple[str, int], Served] = {}
         now = time.monotonic()
-        for model, version in sorted({(model, v) for (model, _env), v in desired.items()}):
+        wanted = {(model, v) for (model, _env), v in desired.items()}
+        wanted |= {(model, s.version) for (model, _env), s in splits.items()}
+        for model, version in sorted(wanted):
             key = (model, version)
             if key in have:
                 continue
@@ -207,9 +264,12 @@ class Watcher:
                 if first:
                     log.error("model %r version %d cannot be served: %s", model, version, reason)
                     self._report(model, version, reason)
+        for key in [k for k in self._failed if k not in wanted]:
+            del self._failed[key]  # no longer asked for: no longer a failure to report
         failed = {k: v[0] for k, v in self._failed.items()}
         if (
             desired != self.router.desired
+            or splits != self.router.splits
             or loaded
             or failed != self.router.failed
             or not (self.router.synced)
@@ -218,7 +278,7 @@ class Watcher:
 
             def apply() -> None:
                 try:
-                    self.router.apply(desired, loaded, failed)
+                    self.router.apply(desired, loaded, failed, splits)
                 finally:
                     done.set()
 

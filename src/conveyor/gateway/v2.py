@@ -133,7 +133,7 @@ def _tensor(spec: Any, i: int, binary: memoryview, offset: int) -> tuple[str, np
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise _bad(f"The input {name!r} needs a shape of non-negative integers.", field=name)
-    if dtype != "BYTES" and dtype not in _NUMPY:
+    if not isinstance(dtype, str) or (dtype != "BYTES" and dtype not in _NUMPY):
         raise _bad(
             f"The input {name!r} has the datatype {dtype!r}; use BOOL, INTn, UINTn, FPn or BYTES.",
             field=name,
@@ -185,7 +185,8 @@ def _from_json(data: Any, dtype: str, count: int, name: str) -> np.ndarray:
         )
     if dtype == "BYTES":
         return np.array([_text(v, name, i) for i, v in enumerate(flat)], dtype=object)
-    want = bool if dtype == "BOOL" else (int, float)
+    # An INTn/UINTn tensor takes integers only: NumPy would quietly truncate 1.5 to 1.
+    want = bool if dtype == "BOOL" else (float, int) if dtype.startswith("FP") else int
     for i, v in enumerate(flat):
         if not isinstance(v, want) or (dtype != "BOOL" and isinstance(v, bool)):
             raise _bad(
@@ -249,10 +250,15 @@ def _columns(tensors: dict[str, np.ndarray], served: Served, max_rows: int) -> l
     missing = [n for n in names if n not in tensors]
     if missing:
         raise _bad(f"The input {missing[0]!r} is missing.", field=missing[0])
-    sizes = {tensors[n].size for n in names}
-    if len(sizes) != 1:
-        raise _bad("Every input tensor must hold the same number of rows.")
-    _check_rows(sizes.pop(), max_rows)
+    rows = tensors[names[0]].size
+    for n in names[1:]:
+        if tensors[n].size != rows:
+            raise _bad(
+                f"The input {n!r} holds {tensors[n].size} values but {names[0]!r} holds {rows}; "
+                "every input tensor must hold one value per row.",
+                field=n,
+            )
+    _check_rows(rows, max_rows)
     return [tensors[n].reshape(-1).tolist() for n in names]
 
 
@@ -284,8 +290,11 @@ def encode_response(
         known = {name for name, _a, _t in outputs}
         for spec in asked:
             name = spec.get("name") if isinstance(spec, dict) else None
-            if name not in known:
-                raise _bad(f"The output {name!r} does not exist; outputs: {', '.join(known)}.")
+            if not isinstance(name, str) or name not in known:
+                raise _bad(
+                    f"The output {name!r} does not exist; outputs: {', '.join(sorted(known))}.",
+                    field=name if isinstance(name, str) else None,
+                )
             p = spec.get("parameters") or {}
             wanted[name] = (
                 bool(p.get("binary_data", binary_default))

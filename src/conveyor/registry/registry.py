@@ -157,42 +157,53 @@ class Registry:
         """
         _check_alias(alias)
         with self.store.session() as s:
-            row = self._row(s, model, version)
-            if row.status != "registered":
-                raise RegistryError(
-                    f"Model {model!r} version {version} is {row.status}; only a registered "
-                    "version can be served."
-                )
-            current = s.get(m.Alias, (model, alias))
-            before = current.version if current is not None else None
-            if current is None:
-                s.add(m.Alias(model=model, alias=alias, version=version, updated_at=utcnow()))
-            else:
-                current.version, current.updated_at = version, utcnow()
-            self.store.add_event(
-                s,
-                "alias.moved",
-                "model",
-                model,
-                {"alias": alias, "from": before, "to": version, "reason": reason},
+            return self.move_alias(s, model, alias, version, reason=reason)
+
+    def move_alias(
+        self, s: Any, model: str, alias: str, version: int, *, reason: str = ""
+    ) -> int | None:
+        """``set_alias`` inside the caller's transaction (a release moves traffic with it)."""
+        _check_alias(alias)
+        row = self._row(s, model, version)
+        if row.status != "registered":
+            raise RegistryError(
+                f"Model {model!r} version {version} is {row.status}; only a registered "
+                "version can be served."
             )
+        current = s.get(m.Alias, (model, alias))
+        before = current.version if current is not None else None
+        if current is None:
+            s.add(m.Alias(model=model, alias=alias, version=version, updated_at=utcnow()))
+        else:
+            current.version, current.updated_at = version, utcnow()
+        self.store.add_event(
+            s,
+            "alias.moved",
+            "model",
+            model,
+            {"alias": alias, "from": before, "to": version, "reason": reason},
+        )
         return before
 
     def remove_alias(self, model: str, alias: str, *, reason: str = "") -> int | None:
         """Stop serving ``alias``; returns the version it pointed at (None if unset)."""
         with self.store.session() as s:
-            current = s.get(m.Alias, (model, alias))
-            if current is None:
-                return None
-            before = current.version
-            s.delete(current)
-            self.store.add_event(
-                s,
-                "alias.removed",
-                "model",
-                model,
-                {"alias": alias, "from": before, "reason": reason},
-            )
+            return self.unset_alias(s, model, alias, reason=reason)
+
+    def unset_alias(self, s: Any, model: str, alias: str, *, reason: str = "") -> int | None:
+        """``remove_alias`` inside the caller's transaction."""
+        current = s.get(m.Alias, (model, alias))
+        if current is None:
+            return None
+        before = current.version
+        s.delete(current)
+        self.store.add_event(
+            s,
+            "alias.removed",
+            "model",
+            model,
+            {"alias": alias, "from": before, "reason": reason},
+        )
         return before
 
     # -- reading ---------------------------------------------------------------------------

@@ -256,3 +256,58 @@ class Feedback(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     labels: Mapped[str] = mapped_column(Text)  # JSON array, one label per row of the request
     actor: Mapped[str] = mapped_column(String(200))
+
+
+class Release(Base):
+    """One move of an environment from version A to version B under a strategy.
+
+    ``active`` holds ``model@environment`` while the release is pending, running or paused and
+    NULL once it finished: its unique index is what refuses a second release for the same
+    environment, in the database, whichever process asks.
+    """
+
+    __tablename__ = "releases"
+    __table_args__ = (Index("ix_releases_model_env", "model", "environment"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(100))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    step_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    plan: Mapped[dict] = mapped_column(JSON)  # the environment's settings when it started
+    verdicts: Mapped[list] = mapped_column(JSON, default=list)
+    reason: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[str | None] = mapped_column(String(310), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Traffic(Base):
+    """What an environment sends to a version other than its alias: a canary's share, a
+    shadow's mirror, or a version kept warm for an instant rollback. No row: all to the alias."""
+
+    __tablename__ = "traffic"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(10))  # canary|shadow|warm
+    weight: Mapped[float] = mapped_column(Float, default=0.0)  # percent of requests (canary)
+    sticky: Mapped[str | None] = mapped_column(String(200))
+    release_id: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Lease(Base):
+    """A named lock with an expiry: one controller per project, taken over only once expired."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

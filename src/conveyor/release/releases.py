@@ -1,0 +1,600 @@
+"""Releases: move an environment from version A to B under a strategy, judged live, finished
+promoted or rolled back; every change of traffic written with its event in one transaction.
+
+What the gateways serve is the alias (all traffic, the stable version) plus at most one
+``traffic`` row per environment: a canary's share, a shadow's mirror, or a version kept warm
+for an instant rollback. A release changes both only here, through ``_apply``, and always
+together with the release row and an event, so no traffic state exists that no event records
+and a controller killed at any point resumes from the store.
+
+``Releases.step()`` is the one function that advances releases: ``conveyor release step`` (a CI
+job) and ``conveyor watch`` (the controller loop) both call it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from conveyor.config_deploy import EnvironmentConfig
+from conveyor.exceptions import ReleaseError, StoreError
+from conveyor.release.analysis import Verdict, collect, judge
+from conveyor.store import models as m
+from conveyor.store.metadata import as_utc
+from conveyor.store.records import utcnow
+
+__all__ = ["ACTIVE", "ReleaseView", "Releases"]
+
+ACTIVE = ("running", "paused")
+_KEEP_VERDICTS = 50
+
+
+@dataclass(frozen=True)
+class ReleaseView:
+    """A release as read from the store."""
+
+    id: str
+    model: str
+    environment: str
+    from_version: int | None
+    to_version: int
+    strategy: str
+    state: str
+    step: int
+    step_started_at: datetime
+    plan: dict
+    verdicts: list
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def weight(self) -> float:
+        """The candidate's current share of requests, in percent."""
+        if self.state == "promoted":
+            return 100.0
+        if not self.active:
+            return 0.0
+        if self.strategy == "canary":
+            steps = self.plan.get("steps") or []
+            return float(steps[min(self.step, len(steps) - 1)]["weight"]) if steps else 0.0
+        if self.strategy == "blue-green" and self.step >= 1:
+            return 100.0
+        return 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "environment": self.environment,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "strategy": self.strategy,
+            "state": self.state,
+            "step": self.step,
+            "weight": self.weight,
+            "step_started_at": self.step_started_at.isoformat(),
+            "reason": self.reason,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "last_verdict": self.verdicts[-1] if self.verdicts else None,
+        }
+
+
+def _view(row: m.Release) -> ReleaseView:
+    return ReleaseView(
+        id=row.id,
+        model=row.model,
+        environment=row.environment,
+        from_version=row.from_version,
+        to_version=row.to_version,
+        strategy=row.strategy,
+        state=row.state,
+        step=row.step,
+        step_started_at=as_utc(row.step_started_at),
+        plan=row.plan,
+        verdicts=list(row.verdicts or []),
+        reason=row.reason,
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
+        finished_at=as_utc(row.finished_at),
+    )
+
+
+class Releases:
+    """Start, advance, pause, resume, promote, abort and roll back releases over one store."""
+
+    def __init__(self, config: Any, registry: Any, *, checks: Any = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.store = registry.store
+        self._checks = checks  # callable(release) -> (ok, evidence) for smoke and tests
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, release_id: str) -> ReleaseView:
+        """Raises: ReleaseError: no release has that id."""
+        with self.store.session() as s:
+            row = s.get(m.Release, release_id)
+            if row is None:
+                raise ReleaseError(f"No release {release_id!r}; `conveyor releases` lists them.")
+            return _view(row)
+
+    def list(self, *, model: str | None = None, limit: int = 50) -> list[ReleaseView]:
+        with self.store.session() as s:
+            q = select(m.Release).order_by(m.Release.created_at.desc()).limit(limit)
+            if model:
+                q = q.where(m.Release.model == model)
+            return [_view(r) for r in s.scalars(q)]
+
+    def active(self) -> list[ReleaseView]:
+        with self.store.session() as s:
+            q = select(m.Release).where(m.Release.state.in_(ACTIVE)).order_by(m.Release.created_at)
+            return [_view(r) for r in s.scalars(q)]
+
+    def timeline(self, release_id: str) -> list[m.Event]:
+        self.get(release_id)
+        return self.store.events(entity="release", entity_id=release_id, limit=10_000)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        """The environment's settings; an environment not in ``deploy:`` is released directly."""
+        return self.config.deploy.get(name) or EnvironmentConfig()
+
+    # -- starting --------------------------------------------------------------------------
+
+    def start(self, model: str, version: int, environment: str, *, reason: str = "") -> ReleaseView:
+        """Begin moving ``environment`` to ``version`` under the environment's strategy.
+
+        Raises:
+            ReleaseError: another release of this environment is active, the version already
+                serves it, or it has not passed the environment it must pass first.
+            ModelNotFound: no such version.
+        """
+        env = self.environment(environment)
+        self.registry.version(model, version)  # raises ModelNotFound
+        if env.after is not None and not self._passed(model, version, env.after):
+            raise ReleaseError(
+                f"{model} version {version} has not passed {env.after!r} yet; deploy it there "
+                f"first (conveyor deploy {model} {version} --to {env.after}), then here."
+            )
+        now = utcnow()
+        rid = f"r{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+        try:
+            with self.store.session() as s:
+                stable = s.get(m.Alias, (model, environment))
+                before = stable.version if stable is not None else None
+                if before == version:
+                    raise ReleaseError(
+                        f"{model}@{environment} already serves version {version}; nothing to do."
+                    )
+                strategy = env.strategy if before is not None else "direct"
+                row = m.Release(
+                    id=rid,
+                    model=model,
+                    environment=environment,
+                    from_version=before,
+                    to_version=version,
+                    strategy=strategy,
+                    state="running",
+                    step=0,
+                    step_started_at=now,
+                    plan=env.model_dump(by_alias=True),
+                    verdicts=[],
+                    reason=reason or None,
+                    active=f"{model}@{environment}",
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+                s.flush()  # the unique `active` refuses a second release here
+                payload = {
+                    "model": model,
+                    "environment": environment,
+                    "from": before,
+                    "to": version,
+                    "strategy": strategy,
+                    "reason": reason,
+                }
+                if strategy != env.strategy:
+                    payload["note"] = f"nothing serves {environment} yet: released directly"
+                self._event(s, row, "release.started", payload)
+                self._enter_step(s, row, 0)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                running = self._active_for(model, environment)
+                which = f" ({running.id}, {running.state})" if running else ""
+                raise ReleaseError(
+                    f"A release of {model}@{environment} is already active{which}; finish it "
+                    "first (conveyor release abort ID, or promote/rollback)."
+                ) from None
+            raise
+        return self.get(rid)
+
+    def _passed(self, model: str, version: int, environment: str) -> bool:
+        with self.store.session() as s:
+            done = s.scalar(
+                select(m.Release.id)
+                .where(m.Release.model == model)
+                .where(m.Release.environment == environment)
+                .where(m.Release.to_version == version)
+                .where(m.Release.state == "promoted")
+                .limit(1)
+            )
+        return done is not None
+
+    def _active_for(self, model: str, environment: str) -> ReleaseView | None:
+        with self.store.session() as s:
+            row = s.scalar(select(m.Release).where(m.Release.active == f"{model}@{environment}"))
+            return _view(row) if row is not None else None
+
+    # -- the traffic each step means -------------------------------------------------------
+
+    def _enter_step(self, s: Any, row: m.Release, step: int) -> None:
+        """Set the traffic of ``step`` (and the alias where the step moves it)."""
+        row.step = step
+        row.step_started_at = row.updated_at = utcnow()
+        strategy = row.strategy
+        if strategy == "direct":
+            self.registry.move_alias(
+                s, row.model, row.environment, row.to_version, reason=f"release {row.id}"
+            )
+            self._set_traffic(s, row, None)
+            if not self._needs_checks(row):
+                self._finish(s, row, "promoted", "released directly")
+        elif strategy == "canary":
+            weight = row.plan["steps"][step]["weight"]
+            self._set_traffic(s, row, ("canary", row.to_version, weight))
+        elif strategy == "shadow":
+            self._set_traffic(s, row, ("shadow", row.to_version, 0.0))
+        elif strategy == "blue-green":
+            if step == 0:  # B loaded and warmed beside A, answering no one yet
+                self._set_traffic(s, row, ("warm", row.to_version, 0.0))
+            else:  # all traffic to B at once; A stays loaded for an instant rollback
+                self.registry.move_alias(
+                    s, row.model, row.environment, row.to_version, reason=f"release {row.id}"
+                )
+                self._set_traffic(s, row, ("warm", row.from_version, 0.0))
+
+    def _set_traffic(self, s: Any, row: m.Release, split: tuple[str, int, float] | None) -> None:
+        current = s.get(m.Traffic, (row.model, row.environment))
+        if split is None:
+            if current is not None:
+                s.delete(current)
+            self._event(s, row, "traffic.changed", {"mode": None, "version": None, "weight": 0})
+            return
+        mode, version, weight = split
+        if current is None:
+            current = m.Traffic(model=row.model, environment=row.environment)
+            s.add(current)
+        current.version, current.mode, current.weight = version, mode, weight
+        current.sticky = row.plan.get("sticky")
+        current.release_id = row.id
+        current.updated_at = utcnow()
+        self._event(s, row, "traffic.changed", {"mode": mode, "version": version, "weight": weight})
+
+    def _finish(self, s: Any, row: m.Release, state: str, why: str) -> None:
+        row.state = state
+        row.active = None
+        row.finished_at = row.updated_at = utcnow()
+        kind = {
+            "promoted": "release.promoted",
+            "rolled_back": "release.rolled_back",
+            "aborted": "release.aborted",
+            "failed": "release.failed",
+        }[state]
+        self._event(s, row, kind, {"why": why, "step": row.step})
+
+    def _event(self, s: Any, row: m.Release, kind: str, payload: dict[str, Any]) -> None:
+        self.store.add_event(
+            s,
+            kind,
+            "release",
+            row.id,
+            {"model": row.model, "environment": row.environment, **payload},
+        )
+
+    def _needs_checks(self, row: m.Release) -> bool:
+        return bool(row.plan.get("smoke") or row.plan.get("tests"))
+
+    # -- advancing -------------------------------------------------------------------------
+
+    def step(self, release_id: str | None = None, *, now: datetime | None = None) -> list[dict]:
+        """Advance every active release (or one) as far as its analysis allows right now.
+
+        Returns one outcome per release looked at: its id, what happened, and the verdict.
+        """
+        targets = [self.get(release_id)] if release_id else self.active()
+        return [self._advance(r, now or utcnow()) for r in targets if r.active]
+
+    def _advance(self, view: ReleaseView, now: datetime) -> dict[str, Any]:
+        if view.state == "paused":
+            return {"id": view.id, "action": "paused"}
+        strategy = view.strategy
+        if strategy == "direct":
+            return self._direct_checks(view)
+        if strategy == "blue-green":
+            return self._blue_green(view, now)
+        verdict = self._analyse(view)
+        elapsed = (now - view.step_started_at).total_seconds()
+        if verdict.decision == "rollback":
+            return self._transition(view, "rolled_back", verdict.summary, verdict)
+        if strategy == "shadow":
+            if elapsed < view.plan["duration"] or verdict.decision == "wait":
+                return self._note(view, "wait", verdict)
+            return self._transition(view, "promoted", verdict.summary, verdict)
+        steps = view.plan["steps"]
+        if elapsed < steps[view.step]["for"]:
+            return self._note(view, "wait", verdict)
+        if verdict.decision == "wait":
+            return self._note(view, "wait", verdict)
+        if view.step + 1 < len(steps):
+            return self._transition(view, "next", verdict.summary, verdict)
+        return self._transition(view, "promoted", verdict.summary, verdict)
+
+    def _analyse(self, view: ReleaseView) -> Verdict:
+        env = self.environment(view.environment)
+        analysis = env.analysis
+        if view.plan.get("analysis"):
+            from conveyor.config_deploy import AnalysisConfig
+
+            analysis = AnalysisConfig.model_validate(view.plan["analysis"])
+        a, b = view.from_version, view.to_version
+        if view.strategy == "shadow":  # B answered copies; A's own answers pair with them
+            sides = collect(
+                self.store,
+                view.model,
+                view.environment,
+                view.step_started_at,
+                [(a, "serve"), (b, "shadow")],
+            )
+            return judge(sides[(a, "serve")], sides[(b, "shadow")], analysis)
+        sides = collect(
+            self.store,
+            view.model,
+            view.environment,
+            view.step_started_at,
+            [(a, "serve"), (b, "serve"), (a, "shadow")],
+        )
+        return judge(sides[(a, "serve")], sides[(b, "serve")], analysis, sides[(a, "shadow")])
+
+    def _direct_checks(self, view: ReleaseView) -> dict[str, Any]:
+        if self._checks is None:
+            return {"id": view.id, "action": "wait", "why": "checks need a gateway to run against"}
+        ok, evidence = self._checks(view)
+        if ok is None:  # the gateway does not serve it yet: judge later
+            return {"id": view.id, "action": "wait", "why": evidence.get("summary", "")}
+        state = "promoted" if ok else "rolled_back"
+        return self._transition(view, state, evidence.get("summary", ""), None, evidence)
+
+    def _blue_green(self, view: ReleaseView, now: datetime) -> dict[str, Any]:
+        elapsed = (now - view.step_started_at).total_seconds()
+        if view.step == 0:
+            if self._checks is not None and self._needs_checks_view(view):
+                ok, evidence = self._checks(view)
+                if ok is None:
+                    return {"id": view.id, "action": "wait", "why": evidence["summary"]}
+                if not ok:
+                    return self._transition(
+                        view, "rolled_back", evidence["summary"], None, evidence
+                    )
+            if elapsed < view.plan.get("duration", 0.0):
+                return {"id": view.id, "action": "wait", "why": "warming before the switch"}
+            return self._transition(view, "next", "switched all traffic", None)
+        # after the switch: B alone serves; A is kept warm until keep_warm has passed
+        analysis = self.environment(view.environment).analysis
+        side = collect(
+            self.store,
+            view.model,
+            view.environment,
+            view.step_started_at,
+            [(view.to_version, "serve")],
+        )[(view.to_version, "serve")]
+        if side.requests >= analysis.min_requests and side.error_rate > analysis.max_error_rate:
+            why = (
+                f"error rate {side.error_rate:.4f} over {analysis.max_error_rate} on "
+                f"{side.requests} requests after the switch"
+            )
+            return self._transition(view, "rolled_back", why, None, {"candidate": side.summary()})
+        if elapsed < view.plan.get("keep_warm", 600.0):
+            return {"id": view.id, "action": "wait", "why": "keeping the old version warm"}
+        return self._transition(
+            view, "promoted", "kept warm long enough; old version unloaded", None
+        )
+
+    def _needs_checks_view(self, view: ReleaseView) -> bool:
+        return bool(view.plan.get("smoke") or view.plan.get("tests"))
+
+    def _note(self, view: ReleaseView, action: str, verdict: Verdict) -> dict[str, Any]:
+        """Keep the latest verdict on the release (not an event: nothing changed)."""
+        with self.store.session() as s:
+            row = s.get(m.Release, view.id)
+            if row is not None and row.state in ACTIVE:
+                row.verdicts = [
+                    *list(row.verdicts or [])[-_KEEP_VERDICTS + 1 :],
+                    {"at": utcnow().isoformat(), **verdict.to_dict()},
+                ]
+                row.updated_at = utcnow()
+        return {"id": view.id, "action": action, "verdict": verdict.to_dict()}
+
+    def _transition(
+        self,
+        view: ReleaseView,
+        action: str,
+        why: str,
+        verdict: Verdict | None,
+        evidence: dict | None = None,
+    ) -> dict[str, Any]:
+        with self.store.session() as s:
+            row = s.get(m.Release, view.id)
+            if row is None or row.state not in ACTIVE or row.step != view.step:
+                return {"id": view.id, "action": "skipped", "why": "changed meanwhile"}
+            if verdict is not None:
+                row.verdicts = [
+                    *list(row.verdicts or [])[-_KEEP_VERDICTS + 1 :],
+                    {"at": utcnow().isoformat(), **verdict.to_dict()},
+                ]
+            detail = {
+                "why": why,
+                "verdict": verdict.to_dict() if verdict else None,
+                "evidence": evidence,
+            }
+            if action == "next":
+                self._event(s, row, "release.stepped", {"from_step": row.step, **detail})
+                self._enter_step(s, row, row.step + 1)
+            elif action == "promoted":
+                self._promote(s, row, why, detail)
+            elif action == "rolled_back":
+                self._rollback_row(s, row, why, detail)
+        return {
+            "id": view.id,
+            "action": action,
+            "why": why,
+            "verdict": verdict.to_dict() if verdict else None,
+        }
+
+    def _promote(self, s: Any, row: m.Release, why: str, detail: dict | None = None) -> None:
+        alias = s.get(m.Alias, (row.model, row.environment))
+        if alias is None or alias.version != row.to_version:
+            self.registry.move_alias(
+                s, row.model, row.environment, row.to_version, reason=f"release {row.id}"
+            )
+        self._set_traffic(s, row, None)
+        if detail:
+            self._event(s, row, "release.analysis", detail)
+        self._finish(s, row, "promoted", why)
+
+    def _rollback_row(self, s: Any, row: m.Release, why: str, detail: dict | None = None) -> None:
+        alias = s.get(m.Alias, (row.model, row.environment))
+        if row.from_version is not None and (alias is None or alias.version != row.from_version):
+            self.registry.move_alias(
+                s,
+                row.model,
+                row.environment,
+                row.from_version,
+                reason=f"rollback of release {row.id}",
+            )
+        elif row.from_version is None and alias is not None:
+            self.registry.unset_alias(
+                s, row.model, row.environment, reason=f"rollback of release {row.id}"
+            )
+        self._set_traffic(s, row, None)
+        if detail:
+            self._event(s, row, "release.analysis", detail)
+        self._finish(s, row, "rolled_back", why)
+
+    # -- by hand ---------------------------------------------------------------------------
+
+    def pause(self, release_id: str, reason: str = "") -> ReleaseView:
+        return self._hand(release_id, "pause", reason)
+
+    def resume(self, release_id: str, reason: str = "") -> ReleaseView:
+        return self._hand(release_id, "resume", reason)
+
+    def promote(self, release_id: str, reason: str = "") -> ReleaseView:
+        return self._hand(release_id, "promote", reason)
+
+    def abort(self, release_id: str, reason: str = "") -> ReleaseView:
+        return self._hand(release_id, "abort", reason)
+
+    def _hand(self, release_id: str, what: str, reason: str) -> ReleaseView:
+        with self.store.session() as s:
+            row = s.get(m.Release, release_id)
+            if row is None:
+                raise ReleaseError(f"No release {release_id!r}; `conveyor releases` lists them.")
+            if row.state not in ACTIVE:
+                raise ReleaseError(f"Release {release_id} is {row.state}; it cannot {what}.")
+            why = reason or f"{what} by hand"
+            if what == "pause":
+                if row.state == "paused":
+                    raise ReleaseError(f"Release {release_id} is already paused.")
+                row.state, row.updated_at = "paused", utcnow()
+                self._event(s, row, "release.paused", {"why": why})
+            elif what == "resume":
+                if row.state != "paused":
+                    raise ReleaseError(f"Release {release_id} is not paused.")
+                row.state, row.updated_at = "running", utcnow()
+                # the step's clock restarts: its duration is of observed traffic
+                row.step_started_at = utcnow()
+                self._event(s, row, "release.resumed", {"why": why})
+            elif what == "promote":
+                self._promote(s, row, why)
+            else:  # abort: back to A, like a rollback, but by decision rather than evidence
+                self._rollback_row(s, row, why)
+                row.state = "aborted"
+                self._event(s, row, "release.aborted", {"why": why})
+        return self.get(release_id)
+
+    def rollback(self, model: str, environment: str, *, reason: str = "") -> dict[str, Any]:
+        """Put ``environment`` back on its previous version, alias and traffic together.
+
+        An active release is rolled back (A was serving, or is kept warm); otherwise the alias
+        returns to the version it pointed at before its last move.
+
+        Raises:
+            ReleaseError: nothing to roll back to.
+        """
+        why = reason or "rollback by hand"
+        with self.store.session() as s:
+            row = s.scalar(select(m.Release).where(m.Release.active == f"{model}@{environment}"))
+            if row is not None:
+                self._rollback_row(s, row, why)
+                return {
+                    "release": row.id,
+                    "model": model,
+                    "environment": environment,
+                    "version": row.from_version,
+                }
+            alias = s.get(m.Alias, (model, environment))
+            if alias is None:
+                raise ReleaseError(f"{model}@{environment} serves nothing; nothing to roll back.")
+            previous = self._previous(s, model, environment, alias.version)
+            if previous is None:
+                raise ReleaseError(
+                    f"{model}@{environment} has served only version {alias.version}; there is no "
+                    "earlier version to roll back to."
+                )
+            self.registry.move_alias(s, model, environment, previous, reason=why)
+            traffic = s.get(m.Traffic, (model, environment))
+            if traffic is not None:
+                s.delete(traffic)
+            self.store.add_event(
+                s,
+                "environment.rolled_back",
+                "model",
+                model,
+                {"environment": environment, "from": alias.version, "to": previous, "why": why},
+            )
+            return {
+                "release": None,
+                "model": model,
+                "environment": environment,
+                "version": previous,
+            }
+
+    def _previous(self, s: Any, model: str, environment: str, current: int) -> int | None:
+        events = s.scalars(
+            select(m.Event)
+            .where(m.Event.kind == "alias.moved")
+            .where(m.Event.entity == "model")
+            .where(m.Event.entity_id == model)
+            .order_by(m.Event.id.desc())
+            .limit(500)
+        )
+        for event in events:
+            payload = event.payload or {}
+            if payload.get("alias") == environment and payload.get("to") == current:
+                before = payload.get("from")
+                if before is not None and before != current:
+                    return int(before)
+        return None
