@@ -590,7 +590,7 @@ def _event_dict(event) -> dict:
 
 @release_app.command("show")
 def release_show(
-    release_id: Annotated[str, typer.Argument(metavar="ID", help="Release id.")],
+    release_id: Annotated[str, typer.Argument(metavar="RELEASE_ID", help="Release id.")],
     json_out: JsonOpt = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -613,7 +613,8 @@ def release_show(
 @release_app.command("step")
 def release_step(
     release_id: Annotated[
-        str | None, typer.Argument(metavar="[ID]", help="One release (default: every active).")
+        str | None,
+        typer.Argument(metavar="[RELEASE_ID]", help="One release (default: every active)."),
     ] = None,
     url: UrlOpt = None,
     json_out: JsonOpt = False,
@@ -634,7 +635,7 @@ def release_step(
 
 def _by_hand(action: str):
     def command(
-        release_id: Annotated[str, typer.Argument(metavar="ID", help="Release id.")],
+        release_id: Annotated[str, typer.Argument(metavar="RELEASE_ID", help="Release id.")],
         reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
         project: ProjectOpt = None,
     ) -> None:
