@@ -37,6 +37,7 @@ from conveyor.config_graph import (
     upstream_map,
     upstream_of,
 )
+from conveyor.config_monitor import MonitorConfig
 from conveyor.config_yaml import (
     YamlPath,
     format_location,
@@ -511,6 +512,7 @@ class ProjectConfig(_Model):
     gates: list[GateConfig] = Field(default_factory=list)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     deploy: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+    monitor: MonitorConfig | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
