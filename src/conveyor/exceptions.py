@@ -24,6 +24,7 @@ them (as ``Error: ...``) and picks the exit code.
     ├── InvalidInput           a row does not fit a model's signature (names field and row)
     ├── GatewayError           the gateway cannot start as configured (token, address)
     ├── ReleaseError           a release cannot start or move (another runs, wrong state)
+    ├── MonitorError           monitoring cannot run (nothing routed, no reference)
     ├── GateError              a gate cannot be evaluated (a missing metric, a bad column)
     ├── GatesFailed            the candidate failed at least one gate (exit code 3)
     └── ExportError            a CI or deployment file cannot be written
@@ -149,6 +150,10 @@ class GatewayError(ConveyorError):
 
 class ReleaseError(ConveyorError):
     """A release cannot start or change state as asked (another one runs, no such release)."""
+
+
+class MonitorError(ConveyorError):
+    """Monitoring cannot run as asked: nothing routed, no reference, an unknown model."""
 
 
 class GateError(ConveyorError):
