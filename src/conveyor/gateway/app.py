@@ -463,6 +463,13 @@ class Gateway:
             )
 
     def _no_route(self, name: str, env: str) -> HttpError:
+        if not self.router.synced:  # this worker has not read the store yet: not "no model"
+            return HttpError(
+                503,
+                "not_ready",
+                "The gateway is still reading the store and loading models; retry shortly.",
+                headers=[(b"retry-after", b"1")],
+            )
         envs = sorted(e for (m, e) in self.router.desired if m == name)
         if not envs:
             known = ", ".join(self.router.models()) or "none yet"
@@ -520,7 +527,7 @@ class Gateway:
         self, scope: dict, receive: Any, rid: str, start: float, parts: list[str], method: str
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         n = len(parts)
-        if n == 1 and parts[0] == "":
+        if n == 0 or (n == 1 and parts[0] == ""):
             _allow(method, "GET")
             return _ok({"name": "conveyor", "version": "1", "extensions": ["binary_tensor_data"]})
         if n == 2 and parts[0] == "health" and parts[1] in ("live", "ready"):
@@ -601,6 +608,9 @@ class Gateway:
             return 200, payload, headers
         except (HttpError, InvalidInput) as exc:
             status = getattr(exc, "status", 422)
+            raise
+        except Exception:
+            status = 500
             raise
         finally:
             env = route.environment

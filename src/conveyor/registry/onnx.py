@@ -176,7 +176,8 @@ class OnnxModel:
         """The feed for a float matrix whose columns are ``input_names`` (matrix layout)."""
         import numpy as np
 
-        return {self._feed_names[0]: np.asarray(block, dtype=np.float32)}
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, as the tree reads it
+            return {self._feed_names[0]: np.asarray(block, dtype=np.float32)}
 
     def feed_columns(self, arrays: list[Any]) -> dict[str, Any]:
         """The feed for one array per ``input_names`` column, as the signature converts them."""
