@@ -183,6 +183,7 @@ def test_init_writes_the_example_into_an_empty_folder_and_lists_its_files(loans_
         "  loans/steps.py\n"
         "  data/loans.parquet\n"
         "  schemas/loans.yaml\n"
+        "  smoke/loans.jsonl\n"
         "  requirements.txt\n"
         "  .gitignore\n"
         f"Next: cd {root} && conveyor run\n"
@@ -218,6 +219,7 @@ def test_init_refuses_an_existing_project_and_force_rewrites_only_the_example(lo
         "  loans/steps.py",
         "  data/loans.parquet",
         "  schemas/loans.yaml",
+        "  smoke/loans.jsonl",
         f"Next: cd {loans} && conveyor run",
     ]
     assert "max_iter: 200" in config.read_text()

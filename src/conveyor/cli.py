@@ -660,9 +660,41 @@ for _action in ("pause", "resume", "promote", "abort"):
     release_app.command(_action)(_by_hand(_action))
 
 
+def _describe_act(act: dict) -> str:
+    kind = act.get("act")
+    if kind == "release":
+        return f"release {act['id']}: {act['action']}  {act.get('why') or ''}".rstrip()
+    if kind == "release_started":
+        return (
+            f"release {act['id']}: started, v{act['version']} to {act['environment']} "
+            f"({act['strategy']})"
+        )
+    if kind == "retrained":
+        what = (
+            f"registered v{act['version']}"
+            if act.get("version") and not act.get("already_registered")
+            else (
+                "refused: " + ", ".join(act["failed_gates"])
+                if act["failed_gates"]
+                else "no new version"
+            )
+        )
+        return f"retrained ({'; '.join(act['causes'])}): {what}"
+    if kind == "retrain_skipped":
+        return f"retraining held back ({'; '.join(act['causes'])}): {act['why']}"
+    if kind == "retrain_failed":
+        return f"retraining failed ({'; '.join(act['causes'])}): {act['error']}"
+    if kind == "alert":
+        return f"alert {act.get('name')}: {act.get('state')}  {act.get('summary') or ''}".rstrip()
+    return str(act)
+
+
 @app.command()
 def watch(
     interval: Annotated[float, typer.Option(help="Seconds between turns.")] = 1.0,
+    monitor_every: Annotated[
+        float, typer.Option(help="Seconds between monitoring reports and alert checks.")
+    ] = 30.0,
     once: Annotated[bool, typer.Option(help="One turn, then exit.")] = False,
     url: UrlOpt = None,
     project: ProjectOpt = None,
@@ -686,6 +718,7 @@ def watch(
             config,
             checks=GatewayChecks(config.root, gateway),
             interval=interval,
+            monitor_every=monitor_every,
             once=once,
             stop=stop,
             report=lambda o: typer.echo(f"{o['id']}: {o['action']}  {o.get('why') or ''}".rstrip()),

@@ -12,7 +12,7 @@ monitor:
     - {name: errors, when: {error_rate: 0.05}}
     - {name: slow, when: {p99_ms: 100}}
   retrain:
-    on: [new_data, drift, quality, {schedule: "0 3 * * 0"}]
+    triggers: [new_data, drift, quality, {schedule: "0 3 * * 0"}]
     cooldown: 1h
     min_new_rows: 1000
     max_runs_per_day: 4
@@ -133,7 +133,7 @@ class AlertRule(_Strict):
 class RetrainConfig(_Strict):
     """What starts the pipeline by itself, and the guardrails that hold it back."""
 
-    on: list[Any] = Field(default_factory=list)
+    triggers: list[Any] = Field(default_factory=list)
     cooldown: float = 3600.0
     min_new_rows: int = Field(default=1, ge=0)
     min_labels: int = Field(default=0, ge=0)
@@ -145,7 +145,7 @@ class RetrainConfig(_Strict):
     def _cooldown(cls, value: Any) -> float:
         return parse_duration(value)
 
-    @field_validator("on")
+    @field_validator("triggers")
     @classmethod
     def _triggers(cls, value: list[Any]) -> list[Any]:
         for item in value:

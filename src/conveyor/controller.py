@@ -1,10 +1,17 @@
-"""`conveyor watch`: the reconcile loop that keeps releases moving without a human.
+"""`conveyor watch`: the reconcile loop that keeps a good model in production by itself.
 
-One controller per project at a time: it holds a lease in the store (renewed every turn,
-taken over by another controller only after it expired), so two `conveyor watch` processes
-never act twice. Everything it does goes through the same functions the CLI calls
-(``Releases.step()``), and everything it changes is an event; its own state is all in the
-store, so it can be killed and restarted at any moment.
+Each turn it (1) advances releases (``Releases.step``), (2) every ``monitor_every`` seconds
+builds the monitoring report of the watched environment, fires or resolves alerts and writes
+the metrics file, (3) looks at the retraining triggers (new data, drift, a quality alert, a
+cron schedule), and when one holds and the guardrails allow it (cooldown, a minimum of new
+rows, a maximum of runs per day) runs the same CI job as `conveyor ci`, and (4) starts the
+releases the store calls for: the newest registered version to the first environments, and a
+version promoted in an environment to those that come ``after`` it.
+
+One controller per project holds a lease in the store. Every act is an event carrying its
+cause, and every decision is re-derived from the store each turn (a release row exists or it
+does not; a retrain started or it did not), so the controller can be killed and restarted at
+any moment without losing or doubling an action.
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.exceptions import ReleaseError, StoreError
+from conveyor.exceptions import ConveyorError, ReleaseError, StoreError
 from conveyor.store import models as m
+from conveyor.store.metadata import as_utc
 from conveyor.store.records import utcnow
 
-__all__ = ["ControllerBusy", "Lease", "run_controller"]
+__all__ = ["Controller", "ControllerBusy", "Lease", "run_controller"]
 
 log = logging.getLogger("conveyor.controller")
 
@@ -55,11 +65,7 @@ class Lease:
                 if row is None:
                     s.add(m.Lease(name=self.name, holder=self.holder, expires_at=until))
                     return
-                expires = (
-                    row.expires_at
-                    if row.expires_at.tzinfo
-                    else row.expires_at.replace(tzinfo=now.tzinfo)
-                )
+                expires = as_utc(row.expires_at)
                 if row.holder != self.holder and expires > now:
                     raise ControllerBusy(
                         f"Another controller ({row.holder}) runs this project until "
@@ -78,40 +84,382 @@ class Lease:
                 s.delete(row)
 
 
+class Controller:
+    """One project's loop; ``turn()`` does one pass, ``run()`` repeats it under the lease."""
+
+    def __init__(
+        self,
+        config: Any,
+        registry: Any,
+        *,
+        checks: Any = None,
+        monitor_every: float = 30.0,
+        report: Callable[[dict], None] | None = None,
+        ci_reports: Path | None = None,
+    ) -> None:
+        from conveyor.release.releases import Releases
+
+        self.config = config
+        self.registry = registry
+        self.store = registry.store
+        self.releases = Releases(config, registry, checks=checks)
+        self.monitor_every = monitor_every
+        self._report = report or (lambda _o: None)
+        self._last_monitor: datetime | None = None
+        self.last_report: dict | None = None
+        self._alerter: Any = None
+        self.ci_reports = ci_reports or Path(config.root) / ".conveyor" / "reports"
+
+    # -- one turn --------------------------------------------------------------------------
+
+    def turn(self, now: datetime | None = None) -> list[dict]:
+        """Releases, monitoring, triggers and new releases, once; returns what happened."""
+        now = now or utcnow()
+        done: list[dict] = []
+        for outcome in self.releases.step(now=now):
+            if outcome.get("action") not in ("wait", "paused"):
+                done.append({"act": "release", **outcome})
+        if self.config.monitor is not None and self._due(now):
+            done += self._monitor(now)
+        if self.config.model is not None and self.config.monitor is not None:
+            done += self._retrain(now)
+        if self.config.model is not None and self.config.deploy:
+            done += self._start_releases()
+        for item in done:
+            self._report(item)
+        return done
+
+    def _due(self, now: datetime) -> bool:
+        if self._last_monitor is None or (now - self._last_monitor).total_seconds() >= (
+            self.monitor_every
+        ):
+            self._last_monitor = now
+            return True
+        return False
+
+    # -- monitoring and alerts -------------------------------------------------------------
+
+    def _monitor(self, now: datetime) -> list[dict]:
+        from conveyor.monitor.alerts import Alerter, evaluate
+        from conveyor.monitor.report import monitor_report, prometheus_text
+
+        monitor = self.config.monitor
+        model = self.config.model.name if self.config.model else None
+        if model is None or self.registry.alias(model, monitor.environment) is None:
+            return []
+        try:
+            report = monitor_report(self.config, self.registry, now=now)
+        except ConveyorError as exc:
+            log.warning("monitoring skipped: %s", exc)
+            return []
+        self.last_report = report
+        _write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", prometheus_text(report))
+        if not monitor.alerts:
+            return []
+        if self._alerter is None:
+            self._alerter = Alerter(
+                self.store,
+                monitor.alerts,
+                project=self.config.project,
+                model=model,
+                environment=monitor.environment,
+            )
+        changes = self._alerter.process(evaluate(monitor.alerts, report), report)
+        return [{"act": "alert", **c} for c in changes]
+
+    # -- retraining ------------------------------------------------------------------------
+
+    def _retrain(self, now: datetime) -> list[dict]:
+        retrain = self.config.monitor.retrain
+        if not retrain.triggers:
+            return []
+        causes, hashes, new_rows = self._causes(now)
+        if not causes:
+            return []
+        held = self._guardrail(now, causes, new_rows)
+        if held is not None:
+            return self._skipped(causes, held)
+        return self._run_ci(causes, hashes)
+
+    def _causes(self, now: datetime) -> tuple[list[str], dict[str, str], int | None]:
+        retrain = self.config.monitor.retrain
+        causes: list[str] = []
+        hashes, new_rows = self._source_hashes(), None
+        last = self._last_event("controller.retrain_started")
+        last_hashes = (last.payload or {}).get("sources", {}) if last is not None else {}
+        if "new_data" in retrain.triggers:
+            trained = self._trained_hashes()
+            changed = [n for n, h in hashes.items() if trained.get(n) not in (None, h)]
+            if changed and hashes != last_hashes:
+                causes.append("new_data: " + ", ".join(changed))
+                new_rows = self._new_rows(changed)
+        report = self.last_report
+        if report is not None and report.get("enough"):
+            drift = report.get("drift") or {}
+            if "drift" in retrain.triggers and drift.get("drifted_overall"):
+                share = drift.get("share_drifted", 0.0)
+                causes.append(f"drift: {share:.0%} of features ({', '.join(drift['drifted'])})")
+            if "quality" in retrain.triggers and self._quality_alert_firing():
+                causes.append("quality: a live-metric alert fires")
+        for item in retrain.triggers:
+            if isinstance(item, dict) and "schedule" in item:
+                from croniter import croniter
+
+                since = as_utc(last.at) if last is not None else now - timedelta(days=1)
+                due = croniter(item["schedule"], since).get_next(datetime)
+                if due <= now:
+                    causes.append(f"schedule: {item['schedule']} (due {due:%Y-%m-%d %H:%M})")
+        return causes, hashes, new_rows
+
+    def _guardrail(self, now: datetime, causes: list[str], new_rows: int | None) -> str | None:
+        retrain = self.config.monitor.retrain
+        last = self._last_event("controller.retrain_started")
+        if last is not None:
+            waited = (now - as_utc(last.at)).total_seconds()
+            if waited < retrain.cooldown:
+                return f"cooldown: last retraining {waited:.0f}s ago, wait {retrain.cooldown:.0f}s"
+        with self.store.session() as s:
+            runs = s.scalar(
+                select(func.count(m.Event.id))
+                .where(m.Event.kind == "controller.retrain_started")
+                .where(m.Event.entity_id == self.config.project)
+                .where(m.Event.at >= now - timedelta(days=1))
+            )
+        if runs >= retrain.max_runs_per_day:
+            return f"max_runs_per_day: {runs} retrainings in the last 24 h"
+        only_new_data = all(c.startswith("new_data") for c in causes)
+        if only_new_data and new_rows is not None and new_rows < retrain.min_new_rows:
+            return f"min_new_rows: {new_rows} new rows, need {retrain.min_new_rows}"
+        return None
+
+    def _skipped(self, causes: list[str], why: str) -> list[dict]:
+        last = self._last_event("controller.retrain_skipped")
+        payload = {"causes": causes, "why": why.split(":")[0]}
+        if last is not None and {k: (last.payload or {}).get(k) for k in payload} == payload:
+            return []  # the same reason as last time: recorded once
+        self._event("controller.retrain_skipped", {**payload, "detail": why})
+        return [{"act": "retrain_skipped", "causes": causes, "why": why}]
+
+    def _run_ci(self, causes: list[str], hashes: dict[str, str]) -> list[dict]:
+        from conveyor.ci import run_ci
+
+        self._event("controller.retrain_started", {"causes": causes, "sources": hashes})
+        stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+        try:
+            outcome = run_ci(self.config, report_path=self.ci_reports / f"ci-{stamp}.md")
+        except ConveyorError as exc:
+            self._event("controller.retrain_failed", {"causes": causes, "error": str(exc)})
+            return [{"act": "retrain_failed", "causes": causes, "error": str(exc)}]
+        result = {
+            "causes": causes,
+            "run_id": outcome.run_id,
+            "passed": outcome.passed,
+            "version": outcome.version,
+            "already_registered": outcome.already_registered,
+            "failed_gates": [g["name"] for g in outcome.failed_gates],
+        }
+        self._event("controller.retrain_finished", result)
+        return [{"act": "retrained", **result}]
+
+    def _source_hashes(self) -> dict[str, str]:
+        from conveyor.pipeline.plan import Context, snapshot_sources
+
+        ctx = Context(self.config)
+        try:
+            snaps, _ = snapshot_sources(ctx, list(self.config.data))
+        finally:
+            ctx.close()
+        return {name: snap["content_hash"] for name, snap in snaps.items()}
+
+    def _trained_hashes(self) -> dict[str, str]:
+        model = self.config.model.name
+        env = self.config.monitor.environment
+        if self.registry.alias(model, env) is None:
+            return {}
+        version = self.registry.version(model, env)
+        return {
+            s["source"]: s["content_hash"] for s in (version.lineage or {}).get("snapshots", [])
+        }
+
+    def _new_rows(self, sources: list[str]) -> int | None:
+        from conveyor.gates.data_gates import load_source
+
+        model = self.config.model.name
+        version = self.registry.version(model, self.config.monitor.environment)
+        before = {
+            s["source"]: s.get("row_count") or 0
+            for s in (version.lineage or {}).get("snapshots", [])
+        }
+        total = 0
+        for name in sources:
+            try:
+                total += len(load_source(self.config, name)) - int(before.get(name, 0))
+            except ConveyorError:
+                return None
+        return total
+
+    def _quality_alert_firing(self) -> bool:
+        rules = [a for a in self.config.monitor.alerts if a.when.metric is not None]
+        model = self.config.model.name
+        env = self.config.monitor.environment
+        for rule in rules:
+            events = self.store.events(
+                entity="alert", entity_id=f"{model}@{env}:{rule.name}", limit=1
+            )
+            if events and events[-1].kind == "alert.fired":
+                return True
+        return False
+
+    # -- releases the store calls for ------------------------------------------------------
+
+    def _start_releases(self) -> list[dict]:
+        """Start each release the environments' order asks for and no release row records."""
+        model = self.config.model.name
+        started = []
+        with self.store.session() as s:
+            latest = s.scalar(
+                select(func.max(m.ModelVersion.version))
+                .where(m.ModelVersion.model == model)
+                .where(m.ModelVersion.status == "registered")
+            )
+        if latest is None:
+            return []
+        first = self.config.monitor.retrain.deploy_to if self.config.monitor else None
+        for env_name, env in self.config.deploy.items():
+            if env.after is not None:
+                candidate = self._promoted_in(model, env.after)
+            elif first is None or env_name == first:
+                candidate = latest
+            else:
+                continue
+            if candidate is None:
+                continue
+            serving = self.registry.alias(model, env_name)
+            if serving is not None and serving >= candidate:
+                continue
+            if self._release_exists(model, candidate, env_name):
+                continue
+            try:
+                release = self.releases.start(model, candidate, env_name, reason="controller")
+            except ReleaseError as exc:  # another release of this environment is active
+                log.info("release of %s v%d to %s waits: %s", model, candidate, env_name, exc)
+                continue
+            started.append(
+                {
+                    "act": "release_started",
+                    "id": release.id,
+                    "environment": env_name,
+                    "version": candidate,
+                    "strategy": release.strategy,
+                }
+            )
+        return started
+
+    def _promoted_in(self, model: str, environment: str) -> int | None:
+        with self.store.session() as s:
+            return s.scalar(
+                select(func.max(m.Release.to_version))
+                .where(m.Release.model == model)
+                .where(m.Release.environment == environment)
+                .where(m.Release.state == "promoted")
+            )
+
+    def _release_exists(self, model: str, version: int, environment: str) -> bool:
+        with self.store.session() as s:
+            return (
+                s.scalar(
+                    select(m.Release.id)
+                    .where(m.Release.model == model)
+                    .where(m.Release.environment == environment)
+                    .where(m.Release.to_version == version)
+                    .limit(1)
+                )
+                is not None
+            )
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _event(self, kind: str, payload: dict) -> None:
+        with self.store.session() as s:
+            self.store.add_event(s, kind, "project", self.config.project, payload)
+
+    def _last_event(self, kind: str) -> m.Event | None:
+        with self.store.session() as s:
+            return s.scalar(
+                select(m.Event)
+                .where(m.Event.kind == kind)
+                .where(m.Event.entity_id == self.config.project)
+                .order_by(m.Event.id.desc())
+                .limit(1)
+            )
+
+
+def _write_text(path: Path, text: str) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def run_controller(
     config: Any,
     *,
     checks: Any = None,
     interval: float = 1.0,
+    monitor_every: float = 30.0,
     once: bool = False,
     stop: threading.Event | None = None,
     report: Callable[[dict], None] | None = None,
 ) -> int:
-    """Advance releases every ``interval`` seconds until stopped; returns the turns run.
+    """Turn every ``interval`` seconds until stopped; returns the turns run.
 
     Raises:
         ControllerBusy: another controller runs this project.
     """
     from conveyor.catalog import open_registry
-    from conveyor.release.releases import Releases
 
     stop = stop or threading.Event()
     turns = 0
     with open_registry(config) as registry:
-        lease = Lease(registry.store, f"controller:{config.project}", ttl=max(10.0, 5 * interval))
+        lease = Lease(registry.store, f"controller:{config.project}", ttl=max(15.0, 5 * interval))
         lease.acquire()
-        releases = Releases(config, registry, checks=checks)
+        lost = threading.Event()
+        done = threading.Event()
+
+        def keep_alive() -> None:  # a long retraining must not let the lease expire
+            while not done.wait(lease.ttl / 3):
+                try:
+                    lease.acquire()
+                except ControllerBusy:
+                    lost.set()
+                    return
+                except StoreError as exc:
+                    log.warning("cannot renew the controller lease: %s", exc)
+
+        heart = threading.Thread(target=keep_alive, name="conveyor-lease", daemon=True)
+        heart.start()
+        controller = Controller(
+            config, registry, checks=checks, monitor_every=monitor_every, report=report
+        )
         try:
             while True:
-                lease.acquire()  # renew; raises if someone took it over meanwhile
+                if lost.is_set():
+                    raise ControllerBusy("Another controller took over this project's lease.")
                 try:
-                    for outcome in releases.step():
-                        if report is not None and outcome.get("action") != "wait":
-                            report(outcome)
-                except StoreError as exc:  # the store hiccuped: try again next turn
+                    controller.turn()
+                except (StoreError, ReleaseError) as exc:  # try again next turn
                     log.warning("controller turn failed: %s", exc)
                 turns += 1
                 if once or stop.wait(interval):
                     return turns
         finally:
+            done.set()
+            heart.join(5)
             lease.release()

@@ -42,6 +42,7 @@ def init_project(target: Path, *, force: bool = False) -> list[Path]:
     frame.to_parquet(data, index=False)
     created.append(data)
     created.append(_schema(frame, target / "schemas" / "loans.yaml"))
+    created.append(_smoke(frame, target / "smoke" / "loans.jsonl"))
     requirements = target / "requirements.txt"
     if not requirements.exists():
         requirements.write_text(REQUIREMENTS)
@@ -51,6 +52,34 @@ def init_project(target: Path, *, force: bool = False) -> list[Path]:
         ignore.write_text(GITIGNORE)
         created.append(ignore)
     return created
+
+
+def _smoke(frame, path: Path) -> Path:  # frame: pandas.DataFrame
+    """Smoke requests for staging: three real applications answer 0 or 1, a wrong type 422."""
+    import importlib.util
+    import json
+    import math
+
+    spec = importlib.util.spec_from_file_location("_loans_steps", TEMPLATE / "loans" / "steps.py")
+    steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steps)  # the template's own feature lists: one source of truth
+    features = steps.NUMERIC + steps.CATEGORICAL
+    rows = []
+    for record in frame[features].head(3).to_dict(orient="records"):
+        rows.append(
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
+        )
+    lines = [
+        {"name": "three applications", "instances": rows, "expect": {"predictions_in": [0, 1]}},
+        {
+            "name": "a wrong type is refused",
+            "instances": [{**rows[0], "loan_amount": "a lot"}],
+            "status": 422,
+        },
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line, default=str) + "\n" for line in lines))
+    return path
 
 
 def _schema(frame, path: Path) -> Path:  # frame: pandas.DataFrame
