@@ -514,6 +514,14 @@ def deploy(
     name: Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")],
     version: Annotated[int, typer.Argument(metavar="VERSION", help="Version number.")],
     to: Annotated[str, typer.Option("--to", metavar="ENV", help="Environment.")] = "staging",
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Only compare: mirror the environment's traffic to VERSION for this long "
+            "(e.g. 2m); nobody gets its answers and the alias does not move.",
+        ),
+    ] = None,
     url: UrlOpt = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
     json_out: JsonOpt = False,
@@ -526,7 +534,13 @@ def deploy(
     config = _config(project)
     with open_registry(config) as registry:
         releases = _releases(config, registry, url)
-        started = releases.start(name, version, to, reason=reason or "deploy")
+        from conveyor.config_deploy import parse_duration
+
+        try:
+            seconds = parse_duration(shadow) if shadow is not None else None
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--shadow") from None
+        started = releases.start(name, version, to, reason=reason or "deploy", shadow_for=seconds)
         outcomes = releases.step(started.id) if started.active else []
         release = releases.get(started.id)
         events = [_event_dict(e) for e in releases.timeline(release.id)]

@@ -92,6 +92,7 @@ class EnvironmentConfig(_Strict):
     sticky: str | None = None  # a request field or header whose value pins a caller's version
     duration: float = 0.0  # shadow: how long to mirror; blue-green: the check before switching
     keep_warm: float = 600.0  # blue-green: how long the old version stays loaded after
+    promote: bool = True  # shadow: move the alias to the candidate when the comparison passes
     smoke: str | None = None
     tests: str | None = None
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)

@@ -77,11 +77,9 @@ def evaluate(rules: Sequence[AlertRule], report: dict[str, Any]) -> list[AlertSt
     """
     if not report.get("enough"):
         rows = report.get("rows")
-        why = (
-            f"not enough data: {rows} served rows in the window"
-            if rows is not None
-            else ("not enough data in the window")
-        )
+        why = "not enough data in the window"
+        if rows is not None:
+            why = f"not enough data: {rows} served rows in the window"
         return [AlertState(rule.name, None, None, None, why) for rule in rules]
     return [_evaluate(rule, report) for rule in rules]
 
@@ -113,12 +111,12 @@ def _evaluate(rule: AlertRule, report: dict[str, Any]) -> AlertState:
                 rule.name, None, None, None, f"column {column!r} is not in the drift report"
             )
         psi = (entry.get("stats") or {}).get("psi") or {}
-        value, bound = _number(psi.get("statistic")), _number(psi.get("threshold"))
+        value, limit = _number(psi.get("statistic")), _number(psi.get("threshold"))
         detail = f" (psi {value:.3g})" if value is not None else ""
         how = f", by {entry['method']}" if holds and entry.get("method") else ""
         verdict = "drifts" if holds else "does not drift"
         return AlertState(
-            rule.name, holds, value, bound, f"column {column!r} {verdict}{detail}{how}"
+            rule.name, holds, value, limit, f"column {column!r} {verdict}{detail}{how}"
         )
     if kind == "metric":
         metric, bound = str(when.metric), _bound(when.below)

@@ -153,8 +153,21 @@ class Releases:
 
     # -- starting --------------------------------------------------------------------------
 
-    def start(self, model: str, version: int, environment: str, *, reason: str = "") -> ReleaseView:
+    def start(
+        self,
+        model: str,
+        version: int,
+        environment: str,
+        *,
+        reason: str = "",
+        shadow_for: float | None = None,
+    ) -> ReleaseView:
         """Begin moving ``environment`` to ``version`` under the environment's strategy.
+
+        ``shadow_for`` (seconds) asks instead for a shadow comparison of that length, whatever
+        the environment's strategy: the version answers no one, so it need not have passed the
+        environment's ``after`` first, and it ends ``completed`` with its verdict, the alias
+        unchanged (unless the environment itself is a shadow with ``promote: true``).
 
         Raises:
             ReleaseError: another release of this environment is active, the version already
@@ -162,8 +175,18 @@ class Releases:
             ModelNotFound: no such version.
         """
         env = self.environment(environment)
+        if shadow_for is not None:
+            if shadow_for <= 0:
+                raise ReleaseError("A shadow comparison needs a duration above zero.")
+            env = env.model_copy(
+                update={"strategy": "shadow", "steps": [], "duration": shadow_for, "promote": False}
+            )
         self.registry.version(model, version)  # raises ModelNotFound
-        if env.after is not None and not self._passed(model, version, env.after):
+        if (
+            shadow_for is None
+            and env.after is not None
+            and not self._passed(model, version, env.after)
+        ):
             raise ReleaseError(
                 f"{model} version {version} has not passed {env.after!r} yet; deploy it there "
                 f"first (conveyor deploy {model} {version} --to {env.after}), then here."
@@ -291,6 +314,7 @@ class Releases:
             "promoted": "release.promoted",
             "rolled_back": "release.rolled_back",
             "aborted": "release.aborted",
+            "completed": "release.completed",
             "failed": "release.failed",
         }[state]
         self._event(s, row, kind, {"why": why, "step": row.step})
@@ -332,6 +356,8 @@ class Releases:
         if strategy == "shadow":
             if elapsed < view.plan["duration"] or verdict.decision == "wait":
                 return self._note(view, "wait", verdict)
+            if not view.plan.get("promote", False):  # a comparison: the verdict is the result
+                return self._transition(view, "completed", verdict.summary, verdict)
             return self._transition(view, "promoted", verdict.summary, verdict)
         steps = view.plan["steps"]
         if elapsed < steps[view.step]["for"]:
@@ -456,6 +482,10 @@ class Releases:
                 self._promote(s, row, why, detail)
             elif action == "rolled_back":
                 self._rollback_row(s, row, why, detail)
+            elif action == "completed":
+                self._set_traffic(s, row, None)
+                self._event(s, row, "release.analysis", detail)
+                self._finish(s, row, "completed", why)
         return {
             "id": view.id,
             "action": action,
