@@ -770,10 +770,21 @@ def export(
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
     project: ProjectOpt = None,
 ) -> None:
-    """Write a CI workflow (runs 'conveyor ci'), or a Dockerfile or Kubernetes manifests for the
-    gateway."""
+    """Write a CI workflow (runs 'conveyor ci'), a Dockerfile or Kubernetes manifests for the
+    gateway, or Prometheus alert rules and a Grafana dashboard for its metrics."""
     config = _config(project)
     root = Path(config.root)
+    if kind in ("prometheus-rules", "grafana"):
+        from conveyor.export.monitoring_files import write_monitoring
+
+        written = write_monitoring(
+            config, kind, output.resolve() if output is not None else None, force=force
+        )
+        for path in written:
+            typer.echo(f"Wrote {path}")
+        if not written:
+            typer.echo("Up to date: nothing changed.")
+        return
     if kind in ("docker", "k8s"):
         from conveyor.export.deploy_files import write_deploy
 
