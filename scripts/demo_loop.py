@@ -246,11 +246,15 @@ def loop(project: Path) -> None:
         start("controller", "watch", "--interval", "0.5", "--monitor-every", "2")
         threading.Thread(target=follow, args=(project / "controller.log", "watch"),
                          daemon=True).start()
-        note("the controller sees version 1, registered but serving nowhere: it releases it "
-             "to staging (smoke requests), then production")
+        note("the controller sees version 1 serving production but never staged: it releases "
+             "it to staging, where the smoke requests run against the gateway")
         wait_until("production to serve version 1",
                    lambda: production().get("stable") == 1, 120)
         note(f"production serves version 1 (gateway {URL})")
+        sys.path.insert(0, str(HERE / "scripts"))
+        import demo_client
+
+        demo_client.main(URL, str(project / "data" / "loans" / "2018-01-02.parquet"), TOKEN)
 
         steps = __import__("loans.steps", fromlist=["NUMERIC"])
         features = steps.NUMERIC + steps.CATEGORICAL

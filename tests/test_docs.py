@@ -173,7 +173,7 @@ def test_architecture_md_names_only_files_that_exist() -> None:
     assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
     # And what it calls unbuilt really is: building one of these means updating the page.
     planned_folders = _paths(planned)
-    assert len(planned_folders) >= 2
+    assert len(planned_folders) >= 1
     built_now = sorted(p for p in planned_folders if (SRC / p).exists())
     assert not built_now, f"docs/architecture.md still calls {built_now} not built"
 

@@ -699,8 +699,70 @@ def _describe_act(act: dict) -> str:
     if kind == "retrain_failed":
         return f"retraining failed ({'; '.join(act['causes'])}): {act['error']}"
     if kind == "alert":
-        return f"alert {act.get('name')}: {act.get('state')}  {act.get('summary') or ''}".rstrip()
+        return (
+            f"alert {act.get('alert')!r}: {act.get('state')}  {act.get('summary') or ''}".rstrip()
+        )
     return str(act)
+
+
+@app.command()
+def monitor(
+    name: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="NAME", help="Model name.")
+    ] = None,
+    env: Annotated[
+        str | None,
+        typer.Option("--env", metavar="ENV", help="Environment (default: monitor.environment)."),
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option(metavar="DURATION", help="The last DURATION of requests.")
+    ] = None,
+    last: Annotated[int | None, typer.Option(metavar="N", help="The last N requests.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write the report with its plots.")
+    ] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Write the figures in Prometheus text format."),
+    ] = None,
+    json_out: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Drift of live inputs and predictions against the training data, and live quality."""
+    from conveyor.catalog import open_registry
+    from conveyor.config_deploy import parse_duration
+    from conveyor.config_monitor import WindowConfig
+    from conveyor.monitor.html import write_html
+    from conveyor.monitor.report import observe, prometheus_text
+
+    config = _config(project)
+    spec = None
+    if window is not None and last is not None:
+        raise typer.BadParameter("Give --window or --last, not both.")
+    if window is not None:
+        try:
+            spec = WindowConfig(seconds=parse_duration(window))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--window") from None
+    elif last is not None:
+        spec = WindowConfig(last=last)
+    with open_registry(config) as registry:
+        seen = observe(config, registry, model=name, environment=env, window=spec)
+    report = seen.report
+    if html is not None:
+        write_html(report, seen.reference, seen.window, html)
+    if metrics is not None:
+        from conveyor.controller import _write_text
+
+        _write_text(metrics, prometheus_text(report))
+    if json_out:
+        _echo_json(report)
+        return
+    from conveyor.console import print_monitor
+
+    print_monitor(report)
+    if html is not None:
+        typer.echo(f"Wrote {html}")
 
 
 @app.command()
@@ -735,7 +797,7 @@ def watch(
             monitor_every=monitor_every,
             once=once,
             stop=stop,
-            report=lambda o: typer.echo(f"{o['id']}: {o['action']}  {o.get('why') or ''}".rstrip()),
+            report=lambda o: typer.echo(_describe_act(o)),
         )
     except KeyboardInterrupt:
         pass

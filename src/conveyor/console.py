@@ -429,3 +429,65 @@ def print_outcomes(outcomes: list[dict]) -> None:
         verdict = outcome.get("verdict") or {}
         why = outcome.get("why") or verdict.get("summary") or ""
         console.print(f"{outcome['id']}: {outcome['action']}  {why}", soft_wrap=True)
+
+
+def print_monitor(report: dict) -> None:
+    window = report["window"]
+    span = (
+        f"last {window['last']} requests"
+        if window.get("last")
+        else (f"last {window['seconds']:g}s")
+    )
+    console.print(
+        f"[bold]{report['model']}@{report['environment']}[/] serving version "
+        f"{report['version']}: {span} ({window['start'][:19]} .. {window['end'][:19]}), "
+        f"{report['requests']:,} requests, {report['rows']:,} rows"
+    )
+    p99 = report.get("p99_ms")
+    console.print(
+        f"  error rate {report['error_rate']:.2%}, p99 "
+        f"{'-' if p99 is None else f'{p99:.2f} ms'}"
+        + ("" if report["enough"] else "  (fewer rows than monitor.min_rows: no verdicts)")
+    )
+    drift = report.get("drift")
+    if drift:
+        table = Table(box=None, pad_edge=False)
+        for column in ("feature", "kind", "test", "p (adjusted)", "psi", "drifted"):
+            table.add_column(column)
+        for name, entry in drift["columns"].items():
+            stats = entry.get("stats") or {}
+            test = next((m for m in ("ks", "chi2") if m in stats), None)
+            p_adj = stats[test].get("p_adjusted") if test else None
+            psi = (stats.get("psi") or {}).get("statistic")
+            table.add_row(
+                name,
+                entry.get("kind", ""),
+                test or "-",
+                "-" if p_adj is None else f"{p_adj:.3g}",
+                "-" if psi is None else f"{psi:.3f}",
+                "[red]yes[/]" if entry.get("drifted") else "no",
+            )
+        console.print(table)
+        console.print(
+            f"  drift: {len(drift['drifted'])} of {len(drift['columns'])} features "
+            f"({drift['share_drifted']:.0%}); data set drifted: "
+            f"{'yes' if drift['drifted_overall'] else 'no'}"
+        )
+    prediction = report.get("prediction_drift")
+    if prediction:
+        console.print(
+            f"  predictions: psi {prediction['psi']:.3f}, "
+            f"{'shifted' if prediction['drifted'] else 'not shifted'}"
+        )
+    quality = report.get("quality") or {}
+    metrics = quality.get("metrics") or {}
+    if quality.get("labelled"):
+        delay = quality.get("label_delay_s_p50")
+        console.print(
+            f"  live quality on {quality['labelled']:,} labelled rows "
+            f"({quality['labelled_share']:.0%}, median delay "
+            f"{'-' if delay is None else f'{delay:.1f}s'}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        )
+    else:
+        console.print("  live quality: no labels yet (POST /v1/feedback)")

@@ -205,11 +205,21 @@ class Controller:
             if isinstance(item, dict) and "schedule" in item:
                 from croniter import croniter
 
-                since = as_utc(last.at) if last is not None else now - timedelta(days=1)
+                since = self._schedule_base(last)
                 due = croniter(item["schedule"], since).get_next(datetime)
                 if due <= now:
                     causes.append(f"schedule: {item['schedule']} (due {due:%Y-%m-%d %H:%M})")
         return causes, hashes, new_rows
+
+    def _schedule_base(self, last: m.Event | None) -> datetime:
+        """A schedule counts from the last retraining, else from when the serving version was
+        registered: starting the controller never fires a schedule missed before its time."""
+        if last is not None:
+            return as_utc(last.at)
+        model, env = self.config.model.name, self.config.monitor.environment
+        if self.registry.alias(model, env) is not None:
+            return as_utc(self.registry.version(model, env).created_at)
+        return utcnow()
 
     def _guardrail(self, now: datetime, causes: list[str], new_rows: int | None) -> str | None:
         retrain = self.config.monitor.retrain

@@ -76,6 +76,7 @@ def reference_for(
     names = [str(f["name"]) for f in version.signature.get("inputs", [])]
     if not names:
         raise MonitorError(f"{_label(version)} has no inputs in its signature; nothing to compare.")
+    stored: tuple[str, ...] | None = None
     if features is not None:
         if not isinstance(features, pd.DataFrame):
             raise MonitorError(
@@ -86,7 +87,8 @@ def reference_for(
         key = ("frame", *fingerprint) if fingerprint is not None else None
         source = f"a frame of {len(features)} rows"
     else:
-        key, source = _stored(version)
+        stored, source = _stored(version)
+        key = stored
     cache_key = None if key is None else (version.model, version.version, version.file.digest, key)
     if cache_key is not None:
         with _LOCK:
@@ -94,7 +96,7 @@ def reference_for(
             if hit is not None:
                 _CACHE.move_to_end(cache_key)
                 return hit
-    frame = features if features is not None else _load(registry, version, key, names)
+    frame = features if stored is None else _load(registry, version, stored, names)
     reference = _score(registry, version, frame, names, source, allow_pickle, trusted_extra)
     if cache_key is not None:
         with _LOCK:

@@ -116,6 +116,10 @@ def observe(
     environment = environment or settings.environment
     version = served_version(registry, model, environment)
     if isinstance(reference, Reference):
+        if reference.model != model:
+            raise MonitorError(
+                f"The reference given is of model {reference.model!r}, not {model!r}."
+            )
         ref = reference
     else:
         ref = reference_for(
@@ -287,7 +291,7 @@ def live_quality(store: Any, window: Window, version: Version) -> dict[str, Any]
     truth: list[Any] = []
     predicted: list[Any] = []
     versions: list[int] = []
-    delays: list[float] = []
+    used: set[str] = set()
     for rid, pos, ver, pred in zip(
         window.request_ids, window.positions, window.versions, window.predictions, strict=True
     ):
@@ -300,9 +304,8 @@ def live_quality(store: Any, window: Window, version: Version) -> dict[str, Any]
         truth.append(label)
         predicted.append(pred)
         versions.append(ver)
-    for rid in labels:
-        if rid in window.served_at and rid in labelled_at:
-            delays.append((labelled_at[rid] - window.served_at[rid]).total_seconds())
+        used.add(rid)
+    delays = [(labelled_at[rid] - window.served_at[rid]).total_seconds() for rid in used]
     classes = (version.signature.get("output") or {}).get("classes")
     regression = version.task == "regression"
     metrics = _metrics(truth, predicted, classes, regression)

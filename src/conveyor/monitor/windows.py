@@ -138,7 +138,7 @@ def read_window(
         logged = conn.execute(query).all()
     if last is not None:
         logged.reverse()
-        start = as_utc(logged[0].at) if logged else end
+        start = _utc(logged[0].at) if logged else end
 
     parsed = _Parsed(names)
     for rid, at, ver, status, _latency, rows, inputs, outputs in logged:
