@@ -1,8 +1,12 @@
 """Drift of 25 columns (20 numeric, 5 categorical) between a reference and a current frame:
 Conveyor's ``drift_report`` beside scipy's tests run column by column, at 10k, 100k and 1M rows.
 
-Run with ``.venv/bin/python benchmarks/drift_bench.py [--rows 1000000] [--quick]``; prints a
-Markdown table. Every measurement runs in a fresh child process that builds the data
+Run with ``.venv/bin/python benchmarks/drift_bench.py [--rows 1000000] [--quick]``
+(``--sizes 10000,100000,1000000`` picks the sizes; ``--json PATH`` keeps every measurement);
+prints Markdown tables: time and peak memory of both at each size, the largest differences in
+statistics, and every column's verdict from both at each size beside what was planted in it.
+
+Every measurement runs in a fresh child process that builds the data
 (``numpy.random.default_rng(0)``, so both sides see the same frames), warms up its imports on
 a tiny frame, resets its peak RSS (``/proc/self/clear_refs``), then times the work; the peak
 is the child's high-water RSS (``VmHWM``, or ``ru_maxrss`` where that is missing) above its RSS
@@ -206,14 +210,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10k and 100k rows only")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement")
     parser.add_argument("--scipy-repeat", type=int, default=1, help="scipy runs at >= 1M rows")
+    parser.add_argument("--sizes", help="comma-separated row counts (default 10k, 100k, --rows)")
+    parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     parser.add_argument("--child", choices=["conveyor", "scipy"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.rows, args.repeat)
         return
 
-    largest = min(args.rows, 100_000) if args.quick else args.rows
-    sizes = sorted({size for size in (10_000, 100_000, largest) if size <= largest})
+    if args.sizes:
+        try:
+            sizes = sorted({int(size.replace("_", "")) for size in args.sizes.split(",")})
+        except ValueError:
+            parser.error(f"--sizes takes row counts such as 10000,100000; got {args.sizes!r}")
+        if sizes[0] < 10:
+            parser.error("each size needs at least 10 rows")
+    else:
+        largest = min(args.rows, 100_000) if args.quick else args.rows
+        sizes = sorted({size for size in (10_000, 100_000, largest) if size <= largest})
     lines = []
     for rows in sizes:
         ours = measure("conveyor", rows, args.repeat)
@@ -274,6 +288,56 @@ def main() -> None:
     drifted = [n for n, e in result.items() if e["drifted"]]
     print(f"- significant after Holm: {', '.join(significant) or 'none'}")
     print(f"- drifted (significant and large): {', '.join(drifted) or 'none'}")
+    print(verdict_table(lines))
+    if args.json:
+        write_json(args.json, args, lines)
+
+
+def planted(name: str) -> str:
+    """What make_frames changed in a column, for the verdict table."""
+    if name in SMALL_SHIFT:
+        return f"shift {SMALL_SHIFT[name]} sd (small)"
+    if name in LARGE_SHIFT:
+        return f"shift {LARGE_SHIFT[name]} sd"
+    if name in SCALED:
+        return f"spread x{SCALED[name]}"
+    if name == CHANGED_SHARES:
+        return "shares reversed"
+    return ""
+
+
+def verdict_table(lines: list[tuple[int, Any, Any, Any]]) -> str:
+    """Every column's verdict, Conveyor's then scipy's, at every size: ``drifted`` (significant
+    and large), ``signif.`` (significant only) or ``-``; a mismatch is marked."""
+
+    def word(entry: dict[str, Any]) -> str:
+        return "drifted" if entry["drifted"] else "signif." if entry["significant"] else "-"
+
+    head = "| column | planted | " + " | ".join(f"{rows:,}: Conveyor / scipy" for rows, *_ in lines)
+    out = ["", "Verdict of each column (Conveyor / scipy):", "", head + " |"]
+    out.append("|---|---|" + "---|" * len(lines))
+    for name in lines[0][1]["result"]:
+        cells = []
+        for _rows, ours, theirs, _diff in lines:
+            a, b = word(ours["result"][name]), word(theirs["result"][name])
+            cells.append(f"{a} / {b}" if a == b else f"**{a} / {b}** (differ)")
+        out.append(f"| {name} | {planted(name)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def write_json(path: str, args: argparse.Namespace, lines: list[tuple[int, Any, Any, Any]]) -> None:
+    document = {
+        "columns": {"numeric": NUMERIC, "categorical": len(CATEGORY_SIZES)},
+        "repeat": args.repeat,
+        "cpus": os.cpu_count(),
+        "sizes": [
+            {"rows": rows, "conveyor": ours, "scipy": theirs, "differences": diff}
+            for rows, ours, theirs, diff in lines
+        ],
+    }
+    with open(path, "w") as handle:
+        json.dump(document, handle, indent=1)
+        handle.write("\n")
 
 
 if __name__ == "__main__":
