@@ -7,7 +7,7 @@
 What is simulated, and said so when it happens: the traffic (held-out applications replayed at
 about 60 requests a second), the labels (the true grade of each replayed loan, sent back a
 moment later for 60% of requests), and the drift (March's applications arrive with loan
-amounts 1.6 times larger and debt-to-income 8 points higher, as if a campaign had changed who
+amounts 1.6 times larger (up to the $40,000 limit) and debt-to-income 8 points higher, as if a campaign had changed who
 applies). Everything else is the product doing its job.
 """
 
@@ -55,7 +55,10 @@ def note(text: str) -> None:
 def shifted(frame: pd.DataFrame) -> pd.DataFrame:
     """The simulated campaign: larger loans, more debt (said aloud wherever it is used)."""
     out = frame.copy()
-    out["loan_amount"] = (out["loan_amount"] * 1.6).round().astype(out["loan_amount"].dtype)
+    # capped at the lender's $40,000 limit, which the schema checks (without the cap, the
+    # validation gate refuses the new data, as it should)
+    larger = (out["loan_amount"] * 1.6).round().clip(upper=40_000)
+    out["loan_amount"] = larger.astype(out["loan_amount"].dtype)
     out["debt_to_income"] = out["debt_to_income"] + 8.0
     return out
 
@@ -271,7 +274,7 @@ def loop(project: Path) -> None:
         cli("monitor", "--html", "monitor-before.html")
 
         say("March arrives: a new data file, and live applications change (SIMULATED campaign: "
-            "loan amounts x1.6, debt-to-income +8)")
+            "loan amounts x1.6 up to the $40,000 limit, debt-to-income +8)")
         arrival = time.monotonic()
         (project / "data" / "loans" / "2018-03.parquet").write_bytes(
             (project / "incoming" / "2018-03.parquet").read_bytes()
