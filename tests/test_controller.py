@@ -125,3 +125,29 @@ def test_one_controller_per_project(shop) -> None:
         expired = Lease(registry.store, "controller:shop", ttl=-1, holder="b")
         expired.acquire()  # b's lease now ends in the past
         first.acquire()  # so a may take it over
+
+
+def test_a_retraining_cut_short_by_a_kill_runs_again(shop) -> None:
+    from conveyor.ci import run_ci
+
+    config = shop.config()
+    run_ci(config)
+    with open_registry(config) as registry:
+        controller = Controller(config, registry, monitor_every=3600)
+        controller.turn()
+        path = shop.root / "data" / "b.csv"
+        rows(n=600, seed=7).to_csv(path, index=False)
+        backdate(path)
+        # a controller was killed right after it began retraining on this data: the event is
+        # there, its end is not
+        with registry.store.session() as s:
+            registry.store.add_event(
+                s,
+                "controller.retrain_started",
+                "project",
+                "shop",
+                {"causes": ["new_data: rows"], "sources": controller._source_hashes()},
+            )
+        acts = Controller(config, registry, monitor_every=3600).turn()
+        assert [a["act"] for a in acts if a["act"].startswith("retrain")] == ["retrained"]
+        assert [a["version"] for a in acts if a["act"] == "retrained"] == [2]

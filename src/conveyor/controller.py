@@ -185,7 +185,7 @@ class Controller:
         retrain = self.config.monitor.retrain
         causes: list[str] = []
         hashes, new_rows = self._source_hashes(), None
-        last = self._last_event("controller.retrain_started")
+        last = self._last_attempt()
         last_hashes = (last.payload or {}).get("sources", {}) if last is not None else {}
         if "new_data" in retrain.triggers:
             trained = self._trained_hashes()
@@ -203,6 +203,7 @@ class Controller:
                 causes.append("quality: a live-metric alert fires")
         for item in retrain.triggers:
             if isinstance(item, dict) and "schedule" in item:
+                # the schedule counts from the last retraining that ran to its end
                 from croniter import croniter
 
                 since = self._schedule_base(last)
@@ -210,6 +211,38 @@ class Controller:
                 if due <= now:
                     causes.append(f"schedule: {item['schedule']} (due {due:%Y-%m-%d %H:%M})")
         return causes, hashes, new_rows
+
+    def _last_attempt(self) -> m.Event | None:
+        """The last retraining that ran to an end (finished or failed).
+
+        A retraining whose controller was killed mid-way has a ``retrain_started`` event and no
+        end: it neither starts the cooldown nor hides its new data, so the next controller runs
+        it again (its run is recorded as interrupted). It still counts toward the daily maximum,
+        which stops a crash loop.
+        """
+        with self.store.session() as s:
+            events = s.scalars(
+                select(m.Event)
+                .where(m.Event.entity_id == self.config.project)
+                .where(
+                    m.Event.kind.in_(
+                        (
+                            "controller.retrain_started",
+                            "controller.retrain_finished",
+                            "controller.retrain_failed",
+                        )
+                    )
+                )
+                .order_by(m.Event.id.desc())
+                .limit(50)
+            ).all()
+        ended = False
+        for event in events:  # newest first
+            if event.kind != "controller.retrain_started":
+                ended = True
+            elif ended:
+                return event
+        return None
 
     def _schedule_base(self, last: m.Event | None) -> datetime:
         """A schedule counts from the last retraining, else from when the serving version was
@@ -223,7 +256,7 @@ class Controller:
 
     def _guardrail(self, now: datetime, causes: list[str], new_rows: int | None) -> str | None:
         retrain = self.config.monitor.retrain
-        last = self._last_event("controller.retrain_started")
+        last = self._last_attempt()
         if last is not None:
             waited = (now - as_utc(last.at)).total_seconds()
             if waited < retrain.cooldown:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
@@ -42,12 +41,17 @@ CATEGORICAL = ["homeownership", "verified_income", "loan_purpose", "application_
 
 
 def prepare(loans: pd.DataFrame, test_size: float, seed: int) -> dict[str, pd.DataFrame]:
-    """Select the applicant's features, derive the label, and split train/test."""
+    """Select the applicant's features, derive the label, and split in time: the test set is
+    the most recent loans (random within their month). A later model is then compared with
+    production on loans that neither was trained on, however the data grew in between."""
     frame = loans[NUMERIC + CATEGORICAL].copy()
     frame[TARGET] = loans["grade"].isin(["D", "E", "F", "G"]).astype(int)
-    train, test = train_test_split(
-        frame, test_size=test_size, random_state=seed, stratify=frame[TARGET]
-    )
+    issued = pd.to_datetime(loans["issue_month"], format="%b-%Y")
+    frame["_issued"] = issued.to_numpy()
+    frame = frame.sample(frac=1.0, random_state=seed).sort_values("_issued", kind="stable")
+    frame = frame.drop(columns="_issued")
+    n_test = max(1, round(len(frame) * test_size))
+    train, test = frame.iloc[:-n_test], frame.iloc[-n_test:]
     conveyor.log_metric("rows_train", len(train))
     conveyor.log_metric("rows_test", len(test))
     return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}
