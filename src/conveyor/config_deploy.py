@@ -76,6 +76,7 @@ class AnalysisConfig(_Strict):
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     max_p99_ms: float | None = Field(default=None, gt=0.0)
     max_p99_ratio: float | None = Field(default=2.0, gt=0.0)  # candidate p99 / stable p99
+    p99_slack_ms: float = Field(default=5.0, ge=0.0)  # a p99 this close to stable's always passes
     max_prediction_psi: float | None = Field(default=0.2, ge=0.0)
     min_agreement: float | None = Field(default=0.8, ge=0.0, le=1.0)
     min_labels: int = Field(default=50, ge=1)
