@@ -354,7 +354,12 @@ def register_inverted(project: Path, features: list[str]) -> int:
     from conveyor.catalog import register_fitted
     from conveyor.config import load_config
 
+    import conveyor
+
     steps = __import__("loans.steps", fromlist=["prepare"])
+    # the steps log metrics to their run; called by hand here, there is no run to log to
+    conveyor.log_metric = conveyor.log_param = lambda *args, **kwargs: None
+    steps.conveyor = conveyor
     data = pd.concat(pd.read_parquet(p) for p in sorted((project / "data" / "loans").glob("*")))
     parts = steps.prepare(data, test_size=0.2, seed=0)
     flipped = parts["train"].assign(high_risk=1 - parts["train"]["high_risk"])

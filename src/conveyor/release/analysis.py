@@ -255,7 +255,7 @@ def judge(
         decision = "promote"
     failed = [c["name"] for c in checks if c.get("result") == "fail"]
     if decision == "rollback":
-        summary = "rolled back: " + "; ".join(
+        summary = "failed: " + "; ".join(
             f"{c['name']} {c['value']} (bound {c['bound']})" for c in checks if c["name"] in failed
         )
     elif not enough:

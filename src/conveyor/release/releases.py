@@ -351,8 +351,11 @@ class Releases:
             return self._blue_green(view, now)
         verdict = self._analyse(view)
         elapsed = (now - view.step_started_at).total_seconds()
+        comparison = strategy == "shadow" and not view.plan.get("promote", False)
         if verdict.decision == "rollback":
-            return self._transition(view, "rolled_back", verdict.summary, verdict)
+            # a comparison moved no traffic: finding the candidate worse is its result
+            action = "completed" if comparison else "rolled_back"
+            return self._transition(view, action, verdict.summary, verdict)
         if strategy == "shadow":
             if elapsed < view.plan["duration"] or verdict.decision == "wait":
                 return self._note(view, "wait", verdict)
