@@ -238,10 +238,21 @@ def judge(
             "labelled_rows": labelled,
         }
         if analysis.max_accuracy_drop is not None:
-            check["bound"] = f">= stable - {analysis.max_accuracy_drop}"
-            check["result"] = _bounded(
-                acc_b >= acc_a - analysis.max_accuracy_drop, labelled >= analysis.min_labels
+            # worse only when shown: below the bound AND a one-sided Fisher test on the counts
+            # of right and wrong answers says so (a hundred labels swing accuracy by +-4 points)
+            right_b = sum(p == y for p, y in candidate.labels)
+            right_a = sum(p == y for p, y in stable.labels)
+            p_worse = _fisher_greater(
+                len(candidate.labels) - right_b,
+                len(candidate.labels),
+                len(stable.labels) - right_a,
+                len(stable.labels),
             )
+            below = acc_b < acc_a - analysis.max_accuracy_drop
+            shown = below and p_worse is not None and p_worse < analysis.alpha
+            check["bound"] = f">= stable - {analysis.max_accuracy_drop} (or not shown worse)"
+            check["p_value"] = None if p_worse is None else round(p_worse, 5)
+            check["result"] = _bounded(not shown, labelled >= analysis.min_labels)
         else:
             check["result"] = "info"
         checks.append(check)
