@@ -390,7 +390,7 @@ def print_releases(rows: list[dict]) -> None:
         return
     table = Table(box=None, pad_edge=False)
     for column in ("id", "model", "env", "from → to", "strategy", "state", "step", "weight"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True, overflow="ignore")
     for row in rows:
         table.add_row(
             row["id"],

@@ -292,9 +292,9 @@ class Releases:
     def _set_traffic(self, s: Any, row: m.Release, split: tuple[str, int, float] | None) -> None:
         current = s.get(m.Traffic, (row.model, row.environment))
         if split is None:
-            if current is not None:
+            if current is not None:  # nothing beside the alias already: nothing to record
                 s.delete(current)
-            self._event(s, row, "traffic.changed", {"mode": None, "version": None, "weight": 0})
+                self._event(s, row, "traffic.changed", {"mode": None, "version": None, "weight": 0})
             return
         mode, version, weight = split
         if current is None:
