@@ -170,7 +170,8 @@ def register_fitted(
 
     No gates run and the lineage says so; ``conveyor ci`` is the path for models a pipeline
     trains. The model is stored as skops (pickles are not offered here), with an ONNX copy
-    when one predicts ``features`` like the model, and each alias is moved with its event.
+    when one predicts ``features`` like the model, ``features`` as its holdout (the monitor's
+    reference), and each alias is moved with its event.
 
     Args:
         config: the project's config (its stores receive the model).
@@ -202,6 +203,7 @@ def register_fitted(
     )
     with open_registry(config) as registry:
         file = save_model(model, registry.artifacts)
+        holdout = _store_frame(registry.artifacts, features)
         onnx_record = None
         if onnx:
             data, report = export_onnx(model, features.head(1000), task=task)
@@ -218,7 +220,7 @@ def register_fitted(
                 signature=signature,
                 metrics=dict(metrics or {}),
                 lineage={"registered_by": "python-api", "note": "fitted outside a pipeline"},
-                holdout={},
+                holdout=holdout,
                 onnx=onnx_record,
                 card={"holdout_rows": len(features)},
             )
@@ -226,6 +228,18 @@ def register_fitted(
         for alias in aliases:
             registry.set_alias(name, alias, version.version, reason="python-api")
         return registry.version(name, version.version)
+
+
+def _store_frame(artifacts: Any, frame: Any) -> dict[str, Any]:
+    """A frame as a Parquet artifact, described as a pipeline output (the monitor's reference)."""
+    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=artifacts.tmp_dir())
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp)
+        stored = artifacts.put_file(tmp, move=True)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"format": "parquet", "digest": stored.digest, "size": stored.size}
 
 
 def _write(path: Path, text: str) -> Path:

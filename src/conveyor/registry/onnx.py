@@ -343,6 +343,8 @@ def _native(model: Any, sample: Any, task: str) -> tuple[Any, Any]:
     """The model's own (scores, labels) on the sample: probabilities or values, and labels."""
     import numpy as np
 
+    if getattr(model, "feature_names_in_", None) is None:
+        sample = sample.to_numpy()  # fitted on arrays: names would only earn a warning
     if task == "classification":
         proba = np.asarray(model.predict_proba(sample), dtype=np.float64)
         return proba, np.asarray(model.predict(sample))
