@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.config_deploy import EnvironmentConfig
@@ -344,6 +344,10 @@ class Releases:
     def _advance(self, view: ReleaseView, now: datetime) -> dict[str, Any]:
         if view.state == "paused":
             return {"id": view.id, "action": "paused"}
+        failure = self._load_failure(view)
+        if failure is not None:  # a replica cannot load B: it keeps serving A; hold here
+            self.pause(view.id, failure)
+            return {"id": view.id, "action": "paused", "why": failure}
         strategy = view.strategy
         if strategy == "direct":
             return self._direct_checks(view)
@@ -370,6 +374,32 @@ class Releases:
         if view.step + 1 < len(steps):
             return self._transition(view, "next", verdict.summary, verdict)
         return self._transition(view, "promoted", verdict.summary, verdict)
+
+    def _load_failure(self, view: ReleaseView) -> str | None:
+        """Why a gateway could not load the candidate since the release began, if one could not."""
+        with self.store.session() as s:
+            resumed = s.scalar(  # a resume says the failure was dealt with: look after it
+                select(func.max(m.Event.at))
+                .where(m.Event.kind == "release.resumed")
+                .where(m.Event.entity_id == view.id)
+            )
+            since = max(view.created_at, as_utc(resumed)) if resumed else view.created_at
+            event = s.scalar(
+                select(m.Event)
+                .where(m.Event.kind == "gateway.load_failed")
+                .where(m.Event.entity_id == f"{view.model}:{view.to_version}")
+                .where(m.Event.at > since)
+                .order_by(m.Event.id.desc())
+                .limit(1)
+            )
+        if event is None:
+            return None
+        payload = event.payload or {}
+        return (
+            f"gateway {payload.get('gateway', '?')} cannot load version {view.to_version} "
+            f"({payload.get('error', 'no reason given')}); it keeps serving version "
+            f"{view.from_version}. Fix the version, then abort or resume."
+        )
 
     def _analyse(self, view: ReleaseView) -> Verdict:
         env = self.environment(view.environment)
