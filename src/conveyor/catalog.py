@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from conveyor.atomic import write_text
 from conveyor.exceptions import RegistryError
 
 
@@ -145,7 +146,7 @@ def render_card(
             (".md", markdown),
             (".html", card_html(story, replaces=before)),
         ):
-            written.append(_write(out / f"{stem}{suffix}", text))
+            written.append(write_text(out / f"{stem}{suffix}", text))
     return markdown, written
 
 
@@ -240,16 +241,3 @@ def _store_frame(artifacts: Any, frame: Any) -> dict[str, Any]:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return {"format": "parquet", "digest": stored.digest, "size": stored.size}
-
-
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

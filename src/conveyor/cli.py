@@ -752,9 +752,9 @@ def monitor(
     if html is not None:
         write_html(report, seen.reference, seen.window, html)
     if metrics is not None:
-        from conveyor.controller import _write_text
+        from conveyor.atomic import write_text
 
-        _write_text(metrics, prometheus_text(report))
+        write_text(metrics, prometheus_text(report))
     if json_out:
         _echo_json(report)
         return

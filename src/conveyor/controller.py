@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.atomic import write_text
 from conveyor.exceptions import ConveyorError, ReleaseError, StoreError
 from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
@@ -153,7 +154,7 @@ class Controller:
             log.warning("monitoring skipped: %s", exc)
             return []
         self.last_report = report
-        _write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", prometheus_text(report))
+        write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", prometheus_text(report))
         if not monitor.alerts:
             return []
         if self._alerter is None:
@@ -435,20 +436,6 @@ class Controller:
                 .order_by(m.Event.id.desc())
                 .limit(1)
             )
-
-
-def _write_text(path: Path, text: str) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_controller(

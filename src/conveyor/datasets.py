@@ -3,13 +3,12 @@ between two snapshots."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.atomic import write_text
 from conveyor.exceptions import DataError
 
 
@@ -52,15 +51,7 @@ def infer_source_schema(
         f"{len(frame):,} rows.\n# Edit the bounds and categories to what the data may hold; "
         f"'validate: {{{name}: {out.as_posix()}}}' in conveyor.yaml checks it before training.\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(header + schema.to_yaml())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, header + schema.to_yaml())
     return path, schema
 
 

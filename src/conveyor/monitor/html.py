@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
+
+from conveyor.atomic import write_text
 
 if TYPE_CHECKING:
     import pandas
@@ -177,18 +178,7 @@ def write_html(
     report: dict[str, Any], reference: Reference, window: Window, path: str | os.PathLike[str]
 ) -> Path:
     """Write the page to ``path`` atomically (a temporary file, then a rename); returns it."""
-    target = Path(path)
-    text = render_html(report, reference, window)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text(path, render_html(report, reference, window))
 
 
 # -- table rows --------------------------------------------------------------------------------
