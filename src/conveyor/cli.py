@@ -698,6 +698,8 @@ def _describe_act(act: dict) -> str:
         return f"retraining held back ({'; '.join(act['causes'])}): {act['why']}"
     if kind == "retrain_failed":
         return f"retraining failed ({'; '.join(act['causes'])}): {act['error']}"
+    if kind == "waiting":
+        return f"waiting for the lease: {act['why']}"
     if kind == "alert":
         return (
             f"alert {act.get('alert')!r}: {act.get('state')}  {act.get('summary') or ''}".rstrip()

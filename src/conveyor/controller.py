@@ -67,7 +67,7 @@ class Lease:
                     s.add(m.Lease(name=self.name, holder=self.holder, expires_at=until))
                     return
                 expires = as_utc(row.expires_at)
-                if row.holder != self.holder and expires > now:
+                if row.holder != self.holder and expires > now and not _dead(row.holder):
                     raise ControllerBusy(
                         f"Another controller ({row.holder}) runs this project until "
                         f"{expires:%H:%M:%S} UTC unless it renews; stop it first, or wait."
@@ -83,6 +83,20 @@ class Lease:
             row = s.get(m.Lease, self.name)
             if row is not None and row.holder == self.holder:
                 s.delete(row)
+
+
+def _dead(holder: str) -> bool:
+    """Whether a lease holder is a process of this machine that no longer exists (killed)."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class Controller:
@@ -459,7 +473,17 @@ def run_controller(
     turns = 0
     with open_registry(config) as registry:
         lease = Lease(registry.store, f"controller:{config.project}", ttl=max(15.0, 5 * interval))
-        lease.acquire()
+        while True:  # another controller (or one killed on another machine) holds it: wait
+            try:
+                lease.acquire()
+                break
+            except ControllerBusy as exc:
+                if once:
+                    raise
+                if report is not None:
+                    report({"act": "waiting", "why": str(exc)})
+                if stop.wait(min(5.0, lease.ttl / 3)):
+                    return turns
         lost = threading.Event()
         done = threading.Event()
 

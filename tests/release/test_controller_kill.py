@@ -1,0 +1,106 @@
+"""`conveyor watch` killed with SIGKILL in the middle of a canary, then started again: the release
+resumes at the step it was in, and the traffic always matches the last event that recorded it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.catalog import open_registry
+from conveyor.release.releases import Releases
+from conveyor.store import models as m
+from tests.gateway.servers import gateway_project, load, running, trained
+from tests.release.test_releases import wait_for
+
+CANARY = """
+deploy:
+  production:
+    strategy: canary
+    steps: [{weight: 30, for: 2s}, {weight: 60, for: 2s}]
+    analysis: {min_requests: 20, max_p99_ratio: 50}
+"""
+
+
+def watch(root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor.entry",
+            "watch",
+            "--interval",
+            "0.2",
+            "--monitor-every",
+            "3600",
+            "-C",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "CONVEYOR_GATEWAY_URL": "http://127.0.0.1:9"},
+    )
+
+
+def traffic_state(registry, release_id: str) -> tuple[object, object]:
+    """(the traffic row's weight, the weight the last traffic.changed event recorded)."""
+    with registry.store.session() as s:
+        row = s.get(m.Traffic, ("num", "production"))
+        weight = row.weight if row is not None else None
+    events = [
+        e
+        for e in registry.store.events(entity="release", entity_id=release_id)
+        if e.kind == "traffic.changed"
+    ]
+    last = events[-1].payload["weight"] if events else None
+    return weight, (None if last == 0 and weight is None else last)
+
+
+@pytest.mark.slow
+def test_a_killed_controller_resumes_the_canary_where_it_was(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    gateway_project(root)
+    (root / "conveyor.yaml").write_text((root / "conveyor.yaml").read_text() + CANARY)
+    config = load(root)
+    rows = trained()["num_holdout"].values.tolist()
+    stop = threading.Event()
+    with running(config) as gw, open_registry(config) as registry:
+
+        def load_traffic() -> None:
+            i = 0
+            while not stop.is_set():
+                gw.predict("num", [rows[i % len(rows)]])
+                i += 1
+
+        sender = threading.Thread(target=load_traffic, daemon=True)
+        sender.start()
+        releases = Releases(config, registry)
+        release = releases.start("num", 2, "production")
+        controller = watch(root)
+        try:
+            wait_for(lambda: releases.get(release.id).step == 1, "the second step", 60)
+            controller.send_signal(signal.SIGKILL)
+            controller.wait(10)
+            mid = releases.get(release.id)
+            assert (mid.state, mid.step) == ("running", 1)
+            weight, recorded = traffic_state(registry, release.id)
+            assert weight == recorded == 60.0  # no traffic state that no event records
+            time.sleep(0.5)
+            assert releases.get(release.id).step == 1  # nothing moves it while it is dead
+            controller = watch(root)
+            wait_for(lambda: releases.get(release.id).state == "promoted", "the promotion", 60)
+        finally:
+            stop.set()
+            sender.join(10)
+            controller.send_signal(signal.SIGTERM)
+            controller.wait(30)
+        kinds = [e.kind for e in registry.store.events(entity="release", entity_id=release.id)]
+        assert kinds.count("release.stepped") == 1 and kinds.count("release.promoted") == 1
+        assert registry.alias("num", "production") == 2
+        assert traffic_state(registry, release.id) == (None, None)
