@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from conveyor.exceptions import ExportError
+from conveyor.export.files import write_file
 
 KINDS = ("github-actions", "gitlab-ci", "jenkins")
 DEFAULT_PATHS = {
@@ -356,7 +356,7 @@ def write_ci(
         raise ExportError(f"{str(target)!r} is a folder; pass a file path.")
     if target.exists() and not force:
         raise ExportError(f"{str(target)!r} already exists; pass --force to replace it.")
-    _write_atomic(target, text, force=force)
+    write_file(target, text, replace=force)
     return target
 
 
@@ -475,35 +475,3 @@ def _jenkins(header: str, python: str, install: str, folder: str) -> str:
         junit=_groovy_sq(_in(folder, JUNIT)),
         artifacts=_groovy_sq(artifacts),
     )
-
-
-def _write_atomic(target: Path, text: str, *, force: bool) -> None:
-    """Write through a temp file beside ``target``; without ``force``, never replace a file."""
-    tmp: str | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0o600; a CI file is read by everyone
-        if force:
-            os.replace(tmp, target)
-        else:
-            # A hard link fails if the name exists, so a file created since the check above is
-            # never overwritten; the temp name is then removed.
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise ExportError(
-                    f"{str(target)!r} already exists; pass --force to replace it."
-                ) from None
-            except OSError:  # a file system without hard links
-                os.replace(tmp, target)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ExportError(f"Cannot write {str(target)!r}: {reason}.") from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from conveyor.exceptions import ExportError
+from conveyor.export.files import read_existing, under, write_file
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
@@ -304,12 +303,12 @@ def write_deploy(
         raise ExportError(f"Unknown deployment kind {kind!r}; choose one of {', '.join(KINDS)}.")
     root = Path(config.root)
     if kind == "docker":
-        folder = _under(root, output if output is not None else Path("."))
+        folder = under(root, output if output is not None else Path("."))
         if folder.exists() and not folder.is_dir():
             raise ExportError(f"{str(folder)!r} is a file; pass the folder for the Dockerfile.")
         files = {folder / file: text for file, text in render_docker(config, **options).items()}
     else:
-        target = _under(root, output if output is not None else DEFAULT_K8S_PATH)
+        target = under(root, output if output is not None else DEFAULT_K8S_PATH)
         files = {target: render_k8s(config, **options)}
     pending: list[tuple[Path, str]] = []
     for path, text in files.items():
@@ -320,7 +319,7 @@ def write_deploy(
             raise ExportError(
                 f"Cannot write {str(path)!r}: {str(blocking)!r} is a file, not a folder."
             )
-        current = _read(path)
+        current = read_existing(path)
         if current == text.encode("utf-8"):
             continue
         if current is not None and not force:
@@ -330,7 +329,7 @@ def write_deploy(
             )
         pending.append((path, text))
     for path, text in pending:
-        _write_atomic(path, text, replace=force)
+        write_file(path, text, replace=force)
     return [path for path, _ in pending]
 
 
@@ -563,49 +562,3 @@ def _autoscaler(
             ],
         },
     }
-
-
-def _under(root: Path, path: Path) -> Path:
-    """``path`` taken from ``root`` when relative, with its folder resolved."""
-    full = root / Path(path)
-    return full.parent.resolve() / full.name if full.name else full.resolve()
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise ExportError(f"Cannot read {str(path)!r}: {exc.strerror or exc}.") from exc
-
-
-def _write_atomic(target: Path, text: str, *, replace: bool) -> None:
-    """Write through a temp file beside ``target``; unless ``replace``, never replace a file."""
-    tmp: str | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0o600; these files are read by build tools
-        if replace:
-            os.replace(tmp, target)
-        else:
-            # A hard link fails if the name exists, so a file created since the caller looked is
-            # never overwritten; the temp name is removed below.
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise ExportError(
-                    f"{str(target)!r} already exists; pass --force to replace it."
-                ) from None
-            except OSError:  # a file system without hard links
-                os.replace(tmp, target)
-    except OSError as exc:
-        raise ExportError(f"Cannot write {str(target)!r}: {exc.strerror or exc}.") from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from conveyor.exceptions import ExportError
-from conveyor.export.deploy_files import _read, _under, _write_atomic
+from conveyor.export.files import read_existing, under, write_file
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
@@ -446,20 +446,20 @@ def write_monitoring(
         text = render_prometheus_rules(config, model=model)
     else:
         text = render_grafana(config, model=model)
-    path = _under(Path(config.root), output if output is not None else DEFAULT_PATHS[kind])
+    path = under(Path(config.root), output if output is not None else DEFAULT_PATHS[kind])
     if path.is_dir():
         raise ExportError(f"{str(path)!r} is a folder; pass a file path.")
     blocking = next((up for up in path.parents if up.exists() and not up.is_dir()), None)
     if blocking is not None:
         raise ExportError(f"Cannot write {str(path)!r}: {str(blocking)!r} is a file, not a folder.")
-    current = _read(path)
+    current = read_existing(path)
     if current == text.encode("utf-8"):
         return []
     if current is not None and not force:
         raise ExportError(
             f"{str(path)!r} already exists and differs from the export; pass --force to replace it."
         )
-    _write_atomic(path, text, replace=force)
+    write_file(path, text, replace=force)
     return [path]
 
 
