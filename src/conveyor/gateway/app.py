@@ -304,14 +304,7 @@ class Gateway:
         if pinned is not None:
             batcher = self._pinned(name, pinned)
         served = batcher.served
-        if self.inflight >= self.max_queue:
-            self.metrics.shed.inc()
-            raise HttpError(
-                503,
-                "overloaded",
-                f"The gateway is at its queue bound ({self.max_queue} requests); retry shortly.",
-                headers=[(b"retry-after", b"1")],
-            )
+        self._admit()
         status = 200
         rows = 0
         instances: Any = None
@@ -362,21 +355,48 @@ class Gateway:
             raise
         finally:
             seconds = time.perf_counter() - start
-            self.metrics.observe_request(name, served.version, env, status, seconds, rows)
-            request_log = self.request_log
-            if request_log is not None and request_log.sampled():
-                request_log.record(
-                    rid,
-                    name,
-                    served.version,
-                    env,
-                    "serve",
-                    status,
-                    seconds * 1000.0,
-                    rows,
-                    _as_text(instances),
-                    body.decode(errors="replace"),
-                )
+            self._answered(
+                rid, served, env, status, seconds, rows, instances, body.decode(errors="replace")
+            )
+
+    def _admit(self) -> None:
+        """Admission control: past the queue bound, a fast 503 instead of an unbounded wait."""
+        if self.inflight >= self.max_queue:
+            self.metrics.shed.inc()
+            raise HttpError(
+                503,
+                "overloaded",
+                f"The gateway is at its queue bound ({self.max_queue} requests); retry shortly.",
+                headers=[(b"retry-after", b"1")],
+            )
+
+    def _answered(
+        self,
+        rid: str,
+        served: Served,
+        env: str,
+        status: int,
+        seconds: float,
+        rows: int,
+        instances: Any,
+        outputs: str,
+    ) -> None:
+        """Count a served request and log it (when sampled): the end of every predict path."""
+        self.metrics.observe_request(served.model, served.version, env, status, seconds, rows)
+        request_log = self.request_log
+        if request_log is not None and request_log.sampled():
+            request_log.record(
+                rid,
+                served.model,
+                served.version,
+                env,
+                "serve",
+                status,
+                seconds * 1000.0,
+                rows,
+                _as_text(instances),
+                outputs,
+            )
 
     def _env(self, scope: dict) -> str:
         return self._query(scope)[0]
@@ -579,14 +599,7 @@ class Gateway:
         self, scope: dict, receive: Any, rid: str, start: float, route: Any
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         served = route.served
-        if self.inflight >= self.max_queue:
-            self.metrics.shed.inc()
-            raise HttpError(
-                503,
-                "overloaded",
-                "Queue bound reached; retry shortly.",
-                headers=[(b"retry-after", b"1")],
-            )
+        self._admit()
         header_length = None
         for key, value in scope["headers"]:
             if key == b"inference-header-content-length":
@@ -615,21 +628,8 @@ class Gateway:
         finally:
             env = route.environment
             seconds = time.perf_counter() - start
-            self.metrics.observe_request(served.model, served.version, env, status, seconds, rows)
-            request_log = self.request_log
-            if request_log is not None and request_log.sampled():
-                request_log.record(
-                    rid,
-                    served.model,
-                    served.version,
-                    env,
-                    "serve",
-                    status,
-                    seconds * 1000.0,
-                    rows,
-                    _as_text(instances),
-                    "" if status != 200 else _v2_outputs(payload),
-                )
+            outputs = "" if status != 200 else _v2_outputs(payload)
+            self._answered(rid, served, env, status, seconds, rows, instances, outputs)
 
     async def _body_any(self, scope: dict, receive: Any) -> bytes:
         """The body whatever its content type (v2 binary requests are octet-streams)."""
