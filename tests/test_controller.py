@@ -151,3 +151,48 @@ def test_a_retraining_cut_short_by_a_kill_runs_again(shop) -> None:
         acts = Controller(config, registry, monitor_every=3600).turn()
         assert [a["act"] for a in acts if a["act"].startswith("retrain")] == ["retrained"]
         assert [a["version"] for a in acts if a["act"] == "retrained"] == [2]
+
+
+def test_the_controller_serves_its_monitoring_figures_for_prometheus(shop) -> None:
+    import threading
+    import time
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conveyor.ci import run_ci
+    from conveyor.controller import run_controller
+    from tests.gateway.servers import free_port
+
+    config = shop.config()
+    run_ci(config)
+    port = free_port()
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_controller,
+        args=(config,),
+        kwargs={
+            "interval": 0.1,
+            "monitor_every": 0.1,
+            "stop": stop,
+            "metrics": ("127.0.0.1", port),
+        },
+        daemon=True,
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline and "conveyor_monitor_rows" not in text:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        names = {f.name for f in text_string_to_metric_families(text)}
+        assert "conveyor_monitor_rows" in names
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=2).status_code == 404
+    finally:
+        stop.set()
+        worker.join(30)
+    assert (shop.root / ".conveyor" / "monitor.prom").read_text() == text

@@ -774,6 +774,12 @@ def watch(
         float, typer.Option(help="Seconds between monitoring reports and alert checks.")
     ] = 30.0,
     once: Annotated[bool, typer.Option(help="One turn, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT", help="Serve the monitoring figures at http://127.0.0.1:PORT/metrics."
+        ),
+    ] = None,
     url: UrlOpt = None,
     project: ProjectOpt = None,
 ) -> None:
@@ -800,6 +806,7 @@ def watch(
             once=once,
             stop=stop,
             report=lambda o: typer.echo(_describe_act(o)),
+            metrics=("127.0.0.1", metrics_port) if metrics_port else None,
         )
     except KeyboardInterrupt:
         pass

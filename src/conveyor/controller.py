@@ -122,6 +122,7 @@ class Controller:
         self._report = report or (lambda _o: None)
         self._last_monitor: datetime | None = None
         self.last_report: dict | None = None
+        self.metrics_text = ""  # the last report in Prometheus text format
         self._alerter: Any = None
         self.ci_reports = ci_reports or Path(config.root) / ".conveyor" / "reports"
 
@@ -168,7 +169,8 @@ class Controller:
             log.warning("monitoring skipped: %s", exc)
             return []
         self.last_report = report
-        write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", prometheus_text(report))
+        self.metrics_text = prometheus_text(report)
+        write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", self.metrics_text)
         if not monitor.alerts:
             return []
         if self._alerter is None:
@@ -452,6 +454,31 @@ class Controller:
             )
 
 
+def serve_metrics(controller: Controller, host: str, port: int) -> Any:
+    """Serve the controller's last monitoring figures at ``http://HOST:PORT/metrics`` (a thread),
+    so Prometheus scrapes what the alert rules and the Grafana dashboard read."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404, "Only /metrics is served here.")
+                return
+            body = controller.metrics_text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="conveyor-metrics", daemon=True).start()
+    return server
+
+
 def run_controller(
     config: Any,
     *,
@@ -461,6 +488,7 @@ def run_controller(
     once: bool = False,
     stop: threading.Event | None = None,
     report: Callable[[dict], None] | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Turn every ``interval`` seconds until stopped; returns the turns run.
 
@@ -502,6 +530,7 @@ def run_controller(
         controller = Controller(
             config, registry, checks=checks, monitor_every=monitor_every, report=report
         )
+        http = serve_metrics(controller, *metrics) if metrics is not None else None
         try:
             while True:
                 if lost.is_set():
@@ -514,6 +543,9 @@ def run_controller(
                 if once or stop.wait(interval):
                     return turns
         finally:
+            if http is not None:
+                http.shutdown()
+                http.server_close()
             done.set()
             heart.join(5)
             lease.release()
