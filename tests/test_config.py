@@ -428,7 +428,8 @@ def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
         "conveyor.yaml: pipeline.train: unknown key 'parms'; did you mean 'params'? (line 5)",
         "conveyor.yaml: unknown key 'gats'; did you mean 'gates'? (line 6)",
         "conveyor.yaml: unknown key 'wibble'; expected one of: "
-        "project, store, executor, data, pipeline, model, registry, validate, gates, serve, deploy, monitor (line 7)",
+        "project, store, executor, data, pipeline, model, registry, validate, gates, serve, "
+        "deploy, monitor (line 7)",
     ]
 
 
