@@ -9,11 +9,13 @@ what is served.
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.exceptions import ModelNotFound, RegistryError, StoreError
@@ -23,6 +25,7 @@ from conveyor.store.artifacts import ArtifactStore
 from conveyor.store.metadata import Store, as_utc
 from conveyor.store.records import utcnow
 
+_ATTEMPTS = 30  # SQLite: concurrent registrations race for the number and retry
 _ALIAS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 
 
@@ -97,9 +100,17 @@ class Registry:
                 f"Cannot register {new.model!r}: its model file {new.file.digest[:12]} is not in "
                 "the artifact store. Re-run the pipeline that produced it."
             )
-        for _attempt in range(5):
+        for attempt in range(_ATTEMPTS):
+            if attempt:  # lost a race for the number: let the winners commit, then look again
+                time.sleep(random.uniform(0.0, 0.01 * attempt))
             try:
                 with self.store.session() as s:
+                    if s.get_bind().dialect.name == "postgresql":
+                        # one registration of a model at a time: the number is then never taken
+                        s.execute(
+                            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                            {"key": f"conveyor.register:{new.model}"},
+                        )
                     latest = s.scalar(
                         select(func.max(m.ModelVersion.version)).where(
                             m.ModelVersion.model == new.model
