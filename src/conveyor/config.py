@@ -339,8 +339,8 @@ class RequestLogConfig(_Model):
     """The sampled request/prediction log, written off the hot path in batches."""
 
     sample: float = Field(default=1.0, ge=0.0, le=1.0)
-    flush_rows: int = Field(default=2000, ge=1)
-    flush_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    flush_rows: int = Field(default=100, ge=1)
+    flush_seconds: float = Field(default=0.05, gt=0.0, le=60.0)
     max_buffer: int = Field(default=200_000, ge=1)  # rows kept in memory if the store lags
 
 

@@ -38,8 +38,8 @@ class RequestLog:
         *,
         gateway: str,
         sample: float = 1.0,
-        flush_rows: int = 2000,
-        flush_seconds: float = 1.0,
+        flush_rows: int = 100,
+        flush_seconds: float = 0.05,
         max_buffer: int = 200_000,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
