@@ -388,21 +388,24 @@ def print_releases(rows: list[dict]) -> None:
     if not rows:
         console.print("No releases yet. Start one with 'conveyor deploy MODEL VERSION --to ENV'.")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("id", "model", "env", "from → to", "strategy", "state", "step", "weight"):
-        table.add_column(column, no_wrap=True, overflow="ignore")
+    # plain aligned lines: ids must never be cut, whatever the terminal's width
+    table = [("id", "model@env", "from → to", "strategy", "state", "step", "weight")]
     for row in rows:
-        table.add_row(
-            row["id"],
-            row["model"],
-            row["environment"],
-            f"{row['from_version'] or '-'} → {row['to_version']}",
-            row["strategy"],
-            row["state"],
-            str(row["step"]),
-            f"{row['weight']:g}%",
+        table.append(
+            (
+                row["id"],
+                f"{row['model']}@{row['environment']}",
+                f"{row['from_version'] or '-'} → {row['to_version']}",
+                row["strategy"],
+                row["state"],
+                str(row["step"]),
+                f"{row['weight']:g}%",
+            )
         )
-    console.print(table)
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        console.print(text.rstrip(), highlight=False, soft_wrap=True, markup=False)
 
 
 def print_release(release: dict, events: list[dict]) -> None:
