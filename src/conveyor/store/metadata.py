@@ -589,6 +589,24 @@ def _last_values(metrics: Sequence[tuple[str, float, int, float]]) -> dict[str, 
     return last
 
 
+def _wal(cur: Any) -> None:
+    """Switch to WAL; a fresh file that another process is creating at the same moment answers
+    "database is locked" at once (SQLite does not wait on the busy handler for this), so wait
+    for it here, up to the busy timeout."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -601,10 +619,10 @@ def _make_engine(url: str) -> Engine:
             # WAL lets readers (dashboard, `conveyor runs`) work during a run; the busy timeout
             # makes concurrent writers wait instead of failing.
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            _wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
