@@ -20,16 +20,19 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from suite import environments, serving
+from suite.machine import (
+    commit,
+    describe_machine,
+    load_average,
+    package_version,
+    quiet_feature_names,
+)
 from suite.serving import BenchError, Bodies, Load, Server, ServerSpec
 
 SERVERS = ("conveyor", "mlflow", "fastapi-onnx")
@@ -109,15 +112,6 @@ class Fixture:
         return [int(v) for v in self.model.predict(self.data.x_test[:rows])]
 
 
-@contextmanager
-def _quiet_feature_names() -> Iterator[None]:
-    """The model is fitted on arrays (as the servers get arrays); checks that feed it the
-    named frame make sklearn warn about the names once per call."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "X has feature names", UserWarning)
-        yield
-
-
 def make_fixture(work: Path) -> Fixture:
     data = serving.make_dataset()
     model = serving.fit_model(data)
@@ -148,7 +142,7 @@ def prepare_conveyor(fix: Fixture, work: Path, env: dict[str, str]) -> Prepared:
     project.mkdir(parents=True)
     (project / "conveyor.yaml").write_text("project: bench\n")
     config = load_config(project / "conveyor.yaml", env=env)
-    with _quiet_feature_names():
+    with quiet_feature_names():
         version = register_fitted(
             config,
             fix.model,
@@ -171,7 +165,7 @@ def prepare_conveyor(fix: Fixture, work: Path, env: dict[str, str]) -> Prepared:
             f"registered version {version.version} with an ONNX copy: {version.onnx is not None}"
         ],
     )
-    versions = {"conveyor": f"{_version('conveyor-ml')} (commit {_commit()})"}
+    versions = {"conveyor": f"{package_version('conveyor-ml')} (commit {commit()})"}
     return Prepared(spec, versions, project, config)
 
 
@@ -211,7 +205,7 @@ def prepare_fastapi_onnx(fix: Fixture, work: Path, env: dict[str, str]) -> Prepa
     that Conveyor's own exporter makes and checks against the model."""
     from conveyor.registry.onnx import OnnxModel, export_onnx
 
-    with _quiet_feature_names():
+    with quiet_feature_names():
         data, report = export_onnx(fix.model, fix.features(1000), task="classification")
     if data is None:
         raise BenchError(f"The model has no faithful ONNX copy: {report['reason']}")
@@ -364,7 +358,7 @@ def swap_cell(server: Server, prepared: Prepared, fix: Fixture, load: Load) -> d
     registered = None
     try:
         at(0.1)
-        with _quiet_feature_names():
+        with quiet_feature_names():
             registered = register_fitted(
                 prepared.config, second, fix.features(), name=MODEL_NAME, task="classification"
             )
@@ -586,33 +580,6 @@ def _notes(results: dict[str, Any]) -> list[str]:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def _machine() -> str:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} CPU {model}, {platform.system()} {platform.release()}"
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def _commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=environments.REPO_ROOT, capture_output=True, text=True
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def _wrk_version() -> str:
     done = subprocess.run([serving.ensure_wrk(), "--version"], capture_output=True, text=True)
     return (done.stdout + done.stderr).split("Copyright")[0].replace("wrk", "").strip()
@@ -645,8 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": _machine(),
-            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "machine": describe_machine(),
+            "load_before": load_average(),
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "server_cpu": args.server_cpu,
@@ -655,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_tries": max(1, args.max_tries),
             "versions": {
                 "python": platform.python_version(),
-                "scikit-learn": _version("scikit-learn"),
+                "scikit-learn": package_version("scikit-learn"),
                 "wrk": _wrk_version(),
             },
         },
@@ -678,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             log(f"{name}: FAILED: {exc}")
             results["servers"][name] = {"ok": False, "error": str(exc)}
-    results["meta"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results["meta"]["load_after"] = load_average()
     results["goals"] = goal_rows(results)
     table = markdown(results)
     args.results.mkdir(parents=True, exist_ok=True)

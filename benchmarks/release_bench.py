@@ -25,18 +25,21 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from suite import environments, serving
+from suite.machine import (
+    commit,
+    describe_machine,
+    load_average,
+    package_version,
+    quiet_feature_names,
+)
 from suite.release_load import Answer, BenchError, Gateway, LoadRun, Process, wait_for
 
 MODEL = "release-bench"
@@ -117,15 +120,6 @@ class Bench:
         return Process(name, argv, self.env, self.logs / f"{name}.log")
 
 
-@contextmanager
-def _quiet_feature_names() -> Iterator[None]:
-    """The models are fitted on arrays (the gateway gets arrays); registering them with the
-    named frame makes sklearn warn about the names on every check."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "X has feature names", UserWarning)
-        yield
-
-
 def make_bench(args: argparse.Namespace, work: Path) -> Bench:
     """Fit the three versions, write a fresh project and register them (v1 in production)."""
     import pandas as pd
@@ -169,7 +163,7 @@ def make_bench(args: argparse.Namespace, work: Path) -> Bench:
     config = load_config(root / "conveyor.yaml", env=env)
     features = pd.DataFrame(x[:2000], columns=data.columns)
     versions = {}
-    with _quiet_feature_names():
+    with quiet_feature_names():
         for key, fitted in (("stable", stable), ("healthy", healthy), ("bad", bad)):
             aliases = (ENV,) if key == "stable" else ()
             registered = register_fitted(
@@ -425,23 +419,23 @@ def _convergence(
     """From the rollback's commit (its event) until every replica serves only the stable version:
     each replica's route as polled, and the last answer any caller got from the candidate."""
     events = release_events(bench, release_id)
-    commit = events["release.rolled_back"]["at"]
+    rolled_back_at = events["release.rolled_back"]["at"]
     replicas = {}
     for g, gw in enumerate(load.gateways):
         replicas[gw.name] = {
-            "route_settled_s": _round(settled_after(load.routes[g], commit, stable)),
-            "poll_gap_s": _round(poll_gap(load.poll_times[g], commit)),
+            "route_settled_s": _round(settled_after(load.routes[g], rolled_back_at, stable)),
+            "poll_gap_s": _round(poll_gap(load.poll_times[g], rolled_back_at)),
         }
-    late = [a for a in load.answers if a.version == candidate and a.answered > commit]
+    late = [a for a in load.answers if a.version == candidate and a.answered > rolled_back_at]
     last = max((a.answered for a in late), default=None)
     parts = [r["route_settled_s"] for r in replicas.values()]
-    parts.append(0.0 if last is None else last - commit)
+    parts.append(0.0 if last is None else last - rolled_back_at)
     return {
-        "commit_at": commit,
+        "commit_at": rolled_back_at,
         "replicas": replicas,
         "candidate_answers_after_commit": len(late),
-        "candidate_sent_after_commit": sum(a.sent > commit for a in late),
-        "last_candidate_answer_s": _round(None if last is None else last - commit),
+        "candidate_sent_after_commit": sum(a.sent > rolled_back_at for a in late),
+        "last_candidate_answer_s": _round(None if last is None else last - rolled_back_at),
         "rollback_to_stable_s": None if None in parts else _round(max(parts)),
     }
 
@@ -729,37 +723,6 @@ def _notes(results: dict[str, Any]) -> list[str]:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def _machine() -> str:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} CPU {model}, {platform.system()} {platform.release()}"
-
-
-def _load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def _commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=environments.REPO_ROOT, capture_output=True, text=True
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.work.resolve()
@@ -772,8 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": _machine(),
-            "load_before": _load_average(),
+            "machine": describe_machine(),
+            "load_before": load_average(),
             "note": (
                 f"Everything on this one host, nothing pinned to a CPU: two gateways, the "
                 f"controller, the CLI commands and the load generator share {os.cpu_count()} "
@@ -792,9 +755,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{{weight: {CANARY_STEPS[1]}, for: 10m}}]",
             },
             "versions": {
-                "conveyor": f"{_version('conveyor-ml')} (commit {_commit()})",
+                "conveyor": f"{package_version('conveyor-ml')} (commit {commit()})",
                 "python": platform.python_version(),
-                "scikit-learn": _version("scikit-learn"),
+                "scikit-learn": package_version("scikit-learn"),
             },
         },
         "model": bench.model,
@@ -804,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     results["rollback"] = rollback_scenario(bench, args)
     log("scenario 2: a bad canary at 10% under `conveyor watch`")
     results["bad_canary"] = bad_canary_scenario(bench, args)
-    results["meta"]["load_after"] = _load_average()
+    results["meta"]["load_after"] = load_average()
     results["figures"] = figure_rows(results)
     table = markdown(results)
     args.results.mkdir(parents=True, exist_ok=True)

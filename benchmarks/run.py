@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from suite import data, environments, hashing, pipeline_runs, pipelines, report, startup, tracking
+from suite.machine import commit, describe_machine, load_average
 
 SECTIONS = ("startup", "pipeline", "hashing", "tracking")
 
@@ -48,39 +49,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--work", type=Path, default=environments.DEFAULT_WORK)
     return parser.parse_args(argv)
-
-
-def _machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-        memory = f", {mem_kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        memory = ""
-    return f"{os.cpu_count()} CPU {model}{memory}, {platform.system()} {platform.release()}"
-
-
-def _commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=environments.REPO_ROOT, capture_output=True, text=True
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _tool_version(bin_dir: Path, package: str) -> str:
@@ -142,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "sections": sections,
             "started": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "machine": _machine(),
+            "machine": describe_machine(),
             "python": platform.python_version(),
             "conveyor_version": metadata.version("conveyor-ml"),
-            "commit": _commit(),
+            "commit": commit(),
             "repeats": repeats,
             "startup_repeats": startup_repeats,
-            "load_before": _load(),
+            "load_before": load_average(),
         }
     }
     dvc_bin = mlflow_bin = None
@@ -198,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             _cleanup(work)
-    results["meta"]["load_after"] = _load()
+    results["meta"]["load_after"] = load_average()
     results["meta"]["duration_s"] = time.perf_counter() - started
     md_path, json_path = _save(results, stem)
     sys.stdout.write(md_path.read_text())
