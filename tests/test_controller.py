@@ -59,6 +59,7 @@ def test_the_controller_releases_new_versions_through_the_environments(shop) -> 
     with open_registry(config) as registry:
         controller = Controller(config, registry, monitor_every=3600)
         acts = controller.turn()
+        controller.close()
         # staging is released directly (no checks configured), so it is promoted at once and
         # production, which comes after it, starts in the same turn
         assert [(a["act"], a.get("environment")) for a in acts] == [
@@ -68,8 +69,8 @@ def test_the_controller_releases_new_versions_through_the_environments(shop) -> 
         assert registry.alias("churn", "staging") == 1
         assert registry.alias("churn", "production") == 1
         # a restarted controller finds nothing left to do: every release has its row
-        again = Controller(config, registry, monitor_every=3600)
-        assert [a for a in again.turn() if a["act"] == "release_started"] == []
+        with Controller(config, registry, monitor_every=3600) as again:
+            assert [a for a in again.turn() if a["act"] == "release_started"] == []
         assert len(Releases(config, registry).list()) == 2
 
 
@@ -109,6 +110,7 @@ def test_new_data_triggers_one_retraining_then_the_guardrails_hold(shop) -> None
         backdate(small)
         held = [a for a in controller.turn(now=later) if a["act"] == "retrain_skipped"]
         assert held and held[0]["why"].startswith("min_new_rows")
+        controller.close()
 
 
 def test_one_controller_per_project(shop) -> None:
@@ -148,7 +150,9 @@ def test_a_retraining_cut_short_by_a_kill_runs_again(shop) -> None:
                 "shop",
                 {"causes": ["new_data: rows"], "sources": controller._source_hashes()},
             )
-        acts = Controller(config, registry, monitor_every=3600).turn()
+        with Controller(config, registry, monitor_every=3600) as restarted:
+            acts = restarted.turn()
+        controller.close()
         assert [a["act"] for a in acts if a["act"].startswith("retrain")] == ["retrained"]
         assert [a["version"] for a in acts if a["act"] == "retrained"] == [2]
 

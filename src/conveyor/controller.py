@@ -125,6 +125,19 @@ class Controller:
         self.metrics_text = ""  # the last report in Prometheus text format
         self._alerter: Any = None
         self.ci_reports = ci_reports or Path(config.root) / ".conveyor" / "reports"
+        self._context: Any = None  # the pipeline's stores, for fingerprinting the sources
+
+    def close(self) -> None:
+        """Close what the controller opened for itself (the registry stays the caller's)."""
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- one turn --------------------------------------------------------------------------
 
@@ -324,11 +337,9 @@ class Controller:
     def _source_hashes(self) -> dict[str, str]:
         from conveyor.pipeline.plan import Context, snapshot_sources
 
-        ctx = Context(self.config)
-        try:
-            snaps, _ = snapshot_sources(ctx, list(self.config.data))
-        finally:
-            ctx.close()
+        if self._context is None:  # opened once: stores and stat cache, not every turn
+            self._context = Context(self.config)
+        snaps, _ = snapshot_sources(self._context, list(self.config.data))
         return {name: snap["content_hash"] for name, snap in snaps.items()}
 
     def _trained_hashes(self) -> dict[str, str]:
@@ -543,6 +554,7 @@ def run_controller(
                 if once or stop.wait(interval):
                     return turns
         finally:
+            controller.close()
             if http is not None:
                 http.shutdown()
                 http.server_close()
