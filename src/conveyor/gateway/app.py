@@ -604,7 +604,7 @@ class Gateway:
         for key, value in scope["headers"]:
             if key == b"inference-header-content-length":
                 header_length = value.decode(errors="replace")
-        body = await self._body_any(scope, receive)
+        body = await self._body(scope, receive)
         status = 200
         rows = 0
         instances: Any = None
@@ -630,13 +630,6 @@ class Gateway:
             seconds = time.perf_counter() - start
             outputs = "" if status != 200 else _v2_outputs(payload)
             self._answered(rid, served, env, status, seconds, rows, instances, outputs)
-
-    async def _body_any(self, scope: dict, receive: Any) -> bytes:
-        """The body whatever its content type (v2 binary requests are octet-streams)."""
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-        return await self._body({**scope, "headers": headers}, receive)
-
-    # -- feedback, status, readiness -------------------------------------------------------
 
     async def _feedback(
         self, scope: dict, receive: Any
