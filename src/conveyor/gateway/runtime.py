@@ -75,15 +75,6 @@ class Served:
         arrays = columns_from_rows(self.signature, rows, max_rows=max_rows)
         return arrays, len(arrays[0])
 
-    def prepare_columns(self, arrays: list[Any]) -> tuple[Any, int]:
-        """A block from arrays already checked (the v2 protocol sends tensors per field)."""
-        import numpy as np
-
-        if self.matrix:
-            block = np.column_stack(arrays).astype(np.float64, copy=False)
-            return block, block.shape[0]
-        return arrays, len(arrays[0])
-
     # -- a batch ---------------------------------------------------------------------------
 
     def predict(self, blocks: list[Any]) -> list[Prediction]:
