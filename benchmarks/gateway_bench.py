@@ -134,7 +134,7 @@ class Prepared:
 
 def prepare_conveyor(fix: Fixture, work: Path, env: dict[str, str]) -> Prepared:
     """A fresh project (``project: bench``) with the model registered as production."""
-    from conveyor.catalog import register_fitted
+    from conveyor.actions.models import register_fitted
     from conveyor.config import load_config
 
     project = work / "conveyor-project"
@@ -325,7 +325,7 @@ def _wait_for_version(server: Server, version: int, limit: float = 15) -> float 
 def swap_cell(server: Server, prepared: Prepared, fix: Fixture, load: Load) -> dict[str, Any]:
     """1-row c=8 load for the cell's duration while a second version is registered and the
     production alias moves to it and back with ``conveyor models alias``."""
-    from conveyor.catalog import register_fitted
+    from conveyor.actions.models import register_fitted
 
     second = serving.fit_model(fix.data, random_state=1, max_iter=50)
     first_version = served_version(server)
@@ -540,7 +540,8 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "Method: `HistGradientBoostingClassifier(random_state=0)` fitted on 80% of "
         "`make_classification(n_samples=50_000, n_features=20, random_state=0)` (test accuracy "
         f"{results['model']['accuracy']:.4f}); every server serves that estimator (Conveyor: "
-        "registered with `conveyor.catalog.register_fitted`; MLflow: `mlflow.sklearn.log_model`; "
+        "registered with `conveyor.actions.models.register_fitted`; MLflow: "
+        "`mlflow.sklearn.log_model`; "
         "FastAPI: the ONNX copy Conveyor's exporter checks against it). 512 single-row and 20 "
         '100-row `{"instances": ...}` bodies from held-out rows, the same bytes for every '
         "server; each server's 1-row and 100-row answers are checked against in-process "

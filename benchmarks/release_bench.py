@@ -124,7 +124,7 @@ def make_bench(args: argparse.Namespace, work: Path) -> Bench:
     """Fit the three versions, write a fresh project and register them (v1 in production)."""
     import pandas as pd
 
-    from conveyor.catalog import register_fitted
+    from conveyor.actions.models import register_fitted
     from conveyor.config import load_config
 
     data = serving.make_dataset()
@@ -235,7 +235,7 @@ def sleep_until(when: float) -> None:
 
 def release_events(bench: Bench, release_id: str) -> dict[str, dict[str, Any]]:
     """The release's events by kind (the last of each kind), with their time as epoch seconds."""
-    from conveyor.catalog import open_registry
+    from conveyor.actions.models import open_registry
     from conveyor.store.metadata import as_utc
 
     out: dict[str, dict[str, Any]] = {}
@@ -247,7 +247,7 @@ def release_events(bench: Bench, release_id: str) -> dict[str, dict[str, Any]]:
 
 
 def release_state(bench: Bench, release_id: str) -> str:
-    from conveyor.catalog import open_registry
+    from conveyor.actions.models import open_registry
     from conveyor.release.releases import Releases
 
     with open_registry(bench.config) as registry:
@@ -260,7 +260,7 @@ def logged_rows(bench: Bench, since: float) -> set[str]:
 
     from sqlalchemy import select
 
-    from conveyor.catalog import open_registry
+    from conveyor.actions.models import open_registry
     from conveyor.store import models as m
 
     query = (
@@ -515,7 +515,7 @@ def _bad_figures(
     }
     rolled = events.get("release.rolled_back")
     if rolled is None:
-        from conveyor.catalog import open_registry
+        from conveyor.actions.models import open_registry
         from conveyor.release.releases import Releases
 
         with open_registry(bench.config) as registry:  # leave the store clean for a re-run

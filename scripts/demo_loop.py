@@ -351,7 +351,7 @@ def loop(project: Path) -> None:
 
 def register_inverted(project: Path, features: list[str]) -> int:
     sys.path.insert(0, str(project))
-    from conveyor.catalog import register_fitted
+    from conveyor.actions.models import register_fitted
     from conveyor.config import load_config
 
     import conveyor

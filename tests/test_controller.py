@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from conveyor.catalog import open_registry
+from conveyor.actions.models import open_registry
 from conveyor.controller import Controller, ControllerBusy, Lease
 from conveyor.release.releases import Releases
 from conveyor.store.records import utcnow
@@ -52,7 +52,7 @@ def kinds(store, prefix: str) -> list[str]:
 
 
 def test_the_controller_releases_new_versions_through_the_environments(shop) -> None:
-    from conveyor.ci import run_ci
+    from conveyor.actions.ci import run_ci
 
     config = shop.config()
     assert run_ci(config).version == 1
@@ -75,7 +75,7 @@ def test_the_controller_releases_new_versions_through_the_environments(shop) -> 
 
 
 def test_new_data_triggers_one_retraining_then_the_guardrails_hold(shop) -> None:
-    from conveyor.ci import run_ci
+    from conveyor.actions.ci import run_ci
 
     config = shop.config()
     run_ci(config)
@@ -130,7 +130,7 @@ def test_one_controller_per_project(shop) -> None:
 
 
 def test_a_retraining_cut_short_by_a_kill_runs_again(shop) -> None:
-    from conveyor.ci import run_ci
+    from conveyor.actions.ci import run_ci
 
     config = shop.config()
     run_ci(config)
@@ -164,7 +164,7 @@ def test_the_controller_serves_its_monitoring_figures_for_prometheus(shop) -> No
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    from conveyor.ci import run_ci
+    from conveyor.actions.ci import run_ci
     from conveyor.controller import run_controller
     from tests.gateway.servers import free_port
 

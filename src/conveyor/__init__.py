@@ -9,7 +9,7 @@ Inside a pipeline step::
 from __future__ import annotations
 
 from conveyor.exceptions import ConveyorError
-from conveyor.tracking import log_artifact, log_metric, log_metrics, log_param
+from conveyor.pipeline.tracking import log_artifact, log_metric, log_metrics, log_param
 
 __version__ = "0.1.0"
 

@@ -28,9 +28,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.atomic import write_text
 from conveyor.exceptions import ConveyorError, ReleaseError, StoreError
 from conveyor.store import models as m
+from conveyor.store.atomic import write_text
 from conveyor.store.metadata import as_utc
 from conveyor.store.records import utcnow
 
@@ -314,7 +314,7 @@ class Controller:
         return [{"act": "retrain_skipped", "causes": causes, "why": why}]
 
     def _run_ci(self, causes: list[str], hashes: dict[str, str]) -> list[dict]:
-        from conveyor.ci import run_ci
+        from conveyor.actions.ci import run_ci
 
         self._event("controller.retrain_started", {"causes": causes, "sources": hashes})
         stamp = utcnow().strftime("%Y%m%d-%H%M%S")
@@ -506,7 +506,7 @@ def run_controller(
     Raises:
         ControllerBusy: another controller runs this project.
     """
-    from conveyor.catalog import open_registry
+    from conveyor.actions.models import open_registry
 
     stop = stop or threading.Event()
     turns = 0

@@ -103,7 +103,7 @@ def load(root: Path) -> Any:
 
 def gateway_project(root: Path, *, store_url: str | None = None, serve: str = "") -> Any:
     """Register num v1 (production), num v2 (staging) and mixed v1 (production, native)."""
-    from conveyor.catalog import register_fitted
+    from conveyor.actions.models import register_fitted
 
     write_project(root, store_url=store_url, serve=serve)
     config = load(root)
@@ -226,7 +226,7 @@ def spawn(
     cmd = [
         sys.executable,
         "-m",
-        "conveyor.entry",
+        "conveyor.cli.main",
         "serve",
         "-C",
         str(root),

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.catalog import open_registry, register_fitted, set_alias
+from conveyor.actions.models import open_registry, register_fitted, set_alias
 from conveyor.gateway.batching import Batcher
 from conveyor.gateway.routing import Router
 from conveyor.gateway.runtime import load_served

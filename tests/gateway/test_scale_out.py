@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from conveyor.catalog import set_alias
+from conveyor.actions.models import set_alias
 from conveyor.store import models as m
 from conveyor.store.metadata import Store
 from tests.gateway.servers import TOKEN, Running, gateway_project, spawn, trained, wait_ready

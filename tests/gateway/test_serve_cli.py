@@ -8,8 +8,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.cli.test_cli import conveyor, executable
 from tests.gateway.servers import TOKEN, gateway_project, load, spawn, write_project
-from tests.test_cli import conveyor, executable
 
 
 def test_serve_refuses_a_short_token_before_listening(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from conveyor.catalog import open_registry
+from conveyor.actions.models import open_registry
 from conveyor.store import models as m
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

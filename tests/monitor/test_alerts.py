@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.config_monitor import AlertCondition, AlertRule, MonitorConfig
+from conveyor.config.monitor import AlertCondition, AlertRule, MonitorConfig
 from conveyor.exceptions import MonitorError
 from conveyor.monitor.alerts import (
     ENTITY,

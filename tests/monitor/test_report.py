@@ -159,7 +159,7 @@ def test_live_quality_joins_feedback_by_request_and_row(config) -> None:
 def test_regression_quality_and_prediction_drift(tmp_path: Path) -> None:
     from sklearn.linear_model import LinearRegression
 
-    from conveyor.catalog import register_fitted
+    from conveyor.actions.models import register_fitted
 
     config = gateway_project(tmp_path / "p")
     rng = np.random.default_rng(3)
@@ -218,8 +218,8 @@ def test_errors_latency_and_the_monitor_section(config) -> None:
 
 
 def test_a_pipeline_registered_version_uses_its_stored_holdout(project) -> None:
-    from conveyor.catalog import set_alias
-    from conveyor.ci import run_ci
+    from conveyor.actions.ci import run_ci
+    from conveyor.actions.models import set_alias
     from tests.churn_project import STEPS, rows
 
     project.write("shop.py", STEPS)

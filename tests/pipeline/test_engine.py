@@ -164,7 +164,7 @@ def test_failed_step_blocks_dependents_lets_unrelated_steps_finish_and_keeps_its
     blocked = next(s for s in summary.steps if s.name == "report")
     assert blocked.reason == "upstream step 'train' did not succeed"
 
-    from conveyor.inspect import describe_run, step_log
+    from conveyor.actions.runs import describe_run, step_log
 
     info = describe_run(demo.config(), summary.run_id)
     assert info["status"] == "failed"
@@ -198,7 +198,7 @@ def test_metrics_logged_before_a_failure_are_kept(project):
     )
     summary = project.run()
     assert not summary.ok
-    from conveyor.inspect import describe_run
+    from conveyor.actions.runs import describe_run
 
     info = describe_run(project.config(), summary.run_id)
     assert info["metrics"]["boom"]["loss"] == {"last": pytest.approx(1 / 3), "count": 3}
@@ -276,7 +276,7 @@ def test_independent_steps_run_in_parallel(project):
     )
     summary = project.run(jobs=2)
     assert summary.ok
-    from conveyor.inspect import describe_run
+    from conveyor.actions.runs import describe_run
 
     info = describe_run(project.config(), summary.run_id)
     spans = {}
@@ -444,7 +444,7 @@ def test_sql_source_change_is_detected(project, tmp_path):
 
 def test_profile_of_the_snapshot_is_recorded(demo):
     summary = demo.run(wait_for_profiles=True)
-    from conveyor.inspect import describe_run
+    from conveyor.actions.runs import describe_run
 
     snap = describe_run(demo.config(), summary.run_id)["snapshots"][0]
     assert snap["source"] == "raw" and snap["row_count"] == 3 and snap["columns"] == 1
@@ -479,7 +479,7 @@ def test_missing_input_file_fails_before_anything_is_recorded(demo):
 
 
 def test_gc_of_old_runs_frees_what_only_they_used_and_keeps_the_newest_cached(demo):
-    from conveyor.inspect import collect_garbage
+    from conveyor.actions.runs import collect_garbage
     from conveyor.store.metadata import Store
 
     demo.run()

@@ -15,7 +15,7 @@ import pytest
 from conveyor.exceptions import ProjectLocked
 from conveyor.pipeline.worker import pid_alive
 
-CONVEYOR = [sys.executable, "-m", "conveyor.entry"]
+CONVEYOR = [sys.executable, "-m", "conveyor.cli.main"]
 
 SLOW_STEPS = """
 import os, time

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.catalog import open_registry
+from conveyor.actions.models import open_registry
 from conveyor.release.releases import Releases
 from conveyor.store import models as m
 from tests.gateway.servers import gateway_project, load, running, trained
@@ -33,7 +33,7 @@ def watch(root: Path) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "conveyor.entry",
+            "conveyor.cli.main",
             "watch",
             "--interval",
             "0.2",

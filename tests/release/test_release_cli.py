@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.cli.test_cli import conveyor
 from tests.gateway.servers import gateway_project
-from tests.test_cli import conveyor
 
 DEPLOY = """
 deploy:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from conveyor.catalog import open_registry, register_fitted
+from conveyor.actions.models import open_registry, register_fitted
 from conveyor.exceptions import ReleaseError
 from conveyor.release.checks import GatewayChecks
 from conveyor.release.releases import Releases

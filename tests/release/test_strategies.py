@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from conveyor.catalog import open_registry, register_fitted
+from conveyor.actions.models import open_registry, register_fitted
 from conveyor.release.checks import GatewayChecks
 from conveyor.release.releases import Releases
 from conveyor.store import models as m

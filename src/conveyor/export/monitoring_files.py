@@ -25,7 +25,7 @@ from conveyor.export.files import read_existing, under, write_file
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
-    from conveyor.config_monitor import AlertRule
+    from conveyor.config.monitor import AlertRule
 
 __all__ = [
     "DEFAULT_PATHS",

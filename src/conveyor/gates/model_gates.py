@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from conveyor.config_gates import Comparison, Threshold
+from conveyor.config.gates import Comparison, Threshold
 from conveyor.evaluate.compare import HIGHER_IS_BETTER, delong, mcnemar, paired_bootstrap
 from conveyor.evaluate.metrics import by_slice, classification_metrics, regression_metrics
 from conveyor.evaluate.steps import features_of, predict_scores

@@ -27,7 +27,7 @@ from conveyor.store import models as m
 from conveyor.store.records import utcnow
 
 if TYPE_CHECKING:
-    from conveyor.config_monitor import AlertRule
+    from conveyor.config.monitor import AlertRule
     from conveyor.store.metadata import Store
 
 __all__ = [

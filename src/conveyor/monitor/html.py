@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 
-from conveyor.atomic import write_text
+from conveyor.store.atomic import write_text
 
 if TYPE_CHECKING:
     import pandas

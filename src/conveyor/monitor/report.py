@@ -28,7 +28,7 @@ from conveyor.store.metadata import as_utc
 if TYPE_CHECKING:
     import pandas
 
-    from conveyor.config_monitor import DriftSettings, WindowConfig
+    from conveyor.config.monitor import DriftSettings, WindowConfig
     from conveyor.registry.registry import Registry, Version
 
 __all__ = ["Monitoring", "monitor_report", "observe", "prometheus_text"]
@@ -105,7 +105,7 @@ def observe(
     Raises:
         MonitorError: as ``monitor_report``.
     """
-    from conveyor.config_monitor import MonitorConfig
+    from conveyor.config.monitor import MonitorConfig
 
     settings = config.monitor or MonitorConfig()
     model = model or (config.model.name if getattr(config, "model", None) else None)

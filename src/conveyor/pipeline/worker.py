@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from conveyor import tracking
 from conveyor.exceptions import ConveyorError, StepNotFound
+from conveyor.pipeline import tracking
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
 
 

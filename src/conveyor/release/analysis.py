@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from sqlalchemy import select
 
-from conveyor.config_deploy import AnalysisConfig
+from conveyor.config.deploy import AnalysisConfig
 from conveyor.store import models as m
 
 __all__ = ["Side", "Verdict", "collect", "judge"]

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.config_deploy import EnvironmentConfig
+from conveyor.config.deploy import EnvironmentConfig
 from conveyor.exceptions import ReleaseError, StoreError
 from conveyor.release.analysis import Verdict, collect, judge
 from conveyor.store import models as m
@@ -405,7 +405,7 @@ class Releases:
         env = self.environment(view.environment)
         analysis = env.analysis
         if view.plan.get("analysis"):
-            from conveyor.config_deploy import AnalysisConfig
+            from conveyor.config.deploy import AnalysisConfig
 
             analysis = AnalysisConfig.model_validate(view.plan["analysis"])
         a, b = view.from_version, view.to_version

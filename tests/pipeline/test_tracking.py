@@ -7,8 +7,8 @@ import math
 import pytest
 
 import conveyor
-from conveyor import tracking
 from conveyor.exceptions import ConveyorError
+from conveyor.pipeline import tracking
 
 
 @pytest.fixture

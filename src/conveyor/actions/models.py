@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from conveyor.atomic import write_text
 from conveyor.exceptions import RegistryError
+from conveyor.store.atomic import write_text
 
 
 @contextmanager

@@ -36,8 +36,8 @@ def run(argv: list[str]) -> int:
     """Run the command line with these arguments; return the exit code."""
     plain = _plain_run(argv)
     if plain is not None:
+        from conveyor.cli.run import run_command
         from conveyor.exceptions import ConveyorError
-        from conveyor.runner import run_command
 
         project, as_json = plain
         try:
@@ -48,7 +48,7 @@ def run(argv: list[str]) -> int:
         except KeyboardInterrupt:
             sys.stderr.write("Interrupted.\n")
             return 130
-    from conveyor.cli import main as cli_main
+    from conveyor.cli.app import main as cli_main
 
     saved = sys.argv
     sys.argv = ["conveyor", *argv]

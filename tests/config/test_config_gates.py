@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.config import load_config
-from conveyor.config_gates import Comparison, Threshold, parse_expression
+from conveyor.config.gates import Comparison, Threshold, parse_expression
 from conveyor.exceptions import ConfigError
 
 

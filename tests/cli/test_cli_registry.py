@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.churn_project import STEPS, backdate, rows, write_data
-from tests.test_cli import CONVEYOR_VARS, conveyor
+from tests.cli.test_cli import CONVEYOR_VARS, conveyor
 
 PIPELINE = """
 project: shop

@@ -12,10 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from conveyor.config_yaml import YamlPath
+from conveyor.config.reader import YamlPath
 
 if TYPE_CHECKING:
-    from conveyor.config import StepConfig
+    from conveyor.config.project import StepConfig
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 REF_HELP = "write 'data.NAME', 'STEP' or 'STEP.OUTPUT'"

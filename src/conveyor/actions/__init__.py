@@ -1,0 +1,2 @@
+"""One function per command: the CLI, the dashboard and the controller call these, never each
+other."""
