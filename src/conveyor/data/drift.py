@@ -39,8 +39,10 @@ and the Wasserstein distance come with the same arithmetic as ``scipy.stats.ks_2
 one-sided series, about 0.5 s under the GIL; scipy pays the same. Each categorical side is
 counted once (``value_counts``) for chi2, JS and PSI; chi2 equals
 ``scipy.stats.chi2_contingency(correction=False)`` on the table after rare categories are merged
-(:func:`chi2_table`). Results are JSON-safe dicts. ``benchmarks/drift_bench.py`` compares all
-this with scipy column by column.
+(:func:`chi2_table`), except that a table left with two columns and an expected count under 5
+(a binary column with a rare class) gets Fisher's exact p-value (``"test": "fisher"``).
+Results are JSON-safe dicts. ``benchmarks/drift_bench.py`` compares all this with scipy column
+by column.
 
 pandas, numpy and scipy are imported inside the functions, never at import time.
 """
@@ -673,7 +675,11 @@ def chi2_table(ref_counts: Sequence[int], cur_counts: Sequence[int]) -> tuple[An
 
     A category whose smaller expected count (smaller row total x its column total / all rows)
     is under 5 goes into one "other" column, the last one; if "other" is still under 5, the
-    smallest remaining category joins it. Categories keep their order otherwise.
+    smallest remaining category joins it. Categories keep their order otherwise. Merging never
+    leaves fewer than two columns when the data has two categories or more: a binary column
+    with a rare class would otherwise merge into one column, dof 0, and a shift of the rare
+    class (8 in 392 rows against 10 in 27) would pass as "no drift". Such a small table is
+    tested exactly (Fisher) by :func:`column_drift`.
 
     Args:
         ref_counts: Reference rows per category.
@@ -690,10 +696,12 @@ def chi2_table(ref_counts: Sequence[int], cur_counts: Sequence[int]) -> tuple[An
     rare = totals < need
     if not rare.any():
         return table, 0
+    if rare.all() and len(totals) >= 2:  # every category rare: the largest stays apart
+        rare[int(np.argmax(totals))] = False
     kept = np.flatnonzero(~rare)
     other = table[:, rare].sum(axis=1)
     merged = int(rare.sum())
-    if other.sum() < need and len(kept) > 0:
+    if other.sum() < need and len(kept) > 1:
         smallest = kept[np.argmin(totals[kept])]  # first of equal totals: deterministic
         other = other + table[:, smallest]
         kept = kept[kept != smallest]
@@ -712,6 +720,17 @@ def _chi2(r: numpy.ndarray, c: numpy.ndarray) -> dict[str, Any]:
     observed = table.astype(np.float64)
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
     statistic = float(((observed - expected) ** 2 / expected).sum())
+    if dof == 1 and expected.min() < MIN_EXPECTED:
+        # two columns with an expected count under 5: the chi-square approximation is off,
+        # and Fisher's exact test is cheap on a 2 x 2 table
+        p_value = float(stats.fisher_exact(table).pvalue)
+        return {
+            "statistic": statistic,
+            "p_value": p_value,
+            "dof": dof,
+            "merged": merged,
+            "test": "fisher",
+        }
     p_value = float(stats.chi2.sf(statistic, dof))
     return {"statistic": statistic, "p_value": p_value, "dof": dof, "merged": merged}
 
