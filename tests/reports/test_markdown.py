@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from conveyor.evaluate.plots import calibration_svg, roc_svg
+from conveyor.evaluate.values import format_number
 from conveyor.exceptions import ExportError
-from conveyor.reports.format import format_change, format_number, md_cell
+from conveyor.reports.format import format_change, md_cell
 from conveyor.reports.markdown import ci_markdown, write_ci_report
 
 # -- report dicts, as the integrator builds them from the registry ------------------------------

@@ -8,11 +8,11 @@ the same inputs give byte-identical SVG. Each curve is cut to at most ``MAX_POIN
 from __future__ import annotations
 
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from conveyor.evaluate import svg
 from conveyor.evaluate.metrics import check_binary, check_pair, reliability_bins
 
 MAX_POINTS = 200
@@ -37,12 +37,13 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [float(v) for v in np.arange(first, hi + step * 1e-9, step)]
 
 
-class _Canvas:
-    """Maps data coordinates to pixels and collects SVG elements."""
+class _Chart:
+    """One plot area on the shared canvas: maps data coordinates to pixels, draws axes and marks."""
 
     def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
         self.xlim, self.ylim = xlim, ylim
-        self.parts: list[str] = []
+        self.canvas = svg.Canvas(WIDTH, HEIGHT, font_family="sans-serif")
+        self.canvas.add("rect", width=WIDTH, height=HEIGHT, fill="white")
 
     def x(self, v: float) -> float:
         lo, hi = self.xlim
@@ -55,78 +56,116 @@ class _Canvas:
     def axes(
         self, title: str, xlabel: str, ylabel: str, xticks: list[float], yticks: list[float]
     ) -> None:
+        c = self.canvas
         x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, HEIGHT - BOTTOM, TOP
-        self.parts.append(
-            f'<rect class="frame" x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" '
-            'fill="none" stroke="#333"/>'
+        c.add(
+            "rect",
+            class_="frame",
+            x=x0,
+            y=y1,
+            width=x1 - x0,
+            height=y0 - y1,
+            fill="none",
+            stroke="#333",
         )
         for v in xticks:
-            px = self.x(v)
-            self.parts.append(
-                f'<line class="tick" x1="{px:.1f}" y1="{y0}" x2="{px:.1f}" y2="{y0 + 5}" '
-                'stroke="#333"/>'
-            )
-            self.parts.append(
-                f'<text class="ticklabel" x="{px:.1f}" y="{y0 + 18}" text-anchor="middle" '
-                f'font-size="11">{v:g}</text>'
+            px = float(self.x(v))
+            c.add("line", class_="tick", x1=px, y1=y0, x2=px, y2=y0 + 5, stroke="#333")
+            c.add(
+                "text",
+                f"{v:g}",
+                class_="ticklabel",
+                x=px,
+                y=y0 + 18,
+                text_anchor="middle",
+                font_size=11,
             )
         for v in yticks:
-            py = self.y(v)
-            self.parts.append(
-                f'<line class="tick" x1="{x0 - 5}" y1="{py:.1f}" x2="{x0}" y2="{py:.1f}" '
-                'stroke="#333"/>'
+            py = float(self.y(v))
+            c.add("line", class_="tick", x1=x0 - 5, y1=py, x2=x0, y2=py, stroke="#333")
+            c.add(
+                "text",
+                f"{v:g}",
+                class_="ticklabel",
+                x=x0 - 8,
+                y=py + 4,
+                text_anchor="end",
+                font_size=11,
             )
-            self.parts.append(
-                f'<text class="ticklabel" x="{x0 - 8}" y="{py + 4:.1f}" text-anchor="end" '
-                f'font-size="11">{v:g}</text>'
-            )
-        self.parts.append(
-            f'<text class="title" x="{WIDTH / 2:.0f}" y="24" text-anchor="middle" '
-            f'font-size="15" font-weight="bold">{escape(title)}</text>'
+        c.add(
+            "text",
+            title,
+            class_="title",
+            x=WIDTH // 2,
+            y=24,
+            text_anchor="middle",
+            font_size=15,
+            font_weight="bold",
         )
-        self.parts.append(
-            f'<text class="xlabel" x="{(x0 + x1) / 2:.0f}" y="{HEIGHT - 12}" '
-            f'text-anchor="middle" font-size="12">{escape(xlabel)}</text>'
+        c.add(
+            "text",
+            xlabel,
+            class_="xlabel",
+            x=(x0 + x1) // 2,
+            y=HEIGHT - 12,
+            text_anchor="middle",
+            font_size=12,
         )
-        cy = (y0 + y1) / 2
-        self.parts.append(
-            f'<text class="ylabel" x="16" y="{cy:.0f}" text-anchor="middle" font-size="12" '
-            f'transform="rotate(-90 16 {cy:.0f})">{escape(ylabel)}</text>'
+        cy = (y0 + y1) // 2
+        c.add(
+            "text",
+            ylabel,
+            class_="ylabel",
+            x=16,
+            y=cy,
+            text_anchor="middle",
+            font_size=12,
+            transform=f"rotate(-90 16 {cy})",
         )
 
     def reference(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        self.parts.append(
-            f'<line class="reference" x1="{self.x(x0):.1f}" y1="{self.y(y0):.1f}" '
-            f'x2="{self.x(x1):.1f}" y2="{self.y(y1):.1f}" stroke="#999" stroke-dasharray="4 4"/>'
+        self.canvas.add(
+            "line",
+            class_="reference",
+            x1=float(self.x(x0)),
+            y1=float(self.y(y0)),
+            x2=float(self.x(x1)),
+            y2=float(self.y(y1)),
+            stroke="#999",
+            stroke_dasharray="4 4",
         )
 
     def polyline(self, xs: np.ndarray, ys: np.ndarray, color: str = "#1f77b4") -> None:
-        pts = " ".join(f"{self.x(a):.1f},{self.y(b):.1f}" for a, b in zip(xs, ys, strict=True))
-        self.parts.append(
-            f'<polyline class="curve" points="{pts}" fill="none" stroke="{color}" '
-            'stroke-width="2"/>'
+        pts = svg.points((self.x(a), self.y(b)) for a, b in zip(xs, ys, strict=True))
+        self.canvas.add(
+            "polyline", class_="curve", points=pts, fill="none", stroke=color, stroke_width=2
         )
 
     def points(self, xs: np.ndarray, ys: np.ndarray, color: str = "#1f77b4") -> None:
         for a, b in zip(xs, ys, strict=True):
-            self.parts.append(
-                f'<circle class="point" cx="{self.x(a):.1f}" cy="{self.y(b):.1f}" r="2.5" '
-                f'fill="{color}" fill-opacity="0.6"/>'
+            self.canvas.add(
+                "circle",
+                class_="point",
+                cx=float(self.x(a)),
+                cy=float(self.y(b)),
+                r=2.5,
+                fill=color,
+                fill_opacity=0.6,
             )
 
     def note(self, text: str) -> None:
-        self.parts.append(
-            f'<text class="note" x="{WIDTH - RIGHT - 8}" y="{HEIGHT - BOTTOM - 10}" '
-            f'text-anchor="end" font-size="12">{escape(text)}</text>'
+        self.canvas.add(
+            "text",
+            text,
+            class_="note",
+            x=WIDTH - RIGHT - 8,
+            y=HEIGHT - BOTTOM - 10,
+            text_anchor="end",
+            font_size=12,
         )
 
     def render(self) -> str:
-        body = "\n".join(self.parts)
-        return (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif">\n'
-            f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>\n{body}\n</svg>\n'
-        )
+        return self.canvas.render()
 
 
 _UNIT = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -145,7 +184,7 @@ def roc_svg(y_true: Any, y_score: Any, *, title: str = "ROC curve") -> str:
         )
     fpr, tpr, _ = roc_curve(t, s)
     keep = _thin(len(fpr))
-    c = _Canvas((0.0, 1.0), (0.0, 1.0))
+    c = _Chart((0.0, 1.0), (0.0, 1.0))
     c.axes(title, "False positive rate", "True positive rate", _UNIT, _UNIT)
     c.reference(0, 0, 1, 1)
     c.polyline(fpr[keep], tpr[keep])
@@ -162,7 +201,7 @@ def calibration_svg(
         ValueError: bad inputs (see ``check_binary``).
     """
     b = reliability_bins(y_true, y_score, n_bins)
-    c = _Canvas((0.0, 1.0), (0.0, 1.0))
+    c = _Chart((0.0, 1.0), (0.0, 1.0))
     c.axes(title, "Mean predicted probability", "Observed frequency", _UNIT, _UNIT)
     c.reference(0, 0, 1, 1)
     c.polyline(b["mean_score"], b["frac_positive"])
@@ -191,7 +230,7 @@ def residuals_svg(y_true: Any, y_pred: Any, *, title: str = "Residuals") -> str:
         x_lo, x_hi = x_lo - 1.0, x_hi + 1.0
     xticks = _nice_ticks(x_lo, x_hi)
     yticks = _nice_ticks(-bound, bound)
-    c = _Canvas((min(x_lo, xticks[0]), max(x_hi, xticks[-1])), (-bound * 1.05, bound * 1.05))
+    c = _Chart((min(x_lo, xticks[0]), max(x_hi, xticks[-1])), (-bound * 1.05, bound * 1.05))
     c.axes(title, "Predicted", "Observed − predicted", xticks, yticks)
     c.reference(c.xlim[0], 0.0, c.xlim[1], 0.0)
     c.points(xs, rs)

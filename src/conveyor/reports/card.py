@@ -5,21 +5,20 @@ do: details, intended use, data, metrics overall and per slice, fairness, limita
 adds what it knows for certain rather than what someone remembered to write: the gates and their
 evidence, the comparison with the version it would replace, and the full lineage.
 
-The HTML card is one self-contained file (inline CSS, plots as ``data:`` images, no scripts), so
-it can be attached to a release or served by the dashboard as is. Everything is autoescaped, and
-plots are embedded as ``<img>`` sources, which browsers render without running any script an SVG
-might carry.
+The HTML card is one self-contained file (the pages' shared stylesheet inline, plots as ``data:``
+images, no scripts), so it can be attached to a release or served by the dashboard as is.
+Everything is autoescaped, and plots are embedded as ``<img>`` sources, which browsers render
+without running any script an SVG might carry.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
+from conveyor.evaluate.values import EMPTY, format_number, is_number
 from conveyor.reports.format import (
-    EMPTY,
     VERDICT_ICONS,
     baseline_label,
     compare_sentence,
@@ -28,11 +27,9 @@ from conveyor.reports.format import (
     format_bytes,
     format_diff,
     format_interval,
-    format_number,
     format_value,
     gate_rows,
     headline,
-    is_number,
     lineage_items,
     metric_label,
     metrics_table,
@@ -40,7 +37,8 @@ from conveyor.reports.format import (
     plot_items,
     slice_tables,
 )
-from conveyor.reports.markdown import TEMPLATES, render_markdown
+from conveyor.reports.markdown import render_markdown
+from conveyor.reports.pages import render_page
 
 _VERDICT_CLASS = {v: f"v-{v}" for v in VERDICT_ICONS}
 _MAX_CATEGORIES = 12
@@ -236,19 +234,6 @@ def card_markdown(report: Mapping[str, Any], *, replaces: Mapping[str, Any] | No
     return render_markdown("card.md.j2", card_view(report, replaces))
 
 
-@lru_cache(maxsize=1)
-def _html_env() -> Any:
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
 def card_html(report: Mapping[str, Any], *, replaces: Mapping[str, Any] | None = None) -> str:
     """The model card as one self-contained, autoescaped HTML page with the plots inline.
 
@@ -256,5 +241,4 @@ def card_html(report: Mapping[str, Any], *, replaces: Mapping[str, Any] | None =
         report: the candidate report dict built from the registry.
         replaces: as for ``card_markdown``.
     """
-    html: str = _html_env().get_template("card.html.j2").render(**card_view(report, replaces))
-    return html
+    return render_page("card.html.j2", card_view(report, replaces))

@@ -1,8 +1,10 @@
 """How report values read as text: numbers, changes, table cells, gate evidence and lineage.
 
 The CI comment (``markdown.py``) and the model card (``card.py``) both format through these
-functions, so the two never disagree on how a value reads. Everything here is a pure function of
-the candidate report dict, so one candidate always gives the same text.
+functions, so the two never disagree on how a value reads; a single number reads as
+``conveyor.evaluate.values.format_number`` writes it, as in the terminal and the monitoring page.
+Everything here is a pure function of the candidate report dict, so one candidate always gives
+the same text.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeGuard
+from typing import Any
+
+from conveyor.evaluate.values import EMPTY, format_number, format_signed, is_number, jsonable
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse", "mape"})
 HIGHER_IS_BETTER = frozenset(
@@ -42,44 +46,11 @@ VERDICT_ICONS = {
     "error": "💥",
 }
 NOT_BLOCKING = frozenset({"pass", "skipped"})  # any other verdict, even unknown, stops a candidate
-EMPTY = "—"
 MAX_ROWS = 25  # a PR comment is capped at 65,536 characters (GitHub); long tables are cut
 MAX_CELL = 200
 
 
-# -- numbers --------------------------------------------------------------------------------------
-
-
-def is_number(value: Any) -> TypeGuard[int | float]:
-    """True for an int or float that is not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def format_number(value: Any) -> str:
-    """A value for a table: 4 decimals for floats (scientific below 0.001), ints as they are."""
-    if value is None:
-        return EMPTY
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "∞" if value > 0 else "-∞"
-        if value == 0 or abs(value) >= 1e-3:
-            return f"{value:.4f}"
-        return f"{value:.3e}"
-    return str(value)
-
-
-def _signed(value: int | float) -> str:
-    if isinstance(value, int):
-        return f"{value:+d}"
-    if value == 0 or abs(value) >= 1e-3:
-        return f"{value:+.4f}"
-    return f"{value:+.3e}"
+# -- metrics and changes --------------------------------------------------------------------------
 
 
 def direction(metric: str) -> bool | None:
@@ -105,9 +76,9 @@ def format_diff(metric: str, diff: Any) -> str:
     arrow = "↑" if diff > 0 else "↓"
     higher = direction(metric)
     if higher is None:
-        return f"{_signed(diff)} {arrow}"
+        return f"{format_signed(diff)} {arrow}"
     verdict = "better" if (diff > 0) == higher else "worse"
-    return f"{_signed(diff)} {arrow} {verdict}"
+    return f"{format_signed(diff)} {arrow} {verdict}"
 
 
 def format_change(metric: str, new: Any, old: Any) -> str:
@@ -141,17 +112,6 @@ def format_value(value: Any) -> str:
         if all(v is None or isinstance(v, str | int | float) for v in value):
             return ", ".join(format_number(v) for v in value)
     return json.dumps(jsonable(value), sort_keys=True, ensure_ascii=False, default=str)
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with NaN and infinities as None, so ``json.dumps`` writes valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def ordered_metrics(*metric_dicts: Mapping[str, Any] | None) -> list[str]:
@@ -424,7 +384,7 @@ def format_interval(evidence: Mapping[str, Any]) -> str:
         return EMPTY
     alpha = evidence.get("alpha")
     level = f"{(1 - alpha) * 100:g}% CI" if is_number(alpha) else "CI"
-    return f"{level} {_signed(low)} to {_signed(high)}"
+    return f"{level} {format_signed(low)} to {format_signed(high)}"
 
 
 def _params_text(params: Any) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from conveyor.reports.format import jsonable
+from conveyor.evaluate.values import jsonable
 
 # Characters XML 1.0 forbids; ElementTree writes them as they are, which no parser accepts.
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

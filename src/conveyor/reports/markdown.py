@@ -39,8 +39,8 @@ from conveyor.reports.format import (
     slice_tables,
 )
 from conveyor.reports.junit import junit_xml
+from conveyor.reports.pages import TEMPLATES
 
-TEMPLATES = Path(__file__).parent / "templates"
 _COMPARE_KEYS = frozenset(
     {"metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "method", "n", "alpha"}
 )
