@@ -17,16 +17,17 @@ rather than expressions: each one says which way it goes in its name.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-__all__ = ["AnalysisConfig", "CanaryStep", "EnvironmentConfig", "parse_duration"]
+from conveyor.config.base import SLUG, ConfigModel
+
+__all__ = ["AnalysisConfig", "CanaryStep", "Duration", "EnvironmentConfig", "parse_duration"]
 
 Strategy = Literal["direct", "blue-green", "canary", "shadow"]
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def parse_duration(value: Any) -> float:
@@ -48,23 +49,29 @@ def parse_duration(value: Any) -> float:
     raise ValueError(f"expected a duration such as '5m', '30s' or '1h', got {value!r}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+    ],
+    "description": "A duration: 30s, 5m, 1.5h, 2d, 250ms or a number of seconds.",
+}
+# Seconds, written as 30s, 5m, 1h, 2d, 250ms or a number.
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 
 
-class CanaryStep(_Strict):
+class CanaryStep(ConfigModel):
     """One canary step: this share of traffic to the candidate, held for this long."""
 
-    weight: float = Field(gt=0.0, le=100.0)
-    for_: float = Field(alias="for")
+    weight: float = Field(
+        gt=0.0, le=100.0, description="The percentage of traffic the candidate receives."
+    )
+    for_: Duration = Field(
+        alias="for", description="How long the step lasts before analysis moves it on."
+    )
 
-    @field_validator("for_", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value)
 
-
-class AnalysisConfig(_Strict):
+class AnalysisConfig(ConfigModel):
     """When the candidate is judged, and the bounds it must keep against the stable version.
 
     Nothing is judged before ``min_requests`` requests reached the candidate (or its shadow).
@@ -72,41 +79,132 @@ class AnalysisConfig(_Strict):
     errors in a small sample does not roll back on noise alone.
     """
 
-    min_requests: int = Field(default=100, ge=1)
-    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
-    max_p99_ms: float | None = Field(default=None, gt=0.0)
-    max_p99_ratio: float | None = Field(default=2.0, gt=0.0)  # candidate p99 / stable p99
-    p99_slack_ms: float = Field(default=5.0, ge=0.0)  # a p99 this close to stable's always passes
-    max_prediction_psi: float | None = Field(default=0.2, ge=0.0)
-    min_agreement: float | None = Field(default=0.8, ge=0.0, le=1.0)
-    min_labels: int = Field(default=50, ge=1)
-    max_accuracy_drop: float | None = Field(default=0.02, ge=0.0, le=1.0)
-    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    min_requests: int = Field(
+        default=100,
+        ge=1,
+        description="Requests the candidate (or its shadow) must have answered before it is "
+        "judged at all.",
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="The largest share of failed requests; above it, and shown worse than "
+        "stable by a one-sided test, the release rolls back.",
+    )
+    max_p99_ms: float | None = Field(
+        default=None, gt=0.0, description="An absolute bound on the candidate's p99 latency, ms."
+    )
+    max_p99_ratio: float | None = Field(
+        default=2.0,
+        gt=0.0,
+        description="The largest candidate p99 / stable p99; null turns the bound off.",
+    )
+    p99_slack_ms: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="A candidate p99 within this many ms of stable's always passes the ratio.",
+    )
+    max_prediction_psi: float | None = Field(
+        default=0.2,
+        ge=0.0,
+        description="The largest shift (PSI) of the candidate's predictions from stable's, "
+        "unless a test says they do not differ; null turns it off.",
+    )
+    min_agreement: float | None = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="The smallest share of requests on which candidate and stable predict the "
+        "same class; null reports it without a bound.",
+    )
+    min_labels: int = Field(
+        default=50,
+        ge=1,
+        description="Labelled requests (feedback) needed before accuracy is compared.",
+    )
+    max_accuracy_drop: float | None = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="The largest fall of live accuracy below stable's, counted only when a "
+        "Fisher test shows it; null turns it off.",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=0.5,
+        description="Significance level of the analysis' tests (errors, predictions, accuracy).",
+    )
 
 
-class EnvironmentConfig(_Strict):
+class EnvironmentConfig(ConfigModel):
     """How versions reach one environment."""
 
-    strategy: Strategy = "direct"
-    after: str | None = None  # the environment a version must have passed first
-    steps: list[CanaryStep] = Field(default_factory=list)
-    sticky: str | None = None  # a request field or header whose value pins a caller's version
-    duration: float = 0.0  # shadow: how long to mirror; blue-green: the check before switching
-    keep_warm: float = 600.0  # blue-green: how long the old version stays loaded after
-    promote: bool = True  # shadow: move the alias to the candidate when the comparison passes
-    smoke: str | None = None
-    tests: str | None = None
-    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    yaml_example: ClassVar[str] = """
+deploy:
+  staging: {strategy: direct, smoke: smoke/loans.jsonl, tests: tests/integration}
+  production:
+    after: staging
+    strategy: canary
+    steps: [{weight: 10, for: 5m}, {weight: 50, for: 10m}]
+    sticky: customer_id
+    analysis: {min_requests: 200, max_error_rate: 0.01, max_p99_ratio: 1.5, min_agreement: 0.9}
+"""
 
-    @field_validator("duration", "keep_warm", mode="before")
-    @classmethod
-    def _durations(cls, value: Any) -> float:
-        return parse_duration(value)
+    strategy: Strategy = Field(
+        default="direct",
+        description="direct moves the alias at once; blue-green loads the new version beside "
+        "the old and switches after a check; canary shifts traffic in steps under analysis; "
+        "shadow mirrors traffic to the candidate without answering with it.",
+    )
+    after: str | None = Field(
+        default=None,
+        description="An environment a version must have passed first, such as staging; "
+        "these links may not form a cycle.",
+    )
+    steps: list[CanaryStep] = Field(
+        default_factory=list,
+        description="canary: the traffic steps, with increasing weights.",
+    )
+    sticky: str | None = Field(
+        default=None,
+        description="A request field or header whose value pins each caller to one version "
+        "during a canary.",
+    )
+    duration: Duration = Field(
+        default=0.0,
+        description="shadow: how long traffic is mirrored; blue-green: how long the check "
+        "before switching lasts.",
+    )
+    keep_warm: Duration = Field(
+        default=600.0,
+        description="blue-green: how long the old version stays loaded after the switch, for "
+        "an instant rollback.",
+    )
+    promote: bool = Field(
+        default=True,
+        description="shadow: move the alias to the candidate when the comparison passes.",
+    )
+    smoke: str | None = Field(
+        default=None,
+        description="A JSON Lines file of requests (and expected answers) sent before the "
+        "version takes traffic.",
+    )
+    tests: str | None = Field(
+        default=None,
+        description="A pytest path run against the gateway (CONVEYOR_URL) before the version "
+        "takes traffic.",
+    )
+    analysis: AnalysisConfig = Field(
+        default_factory=AnalysisConfig,
+        description="The live bounds the candidate must keep against the stable version.",
+    )
 
     @field_validator("after")
     @classmethod
     def _after(cls, value: str | None) -> str | None:
-        if value is not None and not _SLUG.fullmatch(value):
+        if value is not None and not SLUG.fullmatch(value):
             raise ValueError(f"expected an environment name such as 'staging', got {value!r}")
         return value
 

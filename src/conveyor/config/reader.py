@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ValidationError
 
+from conveyor.config.base import AT, keys_of, model_at
 from conveyor.exceptions import ConfigError, ConfigIssue, ProjectError
 
 YamlPath = tuple[str | int, ...]
@@ -31,7 +31,10 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 # YAML 1.1 (PyYAML) reads an unquoted 1e-3 as a string; YAML 1.2 and every user read a number.
 _FLOAT_12 = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
-_AT = "conveyor_at"  # error ctx key carrying the sub-path of a problem found inside a field
+_AT = AT
+# Values built at most, aliases expanded: a few hundred bytes of nested aliases (a "billion
+# laughs") would otherwise expand without limit. A real conveyor.yaml has a few hundred.
+MAX_VALUES = 100_000
 _EXPECTED_TYPE = {
     "string_type": "a string",
     "dict_type": "a mapping",
@@ -126,7 +129,14 @@ def parse_yaml(text: str) -> YamlDocument:
     except yaml.YAMLError as exc:
         return YamlDocument(None, issues=[ConfigIssue("", " ".join(str(exc).split()))])
     builder = _Builder()
-    value = None if root is None else builder.build(root, ())
+    try:
+        value = None if root is None else builder.build(root, ())
+    except _TooLarge as exc:
+        message = (
+            f"the document expands to more than {MAX_VALUES:,} values through its aliases "
+            "(*name); write the values out or nest fewer aliases"
+        )
+        return YamlDocument(None, issues=[ConfigIssue("", message, exc.line)])
     if value is None and builder.issues:  # e.g. a lone `!tag value`
         return YamlDocument(None, issues=builder.issues)
     if value is None:
@@ -162,6 +172,13 @@ def _kind(value: Any) -> str:
     return f"the value {value!r}"
 
 
+class _TooLarge(Exception):
+    """The document expands to more than MAX_VALUES values; ``line`` is where it went over."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
 class _Builder:
     """Turns nodes into dicts, lists and scalars; records lines and problems on the way."""
 
@@ -171,6 +188,7 @@ class _Builder:
         self.unreadable: set[YamlPath] = set()
         self._constructor = yaml.constructor.SafeConstructor()
         self._active: set[int] = set()
+        self._built = 0
 
     def _problem(
         self, path: YamlPath, message: str, node: yaml.Node, unreadable: bool = False
@@ -180,6 +198,9 @@ class _Builder:
             self.unreadable.add(path)
 
     def build(self, node: yaml.Node, path: YamlPath) -> Any:
+        self._built += 1
+        if self._built > MAX_VALUES:
+            raise _TooLarge(node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         if id(node) in self._active:  # an alias inside its own anchor
@@ -266,17 +287,10 @@ class _Builder:
         return text
 
 
-def invalid(message: str, *at: str | int) -> PydanticCustomError:
-    """A validation error for a validator to raise; ``at`` continues its location below the
-    field, so the issue points at the exact item (``params.grid[2]``) and its line."""
-    return PydanticCustomError("conveyor", message, {_AT: list(at)})
-
-
 def validation_issues(
     exc: ValidationError,
     doc: YamlDocument,
-    keys_at: Callable[[YamlPath], list[str]],
-    shapes: Mapping[str, str],
+    root: type[BaseModel],
     env_paths: Mapping[YamlPath, str],
 ) -> list[ConfigIssue]:
     """Turn pydantic's errors into one-line issues at the key's path and line.
@@ -284,15 +298,15 @@ def validation_issues(
     Args:
         exc: the error from validating ``doc.data``.
         doc: the parsed file, for line numbers.
-        keys_at: the keys allowed at a path, to suggest one for a misspelt key.
-        shapes: per model class name, what a value of it looks like.
+        root: the model the whole file was validated with; the keys allowed at any path (for
+            did-you-mean) and the shape of each model (for "expected ...") are read from it.
         env_paths: paths whose value came from an environment variable, and its name.
     """
     issues = []
     for error in exc.errors():
         loc = (*error["loc"], *(error.get("ctx") or {}).get(_AT, ()))
         if not any(loc[:end] in doc.unreadable for end in range(1, len(loc) + 1)):
-            issues.append(_issue(error, doc, keys_at, shapes, env_paths))
+            issues.append(_issue(error, doc, root, env_paths))
     return issues
 
 
@@ -309,11 +323,18 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def unknown_key_message(key: str, known: list[str]) -> str:
+    """``unknown key 'x'; did you mean 'y'?``, or the keys allowed when none is close."""
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown key {key!r}; did you mean {close[0]!r}?"
+    return f"unknown key {key!r}; expected one of: {', '.join(known) or '(none)'}"
+
+
 def _issue(
     error: Any,
     doc: YamlDocument,
-    keys_at: Callable[[YamlPath], list[str]],
-    shapes: Mapping[str, str],
+    root: type[BaseModel],
     env_paths: Mapping[YamlPath, str],
 ) -> ConfigIssue:
     loc: YamlPath = tuple(error["loc"])
@@ -326,10 +347,8 @@ def _issue(
         message = str(ctx.get("error", error["msg"]))
     elif kind == "extra_forbidden":
         key, loc = str(loc[-1]), loc[:-1]
-        known = keys_at(loc)
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(known)}"
-        message = f"unknown key {key!r}; {hint}"
+        model = model_at(root, loc)
+        message = unknown_key_message(key, keys_of(model) if model is not None else [])
     elif kind == "missing":
         key, loc = str(loc[-1]), loc[:-1]
         line_at = loc
@@ -338,7 +357,8 @@ def _issue(
     elif kind == "literal_error":
         message = f"expected {ctx.get('expected')}, got {_describe(value)}"
     elif kind in ("model_type", "model_attributes_type"):
-        expected = shapes.get(str(ctx.get("class_name")), "a mapping")
+        model = model_at(root, loc)
+        expected = str(getattr(model, "shape", "a mapping"))
         message = f"expected {expected}, got {_describe(value)}"
     elif kind in _EXPECTED_TYPE:
         message = f"expected {_EXPECTED_TYPE[kind]}, got {_describe(value)}"

@@ -138,13 +138,7 @@ def _selection(config: Any, steps: list[str] | None) -> tuple[list[str], set[str
         raise PipelineError(
             f"Unknown step {unknown[0]!r}; steps in conveyor.yaml: {', '.join(order)}."
         )
-    needed: set[str] = set()
-    todo = list(steps)
-    while todo:
-        step = todo.pop()
-        if step not in needed:
-            needed.add(step)
-            todo.extend(config.upstream(step))
+    needed = config.upstream_closure(steps)
     return [s for s in order if s in needed], set(steps)
 
 
