@@ -1,11 +1,23 @@
 """The request log: a sampled record of what each served request sent and got, and labels later.
 
 ``record`` is called on the hot path and only appends a tuple to a deque. A writer thread
-moves the rows into the store in batches (one transaction each, ``flush_rows`` at most or every
-``flush_seconds``), so the log survives a restart, is shared by every replica reading the same
-store, and costs the event loop microseconds. If the store falls behind, the buffer holds up to
-``max_buffer`` rows; beyond that rows are dropped and counted, never the requests themselves.
-A crash loses at most the rows not yet flushed (one ``flush_seconds``); a clean stop flushes all.
+moves the rows into the store in batches (one transaction each, ``flush_rows`` rows or
+``_BATCH_BYTES`` at most, or every ``flush_seconds``), so the log survives a restart, is shared
+by every replica reading the same store, and costs the event loop microseconds.
+
+Memory and disk are bounded in bytes, not only rows: an input or output text longer than
+``max_input_bytes``/``max_output_bytes`` is stored as a small JSON marker with its original
+length (``{"truncated": true, "chars": N}``, which the monitor skips as "not a list of rows"),
+a 4xx request's inputs are not stored unless ``client_error_inputs`` (its error text is), and
+the buffer holds at most ``max_buffer`` rows and ``max_buffer_bytes`` of text; past either,
+rows are dropped and counted, never the requests themselves.
+
+What a crash loses: the rows buffered at that moment, which is one ``flush_seconds`` of
+requests plus those that arrived while the write in progress ran (a commit that waits for a
+slow disk or a WAL checkpoint can take hundreds of milliseconds), and never more than the
+buffer bounds; ``pending()`` says how many there are now. A clean stop flushes everything.
+While the store refuses writes the writer backs off (up to 30 s) and logs one line per
+``error_log_seconds`` with the number of failures it did not log.
 """
 
 from __future__ import annotations
@@ -24,9 +36,13 @@ from sqlalchemy import insert
 from conveyor.store import models as m
 from conveyor.store.records import sqlite_timestamp
 
-__all__ = ["RequestLog"]
+__all__ = ["ErrorThrottle", "RequestLog"]
 
 log = logging.getLogger("conveyor.gateway")
+
+
+_ROW_OVERHEAD = 200  # bytes a buffered row costs besides its texts (tuple, ids, numbers)
+_BATCH_BYTES = 4 * 1024 * 1024  # one transaction's text at most: keeps the WAL small
 
 
 class RequestLog:
@@ -41,6 +57,11 @@ class RequestLog:
         flush_rows: int = 100,
         flush_seconds: float = 0.05,
         max_buffer: int = 200_000,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        max_input_bytes: int = 256 * 1024,
+        max_output_bytes: int = 256 * 1024,
+        client_error_inputs: bool = False,
+        error_log_seconds: float = 30.0,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
@@ -49,14 +70,24 @@ class RequestLog:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.max_buffer = max_buffer
+        self.max_buffer_bytes = max_buffer_bytes
+        self.max_input_bytes = max_input_bytes
+        self.max_output_bytes = max_output_bytes
+        self.client_error_inputs = client_error_inputs
         self._on_drop = on_drop
         self._buffer: deque[tuple[Any, ...]] = deque()
+        # Two counters, each written by one thread only (record: the event loop; flush: the
+        # writer), so no lock is needed: the buffered bytes are their difference.
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._random = random.random
+        self._errors = ErrorThrottle(log, error_log_seconds)
         self.written = 0
         self.dropped = 0
+        self.truncated = 0
         self.last_error: str | None = None
 
     def sampled(self) -> bool:
@@ -77,11 +108,24 @@ class RequestLog:
         outputs: str,
     ) -> None:
         """Queue one row; never blocks and never raises."""
-        if len(self._buffer) >= self.max_buffer:
+        if 400 <= status < 500 and not self.client_error_inputs:
+            inputs = ""
+        if len(inputs) > self.max_input_bytes:
+            inputs = _marker(inputs)
+            self.truncated += 1
+        if len(outputs) > self.max_output_bytes:
+            outputs = _marker(outputs)
+            self.truncated += 1
+        size = len(inputs) + len(outputs) + _ROW_OVERHEAD
+        if (
+            len(self._buffer) >= self.max_buffer
+            or self._bytes_in - self._bytes_out + size > self.max_buffer_bytes
+        ):
             self.dropped += 1
             if self._on_drop is not None:
                 self._on_drop(1)
             return
+        self._bytes_in += size
         self._buffer.append(
             (
                 request_id,
@@ -121,21 +165,41 @@ class RequestLog:
         """Rows buffered, not yet in the store."""
         return len(self._buffer)
 
+    def pending_bytes(self) -> int:
+        """Bytes of buffered rows (their texts plus a fixed overhead each)."""
+        return self._bytes_in - self._bytes_out
+
     def flush(self) -> int:
-        """Write what is buffered now, in batches; returns the rows written."""
+        """Write what is buffered now, in batches; returns the rows written.
+
+        Raises:
+            Exception: the store's error when a batch cannot be written (its rows stay buffered).
+        """
         total = 0
         while self._buffer:
             batch = []
-            while self._buffer and len(batch) < self.flush_rows:
-                batch.append(self._buffer.popleft())
+            size = 0
+            while self._buffer and len(batch) < self.flush_rows and size < _BATCH_BYTES:
+                row = self._buffer.popleft()
+                batch.append(row)
+                size += len(row[9]) + len(row[10]) + _ROW_OVERHEAD
+            self._bytes_out += size
             try:
                 self._write(batch)
             except Exception as exc:  # the store is down or locked: keep the rows, retry later
                 self._buffer.extendleft(reversed(batch))
+                self._bytes_out -= size
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("request log: cannot write %d rows yet: %s", len(batch), exc)
+                self._errors.failed(
+                    "request log: cannot write %d rows yet (%d buffered): %s",
+                    len(batch),
+                    len(self._buffer),
+                    exc,
+                )
                 raise
             total += len(batch)
+        if total:
+            self._errors.recovered("request log: writing again")
         return total
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
@@ -152,13 +216,18 @@ class RequestLog:
     def _loop(self) -> None:
         backoff = self.flush_seconds
         while not self._stop.is_set():
-            self._wake.wait(backoff)
+            if backoff > self.flush_seconds:
+                # Backing off after a failure: a full buffer's wake-ups must not turn this
+                # into a retry (and a log line) per request.
+                self._stop.wait(backoff)
+            else:
+                self._wake.wait(backoff)
             self._wake.clear()
             try:
                 self.flush()
                 backoff = self.flush_seconds
             except Exception:
-                backoff = min(max(backoff * 2, self.flush_seconds), 30.0)
+                backoff = min(max(backoff * 2, self.flush_seconds * 2), 30.0)
 
     def add_feedback(self, items: list[tuple[str, str]], actor: str) -> int:
         """Store labels: (request id, JSON array of labels) pairs, in one transaction."""
@@ -219,3 +288,44 @@ def _utc(ts: float) -> datetime:
 
 def _sqlite_time(ts: float) -> str:
     return sqlite_timestamp(datetime.fromtimestamp(ts, UTC))
+
+
+def _marker(text: str) -> str:
+    return f'{{"truncated": true, "chars": {len(text)}}}'
+
+
+class ErrorThrottle:
+    """Logs a repeating failure once, then at most once per ``seconds`` with a count of the
+    failures it did not log, and once more when it stops: an outage should not write hundreds
+    of identical lines a second."""
+
+    def __init__(self, logger: logging.Logger, seconds: float) -> None:
+        self.logger = logger
+        self.seconds = seconds
+        self.failing = False
+        self.failures = 0
+        self.suppressed = 0
+        self._last = 0.0
+
+    def failed(self, message: str, *args: Any) -> None:
+        """Note one failure; log it if the last line is ``seconds`` old (or this is the first)."""
+        now = time.monotonic()
+        self.failures += 1
+        if self.failing and now - self._last < self.seconds:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            message += f" ({self.suppressed} more failures not logged in the last %.0f s)"
+            args = (*args, now - self._last)
+        self.logger.warning(message, *args)
+        self.failing = True
+        self.suppressed = 0
+        self._last = now
+
+    def recovered(self, message: str) -> None:
+        """The failing operation succeeded: log that once, with how many attempts failed."""
+        if self.failing:
+            self.logger.warning("%s after %d failed attempts", message, self.failures)
+            self.failing = False
+            self.failures = 0
+            self.suppressed = 0
