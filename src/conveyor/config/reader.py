@@ -136,7 +136,12 @@ def parse_yaml(text: str) -> YamlDocument:
             f"the document expands to more than {MAX_VALUES:,} values through its aliases "
             "(*name); write the values out or nest fewer aliases"
         )
-        return YamlDocument(None, issues=[ConfigIssue("", message, exc.line)])
+        # The line of the top-level key being built: an anchor's own line would point at the
+        # harmless definition rather than at the use that multiplies it.
+        line = builder.lines.get(exc.path[:1])
+        return YamlDocument(
+            None, issues=[ConfigIssue(format_location(exc.path[:1]), message, line)]
+        )
     if value is None and builder.issues:  # e.g. a lone `!tag value`
         return YamlDocument(None, issues=builder.issues)
     if value is None:
@@ -173,10 +178,10 @@ def _kind(value: Any) -> str:
 
 
 class _TooLarge(Exception):
-    """The document expands to more than MAX_VALUES values; ``line`` is where it went over."""
+    """The document expands to more than MAX_VALUES values; ``path`` is where it went over."""
 
-    def __init__(self, line: int) -> None:
-        self.line = line
+    def __init__(self, path: YamlPath) -> None:
+        self.path = path
 
 
 class _Builder:
@@ -200,7 +205,7 @@ class _Builder:
     def build(self, node: yaml.Node, path: YamlPath) -> Any:
         self._built += 1
         if self._built > MAX_VALUES:
-            raise _TooLarge(node.start_mark.line + 1)
+            raise _TooLarge(path)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         if id(node) in self._active:  # an alias inside its own anchor
