@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.exceptions import ConveyorError, ReleaseError, StoreError
+from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.atomic import write_text
 from conveyor.store.metadata import as_utc
@@ -257,9 +258,9 @@ class Controller:
                 .where(
                     m.Event.kind.in_(
                         (
-                            "controller.retrain_started",
-                            "controller.retrain_finished",
-                            "controller.retrain_failed",
+                            ev.RETRAIN_STARTED,
+                            ev.RETRAIN_FINISHED,
+                            ev.RETRAIN_FAILED,
                         )
                     )
                 )
@@ -268,7 +269,7 @@ class Controller:
             ).all()
         ended = False
         for event in events:  # newest first
-            if event.kind != "controller.retrain_started":
+            if event.kind != ev.RETRAIN_STARTED:
                 ended = True
             elif ended:
                 return event
@@ -294,7 +295,7 @@ class Controller:
         with self.store.session() as s:
             runs = s.scalar(
                 select(func.count(m.Event.id))
-                .where(m.Event.kind == "controller.retrain_started")
+                .where(m.Event.kind == ev.RETRAIN_STARTED)
                 .where(m.Event.entity_id == self.config.project)
                 .where(m.Event.at >= now - timedelta(days=1))
             )
@@ -306,22 +307,22 @@ class Controller:
         return None
 
     def _skipped(self, causes: list[str], why: str) -> list[dict]:
-        last = self._last_event("controller.retrain_skipped")
+        last = self._last_event(ev.RETRAIN_SKIPPED)
         payload = {"causes": causes, "why": why.split(":")[0]}
         if last is not None and {k: (last.payload or {}).get(k) for k in payload} == payload:
             return []  # the same reason as last time: recorded once
-        self._event("controller.retrain_skipped", {**payload, "detail": why})
+        self._event(ev.RETRAIN_SKIPPED, {**payload, "detail": why})
         return [{"act": "retrain_skipped", "causes": causes, "why": why}]
 
     def _run_ci(self, causes: list[str], hashes: dict[str, str]) -> list[dict]:
         from conveyor.actions.ci import run_ci
 
-        self._event("controller.retrain_started", {"causes": causes, "sources": hashes})
+        self._event(ev.RETRAIN_STARTED, {"causes": causes, "sources": hashes})
         stamp = utcnow().strftime("%Y%m%d-%H%M%S")
         try:
             outcome = run_ci(self.config, report_path=self.ci_reports / f"ci-{stamp}.md")
         except ConveyorError as exc:
-            self._event("controller.retrain_failed", {"causes": causes, "error": str(exc)})
+            self._event(ev.RETRAIN_FAILED, {"causes": causes, "error": str(exc)})
             return [{"act": "retrain_failed", "causes": causes, "error": str(exc)}]
         result = {
             "causes": causes,
@@ -331,7 +332,7 @@ class Controller:
             "already_registered": outcome.already_registered,
             "failed_gates": [g["name"] for g in outcome.failed_gates],
         }
-        self._event("controller.retrain_finished", result)
+        self._event(ev.RETRAIN_FINISHED, result)
         return [{"act": "retrained", **result}]
 
     def _source_hashes(self) -> dict[str, str]:
@@ -377,7 +378,7 @@ class Controller:
             events = self.store.events(
                 entity="alert", entity_id=f"{model}@{env}:{rule.name}", limit=1
             )
-            if events and events[-1].kind == "alert.fired":
+            if events and events[-1].kind == ev.ALERT_FIRED:
                 return True
         return False
 

@@ -26,7 +26,6 @@ them (as ``Error: ...``) and picks the exit code.
     ├── ReleaseError           a release cannot start or move (another runs, wrong state)
     ├── MonitorError           monitoring cannot run (nothing routed, no reference)
     ├── GateError              a gate cannot be evaluated (a missing metric, a bad column)
-    ├── GatesFailed            the candidate failed at least one gate (exit code 3)
     └── ExportError            a CI or deployment file cannot be written
 """
 
@@ -158,12 +157,6 @@ class MonitorError(ConveyorError):
 
 class GateError(ConveyorError):
     """A gate cannot be evaluated: it names a metric, column or environment that is not there."""
-
-
-class GatesFailed(ConveyorError):
-    """The candidate failed at least one gate; it goes no further."""
-
-    exit_code = 3
 
 
 class ExportError(ConveyorError):

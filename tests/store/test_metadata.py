@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor.exceptions import RunNotFound, StoreError
+from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.metadata import StepRecord, Store
 from conveyor.store.records import HEAD_REVISION
@@ -142,9 +143,36 @@ def test_a_failed_write_is_a_store_error_and_leaves_nothing_half_written(store: 
     before = store.count(m.Event)
     with pytest.raises(StoreError, match="refused a write"):
         with store.session() as s:
-            store.add_event(s, "x.happened", "run", run_id)
+            store.add_event(s, ev.RUN_DELETED, "run", run_id, {"reason": "test"})
             s.add(m.StepRun(run_id="no-such-run", step="a", status="ran", cache_key=""))
     assert store.count(m.Event) == before
+
+
+def test_an_event_kind_outside_the_catalogue_is_refused_and_nothing_is_written(
+    store: Store,
+) -> None:
+    run_id = _run(store)
+    before = store.count(m.Event)
+    with pytest.raises(StoreError, match=r"^Unknown event kind 'run\.renamed': .*events\.py"):
+        with store.session() as s:
+            s.add(m.StepRun(run_id=run_id, step="c", status="pending", cache_key=""))
+            store.add_event(s, "run.renamed", "run", run_id)
+    with pytest.raises(StoreError, match="written against entity 'model'.*not 'run'"):
+        with store.session() as s:
+            store.add_event(s, ev.ALIAS_MOVED, "run", run_id)
+    assert store.count(m.Event) == before
+    assert [s.step for s in store.step_runs(run_id)] == ["a", "b"]
+
+
+def test_a_status_no_event_records_is_refused_before_anything_is_written(store: Store) -> None:
+    run_id = _run(store)
+    with pytest.raises(StoreError, match=r"^A run ends as 'succeeded' or 'failed' or 'inter"):
+        store.finish_run(run_id, "done")
+    with pytest.raises(StoreError, match=r"^A step ends as 'ran' or .*not 'skipped'"):
+        store.record_step(StepRecord(run_id=run_id, step="a", status="skipped", cache_key=""))
+    assert store.run(run_id).status == "running"
+    assert {s.status for s in store.step_runs(run_id)} == {"pending"}
+    assert [e.kind for e in store.events(entity_id=run_id)] == [ev.RUN_STARTED]
 
 
 def test_unreachable_database_is_a_store_error_without_the_password() -> None:

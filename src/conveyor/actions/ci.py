@@ -16,6 +16,7 @@ from typing import Any
 
 from conveyor.exceptions import GateError, PipelineError
 from conveyor.gates.verdicts import GateResult
+from conveyor.store import events as ev
 
 SAMPLE_ROWS = 100_000  # rows of each source kept with a version as its drift reference
 ONNX_CHECK_ROWS = 500
@@ -46,6 +47,7 @@ def run_ci(
     listener: Callable[..., None] | None = None,
     executor: Any = None,
     jobs: int | None = None,
+    wait_for_lock: bool = False,
     on_gate: Callable[[GateResult], None] | None = None,
 ) -> CiOutcome:
     """Run the whole CI job of the project ``config`` describes.
@@ -56,7 +58,7 @@ def run_ci(
         junit_path: where to write the JUnit XML of the gate results.
         register: register the candidate when every gate passes.
         listener: pipeline progress callback, as for ``run_pipeline``.
-        executor, jobs: as for ``run_pipeline``.
+        executor, jobs, wait_for_lock: as for ``run_pipeline``.
         on_gate: called with each gate result as soon as it is known.
 
     Raises:
@@ -88,6 +90,7 @@ def run_ci(
             listener=listener,
             executor=executor,
             jobs=jobs,
+            wait_for_lock=wait_for_lock,
             wait_for_profiles=True,
         )
         if not summary.ok:
@@ -372,7 +375,7 @@ class _Job:
         with self.ctx.store.session() as s:
             self.ctx.store.add_event(
                 s,
-                "candidate.rejected",
+                ev.CANDIDATE_REJECTED,
                 "model",
                 self.model_cfg.name,
                 {

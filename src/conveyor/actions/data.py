@@ -4,12 +4,15 @@ between two snapshots."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from conveyor.exceptions import DataError
 from conveyor.store.atomic import write_text
+
+if TYPE_CHECKING:
+    from conveyor.store.stores import Stores
 
 
 def _source(config: Any, name: str) -> None:
@@ -92,10 +95,10 @@ def diff_snapshots(config: Any, a: str, b: str) -> dict[str, Any]:
         DataError: a side matches no snapshot, or several, or has no profile yet.
     """
     from conveyor.data.diff import diff_profiles
-    from conveyor.store.metadata import Store
+    from conveyor.store.stores import open_stores
 
-    with Store(config.store_url()) as store:
-        first, second = _snapshot(config, store, a), _snapshot(config, store, b)
+    with open_stores(config) as stores:
+        first, second = _snapshot(config, stores, a), _snapshot(config, stores, b)
     result = diff_profiles(_as_dict(first), _as_dict(second))
     result["a"] = {"id": first.id, "created_at": first.created_at.isoformat()}
     result["b"] = {"id": second.id, "created_at": second.created_at.isoformat()}
@@ -111,12 +114,12 @@ def _as_dict(snap: Any) -> dict[str, Any]:
     }
 
 
-def _snapshot(config: Any, store: Any, ref: str) -> Any:
+def _snapshot(config: Any, stores: Stores, ref: str) -> Any:
     from conveyor.store import models as m
 
-    with store.session() as s:
+    with stores.metadata.session() as s:
         if "@" in ref:
-            return _trained(config, store, ref)
+            return _trained(config, stores, ref)
         source, tilde, back = ref.partition("~")
         if source in config.data and ":" not in ref:
             if tilde and not back.isdigit():
@@ -147,18 +150,16 @@ def _snapshot(config: Any, store: Any, ref: str) -> Any:
     raise DataError(f"Snapshot prefix {ref!r} is ambiguous; give more characters.")
 
 
-def _trained(config: Any, store: Any, ref: str) -> Any:
+def _trained(config: Any, stores: Stores, ref: str) -> Any:
     from conveyor.registry.registry import Registry
-    from conveyor.store.artifacts import ArtifactStore
 
     source, _, alias = ref.partition("@")
     if config.model is None:
         raise DataError(f"{ref!r} names an alias, but conveyor.yaml has no 'model:' section.")
-    artifacts = ArtifactStore(config.artifacts_url())
-    version = Registry(store, artifacts).version(config.model.name, alias)
+    version = Registry(stores.metadata, stores.artifacts).version(config.model.name, alias)
     for snap in version.lineage.get("snapshots", []):
         if snap["source"] == source:
-            found = store.snapshot(snap["id"])
+            found = stores.metadata.snapshot(snap["id"])
             if found is not None:
                 return found
     raise DataError(

@@ -15,18 +15,12 @@ from conveyor.store.atomic import write_text
 
 @contextmanager
 def open_registry(config: Any) -> Iterator[Any]:
-    """The project's registry over its open stores."""
+    """The project's registry over its stores (see ``open_stores``), closed with the block."""
     from conveyor.registry.registry import Registry
-    from conveyor.store.artifacts import ArtifactStore
-    from conveyor.store.metadata import Store
+    from conveyor.store.stores import open_stores
 
-    artifacts = ArtifactStore(config.artifacts_url())
-    artifacts.open()
-    try:
-        with Store(config.store_url()) as store:
-            yield Registry(store, artifacts)
-    finally:
-        artifacts.close()
+    with open_stores(config) as stores:
+        yield Registry(stores.metadata, stores.artifacts)
 
 
 def _model_name(config: Any, name: str | None) -> str:

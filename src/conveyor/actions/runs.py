@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from conveyor.exceptions import ConveyorError
-
-
-def _open(config: Any):  # -> Store
-    from conveyor.store.metadata import Store
-
-    return Store(config.store_url()).open()
 
 
 def _iso(value: Any) -> str | None:
@@ -22,7 +19,10 @@ def _iso(value: Any) -> str | None:
 
 def list_runs(config: Any, *, limit: int = 20) -> list[dict]:
     """The newest runs of this project with a count of steps by status."""
-    with _open(config) as store:
+    from conveyor.store.stores import open_stores
+
+    with open_stores(config) as stores:
+        store = stores.metadata
         rows = []
         for run in store.runs(limit=limit, project=config.project):
             steps = store.step_runs(run.id)
@@ -48,7 +48,10 @@ def list_runs(config: Any, *, limit: int = 20) -> list[dict]:
 
 def describe_run(config: Any, run_id: str) -> dict:
     """Everything recorded about one run."""
-    with _open(config) as store:
+    from conveyor.store.stores import open_stores
+
+    with open_stores(config) as stores:
+        store = stores.metadata
         run = store.run(run_id)
         metrics: dict[str, dict[str, Any]] = {}
         for metric in store.metrics(run.id):
@@ -122,24 +125,26 @@ def _count(previous: Any) -> int:
 
 def step_log(config: Any, run_id: str, step: str) -> str:
     """The captured stdout/stderr of one step of a run, from the artifact store."""
-    from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.stores import open_stores
 
-    with _open(config) as store:
-        run = store.run(run_id)
-        rows = {s.step: s for s in store.step_runs(run.id)}
-    if step not in rows:
-        raise ConveyorError(
-            f"Run {run.id} has no step {step!r}; its steps: {', '.join(rows) or 'none'}."
-        )
-    digest = rows[step].log_digest
-    if not digest:
-        return f"(step {step!r} of run {run.id} has no log: it was {rows[step].status})\n"
-    with ArtifactStore(config.artifacts_url()) as artifacts:
-        return artifacts.read_bytes(digest).decode(errors="replace")
+    with open_stores(config) as stores:
+        run = stores.metadata.run(run_id)
+        rows = {s.step: s for s in stores.metadata.step_runs(run.id)}
+        if step not in rows:
+            raise ConveyorError(
+                f"Run {run.id} has no step {step!r}; its steps: {', '.join(rows) or 'none'}."
+            )
+        digest = rows[step].log_digest
+        if not digest:
+            return f"(step {step!r} of run {run.id} has no log: it was {rows[step].status})\n"
+        return stores.artifacts.read_bytes(digest).decode(errors="replace")
 
 
 def list_events(config: Any, *, limit: int = 50) -> list[dict]:
-    with _open(config) as store:
+    from conveyor.store.stores import open_stores
+
+    with open_stores(config) as stores:
+        store = stores.metadata
         return [
             {
                 "id": e.id,
@@ -155,7 +160,11 @@ def list_events(config: Any, *, limit: int = 50) -> list[dict]:
 
 
 def collect_garbage(
-    config: Any, *, dry_run: bool = False, runs_older_than_days: float | None = None
+    config: Any,
+    *,
+    dry_run: bool = False,
+    runs_older_than_days: float | None = None,
+    wait_for_lock: bool = False,
 ) -> dict:
     """Remove unreferenced artifacts, under the run lock so no run is writing meanwhile.
 
@@ -164,16 +173,15 @@ def collect_garbage(
         dry_run: report what would go, and change nothing.
         runs_older_than_days: first delete this project's runs that started longer ago
             (never the newest), so that what only they referred to is freed too.
+        wait_for_lock: queue behind a run in progress instead of refusing, as `run --wait`.
     """
     from datetime import timedelta
-    from pathlib import Path
 
-    from conveyor.pipeline.lock import RunLock
-    from conveyor.project import Paths
-    from conveyor.store.artifacts import ArtifactStore
     from conveyor.store.records import utcnow
+    from conveyor.store.stores import open_stores
 
-    with RunLock(Paths(Path(config.root)).run_lock), _open(config) as store:
+    with _run_lock(Path(config.root), wait=wait_for_lock), open_stores(config) as stores:
+        store = stores.metadata
         pruned: list[str] = []
         if runs_older_than_days is not None:
             cutoff = utcnow() - timedelta(days=runs_older_than_days)
@@ -183,8 +191,7 @@ def collect_garbage(
         else:
             store.delete_runs(pruned)
             keep = store.referenced_digests()
-        with ArtifactStore(config.artifacts_url()) as artifacts:
-            report = artifacts.gc(keep, dry_run=dry_run)
+        report = stores.artifacts.gc(keep, dry_run=dry_run)
     return {
         "runs_removed": pruned,
         "removed": report.removed,
@@ -193,3 +200,16 @@ def collect_garbage(
         "tmp_removed": report.tmp_removed,
         "dry_run": dry_run,
     }
+
+
+@contextmanager
+def _run_lock(root: Path, *, wait: bool) -> Iterator[None]:
+    """The project's run lock for the block: no run writes while garbage is collected."""
+    from conveyor.pipeline.lock import RunLock
+    from conveyor.project import Paths
+
+    lock = RunLock(Paths(root).run_lock).acquire(wait=wait)
+    try:
+        yield
+    finally:
+        lock.release()

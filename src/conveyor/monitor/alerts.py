@@ -23,6 +23,7 @@ import httpx
 from sqlalchemy import select
 
 from conveyor.exceptions import MonitorError
+from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.records import utcnow
 
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 ENTITY = "alert"
-FIRED, RESOLVED = "alert.fired", "alert.resolved"
+FIRED, RESOLVED = ev.ALERT_FIRED, ev.ALERT_RESOLVED
 EVENT_HEADER = "X-Conveyor-Event"
 SIGNATURE_HEADER = "X-Conveyor-Signature"
 _SIGNATURE_PREFIX = "sha256="

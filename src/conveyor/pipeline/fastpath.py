@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conveyor.store import events as ev
 from conveyor.store import records
 
 KEY = "fastpath"
@@ -244,7 +245,7 @@ def _record(witness: dict) -> str | None:
                 json.dumps({"steps": [], "force": False, "jobs": None, "fast": True}),
             ),
         )
-        events = [(ts, "run.started", "run", run_id, who, json.dumps({"steps": steps}))]
+        events = [(ts, ev.RUN_STARTED, "run", run_id, who, json.dumps({"steps": steps}))]
         for name, key, outputs, _metrics in witness["steps"]:
             conn.execute(
                 "INSERT INTO step_runs (run_id, step, status, cache_key, key_parts, reason, "
@@ -256,7 +257,7 @@ def _record(witness: dict) -> str | None:
             events.append(
                 (
                     ts,
-                    "step.cached",
+                    ev.STEP_CACHED,
                     "run",
                     run_id,
                     who,
@@ -267,7 +268,7 @@ def _record(witness: dict) -> str | None:
             "INSERT INTO run_snapshots (run_id, snapshot_id) VALUES (?, ?)",
             [(run_id, snap_id) for snap_id in witness["snapshots"]],
         )
-        events.append((ts, "run.succeeded", "run", run_id, who, json.dumps({})))
+        events.append((ts, ev.RUN_SUCCEEDED, "run", run_id, who, json.dumps({})))
         conn.executemany(
             "INSERT INTO events (at, kind, entity, entity_id, actor, payload) "
             "VALUES (?, ?, ?, ?, ?, ?)",

@@ -21,8 +21,7 @@ class Context:
         from conveyor.data.hashing import FileHasher
         from conveyor.data.state import StateDB
         from conveyor.project import Paths
-        from conveyor.store.artifacts import ArtifactStore
-        from conveyor.store.metadata import Store
+        from conveyor.store.stores import open_stores
 
         self.config = config
         self.root: Path = Path(config.root)
@@ -31,14 +30,13 @@ class Context:
         self.state.open()
         self.hasher = FileHasher(self.state)
         self.code = keys.CodeHasher(self.root, self.state)
-        self.store = Store(config.store_url()).open()
-        self.artifacts = ArtifactStore(config.artifacts_url())
-        self.artifacts.open()
+        self.stores = open_stores(config)
+        self.store = self.stores.metadata
+        self.artifacts = self.stores.artifacts
         self.env = keys.env_lock()
 
     def close(self) -> None:
-        self.store.close()
-        self.artifacts.close()
+        self.stores.close()
         self.state.close()
 
 

@@ -87,6 +87,7 @@ def run_job(job: Path) -> int:
     from conveyor.data.snapshot import Snapshot, profile
     from conveyor.data.state import StateDB
     from conveyor.project import Paths
+    from conveyor.store import events as ev
     from conveyor.store.metadata import Store
 
     # Half the cores at most: the run's own steps are what the user waits for.
@@ -106,7 +107,7 @@ def run_job(job: Path) -> int:
                 with store.session() as session:
                     store.add_event(
                         session,
-                        "snapshot.profile_failed",
+                        ev.SNAPSHOT_PROFILE_FAILED,
                         "snapshot",
                         snap_id,
                         {"error": f"{type(exc).__name__}: {exc}"},

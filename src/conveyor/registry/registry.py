@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor.exceptions import ModelNotFound, RegistryError, StoreError
 from conveyor.registry.modelfile import ModelFile, load_model
+from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.artifacts import ArtifactStore
 from conveyor.store.metadata import Store, as_utc
@@ -141,7 +142,7 @@ class Registry:
                     s.flush()
                     self.store.add_event(
                         s,
-                        "model.registered",
+                        ev.MODEL_REGISTERED,
                         "model",
                         new.model,
                         {
@@ -189,7 +190,7 @@ class Registry:
             current.version, current.updated_at = version, utcnow()
         self.store.add_event(
             s,
-            "alias.moved",
+            ev.ALIAS_MOVED,
             "model",
             model,
             {"alias": alias, "from": before, "to": version, "reason": reason},
@@ -210,7 +211,7 @@ class Registry:
         s.delete(current)
         self.store.add_event(
             s,
-            "alias.removed",
+            ev.ALIAS_REMOVED,
             "model",
             model,
             {"alias": alias, "from": before, "reason": reason},

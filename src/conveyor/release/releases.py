@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from conveyor.config.deploy import EnvironmentConfig
 from conveyor.exceptions import ReleaseError, StoreError
 from conveyor.release.analysis import Verdict, collect, judge
+from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
 from conveyor.store.records import utcnow
@@ -231,7 +232,7 @@ class Releases:
                 }
                 if strategy != env.strategy:
                     payload["note"] = f"nothing serves {environment} yet: released directly"
-                self._event(s, row, "release.started", payload)
+                self._event(s, row, ev.RELEASE_STARTED, payload)
                 self._enter_step(s, row, 0)
         except StoreError as exc:
             if isinstance(exc.__cause__, IntegrityError):
@@ -294,7 +295,9 @@ class Releases:
         if split is None:
             if current is not None:  # nothing beside the alias already: nothing to record
                 s.delete(current)
-                self._event(s, row, "traffic.changed", {"mode": None, "version": None, "weight": 0})
+                self._event(
+                    s, row, ev.TRAFFIC_CHANGED, {"mode": None, "version": None, "weight": 0}
+                )
             return
         mode, version, weight = split
         if current is None:
@@ -304,18 +307,18 @@ class Releases:
         current.sticky = row.plan.get("sticky")
         current.release_id = row.id
         current.updated_at = utcnow()
-        self._event(s, row, "traffic.changed", {"mode": mode, "version": version, "weight": weight})
+        self._event(
+            s, row, ev.TRAFFIC_CHANGED, {"mode": mode, "version": version, "weight": weight}
+        )
 
     def _finish(self, s: Any, row: m.Release, state: str, why: str) -> None:
         row.state = state
         row.active = None
         row.finished_at = row.updated_at = utcnow()
         kind = {
-            "promoted": "release.promoted",
-            "rolled_back": "release.rolled_back",
-            "aborted": "release.aborted",
-            "completed": "release.completed",
-            "failed": "release.failed",
+            "promoted": ev.RELEASE_PROMOTED,
+            "rolled_back": ev.RELEASE_ROLLED_BACK,
+            "completed": ev.RELEASE_COMPLETED,
         }[state]
         self._event(s, row, kind, {"why": why, "step": row.step})
 
@@ -380,13 +383,13 @@ class Releases:
         with self.store.session() as s:
             resumed = s.scalar(  # a resume says the failure was dealt with: look after it
                 select(func.max(m.Event.at))
-                .where(m.Event.kind == "release.resumed")
+                .where(m.Event.kind == ev.RELEASE_RESUMED)
                 .where(m.Event.entity_id == view.id)
             )
             since = max(view.created_at, as_utc(resumed)) if resumed else view.created_at
             event = s.scalar(
                 select(m.Event)
-                .where(m.Event.kind == "gateway.load_failed")
+                .where(m.Event.kind == ev.GATEWAY_LOAD_FAILED)
                 .where(m.Event.entity_id == f"{view.model}:{view.to_version}")
                 .where(m.Event.at > since)
                 .order_by(m.Event.id.desc())
@@ -509,7 +512,7 @@ class Releases:
                 "evidence": evidence,
             }
             if action == "next":
-                self._event(s, row, "release.stepped", {"from_step": row.step, **detail})
+                self._event(s, row, ev.RELEASE_STEPPED, {"from_step": row.step, **detail})
                 self._enter_step(s, row, row.step + 1)
             elif action == "promoted":
                 self._promote(s, row, why, detail)
@@ -517,7 +520,7 @@ class Releases:
                 self._rollback_row(s, row, why, detail)
             elif action == "completed":
                 self._set_traffic(s, row, None)
-                self._event(s, row, "release.analysis", detail)
+                self._event(s, row, ev.RELEASE_ANALYSIS, detail)
                 self._finish(s, row, "completed", why)
         return {
             "id": view.id,
@@ -534,7 +537,7 @@ class Releases:
             )
         self._set_traffic(s, row, None)
         if detail:
-            self._event(s, row, "release.analysis", detail)
+            self._event(s, row, ev.RELEASE_ANALYSIS, detail)
         self._finish(s, row, "promoted", why)
 
     def _rollback_row(self, s: Any, row: m.Release, why: str, detail: dict | None = None) -> None:
@@ -553,7 +556,7 @@ class Releases:
             )
         self._set_traffic(s, row, None)
         if detail:
-            self._event(s, row, "release.analysis", detail)
+            self._event(s, row, ev.RELEASE_ANALYSIS, detail)
         self._finish(s, row, "rolled_back", why)
 
     # -- by hand ---------------------------------------------------------------------------
@@ -582,20 +585,20 @@ class Releases:
                 if row.state == "paused":
                     raise ReleaseError(f"Release {release_id} is already paused.")
                 row.state, row.updated_at = "paused", utcnow()
-                self._event(s, row, "release.paused", {"why": why})
+                self._event(s, row, ev.RELEASE_PAUSED, {"why": why})
             elif what == "resume":
                 if row.state != "paused":
                     raise ReleaseError(f"Release {release_id} is not paused.")
                 row.state, row.updated_at = "running", utcnow()
                 # the step's clock restarts: its duration is of observed traffic
                 row.step_started_at = utcnow()
-                self._event(s, row, "release.resumed", {"why": why})
+                self._event(s, row, ev.RELEASE_RESUMED, {"why": why})
             elif what == "promote":
                 self._promote(s, row, why)
             else:  # abort: back to A, like a rollback, but by decision rather than evidence
                 self._rollback_row(s, row, why)
                 row.state = "aborted"
-                self._event(s, row, "release.aborted", {"why": why})
+                self._event(s, row, ev.RELEASE_ABORTED, {"why": why})
         return self.get(release_id)
 
     def rollback(self, model: str, environment: str, *, reason: str = "") -> dict[str, Any]:
@@ -633,7 +636,7 @@ class Releases:
                 s.delete(traffic)
             self.store.add_event(
                 s,
-                "environment.rolled_back",
+                ev.ENVIRONMENT_ROLLED_BACK,
                 "model",
                 model,
                 {"environment": environment, "from": alias.version, "to": previous, "why": why},
@@ -648,7 +651,7 @@ class Releases:
     def _previous(self, s: Any, model: str, environment: str, current: int) -> int | None:
         events = s.scalars(
             select(m.Event)
-            .where(m.Event.kind == "alias.moved")
+            .where(m.Event.kind == ev.ALIAS_MOVED)
             .where(m.Event.entity == "model")
             .where(m.Event.entity_id == model)
             .order_by(m.Event.id.desc())

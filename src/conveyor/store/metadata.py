@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from conveyor.exceptions import RunNotFound, StoreError, foreign_reason, safe_url
+from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.records import HEAD_REVISION, actor, new_run_id, utcnow
 
@@ -110,9 +111,11 @@ class Store:
         return self
 
     def close(self) -> None:
+        """Release the connections; the store can be opened again, and is unusable until then."""
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        self._sessions = None
 
     def __enter__(self) -> Store:
         return self.open()
@@ -192,6 +195,20 @@ class Store:
         *,
         at: datetime | None = None,
     ) -> None:
+        """Add one audit-log row to the caller's transaction.
+
+        Args:
+            session: the transaction that makes the change the event records.
+            kind: one of the constants of :mod:`conveyor.store.events`.
+            entity: what ``entity_id`` names (``run``, ``model``, ...), as the catalogue says.
+            entity_id: which run, model, release, ... it happened to.
+            payload: JSON-able details, with the keys the catalogue lists.
+            at: when, if not now (a run's start event carries the run's own start time).
+
+        Raises:
+            StoreError: the kind is not in the catalogue, or not one for this entity.
+        """
+        ev.check(kind, entity)
         session.add(
             m.Event(
                 at=at or utcnow(),
@@ -251,11 +268,16 @@ class Store:
             s.flush()
             for step, key in steps.items():
                 s.add(m.StepRun(run_id=run_id, step=step, status="pending", cache_key=key))
-            self.add_event(s, "run.started", "run", run_id, {"steps": list(steps)}, at=now)
+            self.add_event(s, ev.RUN_STARTED, "run", run_id, {"steps": list(steps)}, at=now)
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        """End a run; steps it never finished (Ctrl-C, a crash) end as 'interrupted'."""
+        """End a run; steps it never finished (Ctrl-C, a crash) end as 'interrupted'.
+
+        Raises:
+            StoreError: ``status`` is not one a run ends with (succeeded, failed, interrupted).
+        """
+        kind = ev.run_ended(status)
         with self.session() as s:
             s.execute(
                 update(m.Run)
@@ -267,7 +289,7 @@ class Store:
                 .where(m.StepRun.run_id == run_id, m.StepRun.status.in_(["pending", "running"]))
                 .values(status="interrupted")
             )
-            self.add_event(s, f"run.{status}", "run", run_id, {"error": error} if error else {})
+            self.add_event(s, kind, "run", run_id, {"error": error} if error else {})
 
     def mark_interrupted(self, workspace: str, host: str | None = None) -> list[str]:
         """Runs of this workspace left 'running' by a killed process become 'interrupted'.
@@ -292,7 +314,7 @@ class Store:
                     .where(m.StepRun.run_id == run_id, m.StepRun.status.in_(["pending", "running"]))
                     .values(status="interrupted")
                 )
-                self.add_event(s, "run.interrupted", "run", run_id, {"reason": "process died"})
+                self.add_event(s, ev.RUN_INTERRUPTED, "run", run_id, {"reason": "process died"})
         return list(ids)
 
     def step_started(self, run_id: str, step: str, reason: str | None) -> None:
@@ -302,10 +324,16 @@ class Store:
                 .where(m.StepRun.run_id == run_id, m.StepRun.step == step)
                 .values(status="running", started_at=utcnow(), reason=reason)
             )
-            self.add_event(s, "step.started", "run", run_id, {"step": step, "reason": reason})
+            self.add_event(s, ev.STEP_STARTED, "run", run_id, {"step": step, "reason": reason})
 
     def record_step(self, rec: StepRecord) -> None:
-        """Write a finished step: status, metrics, params, artifacts, cache entry, event."""
+        """Write a finished step: status, metrics, params, artifacts, cache entry, event.
+
+        Raises:
+            StoreError: ``rec.status`` is not one a step ends with (ran, cached, failed,
+                blocked), or the write was refused.
+        """
+        kind = ev.step_ended(rec.status)
         with self.session() as s:
             s.execute(
                 update(m.StepRun)
@@ -364,7 +392,7 @@ class Store:
             payload: dict[str, Any] = {"step": rec.step, "cache_key": rec.cache_key}
             if rec.error:
                 payload["error"] = rec.error
-            self.add_event(s, f"step.{rec.status}", "run", rec.run_id, payload)
+            self.add_event(s, kind, "run", rec.run_id, payload)
 
     def cached(self, keys: Sequence[str]) -> dict[str, m.StepCache]:
         if not keys:
@@ -448,7 +476,7 @@ class Store:
                         created_at=utcnow(),
                     )
                 )
-                self.add_event(s, "snapshot.created", "snapshot", snap_id, {"run": run_id})
+                self.add_event(s, ev.SNAPSHOT_CREATED, "snapshot", snap_id, {"run": run_id})
             s.merge(m.RunSnapshot(run_id=run_id, snapshot_id=snap_id))
         return snap_id
 
@@ -459,7 +487,7 @@ class Store:
                 .where(m.Snapshot.id == snap_id)
                 .values(schema=schema, row_count=row_count, profile=profile)
             )
-            self.add_event(s, "snapshot.profiled", "snapshot", snap_id, {"rows": row_count})
+            self.add_event(s, ev.SNAPSHOT_PROFILED, "snapshot", snap_id, {"rows": row_count})
 
     def snapshot(self, snap_id: str) -> m.Snapshot | None:
         with self.session() as s:
@@ -567,7 +595,7 @@ class Store:
                 )
             )
             for run_id in ids:
-                self.add_event(s, "run.deleted", "run", run_id, {"reason": "gc"})
+                self.add_event(s, ev.RUN_DELETED, "run", run_id, {"reason": "gc"})
 
     def count(self, table: type[m.Base]) -> int:
         with self.session() as s:
