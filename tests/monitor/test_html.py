@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conveyor.evaluate.values import format_number
 from conveyor.monitor import observe, write_html
 from tests.gateway.servers import gateway_project, trained
 from tests.monitor.logs import NOW, entry, feedback, records, registry_of, write
@@ -37,6 +38,9 @@ def test_the_page_shows_each_feature_and_escapes_what_callers_sent(tmp_path: Pat
     assert re.search(r'<td class="drifted">drifted</td>', html)
     assert "the data set has drifted" in html and "Prediction drift" in html
     assert "100 labelled rows" in html and "accuracy" in html
+    # Metrics read as on the model card and in the terminal: the shared formatter, 4 decimals.
+    accuracy = format_number(seen.report["quality"]["metrics"]["accuracy"])
+    assert accuracy == "0.8000" and f'<td class="num">{accuracy}</td>' in html
     assert "mixed@production (version 1)" in html
 
 

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from conveyor.evaluate import svg
 from conveyor.evaluate.metrics import check_binary, check_pair, reliability_bins
+from conveyor.evaluate.values import format_number
 
 MAX_POINTS = 200
 WIDTH, HEIGHT = 480, 400
@@ -188,7 +189,7 @@ def roc_svg(y_true: Any, y_score: Any, *, title: str = "ROC curve") -> str:
     c.axes(title, "False positive rate", "True positive rate", _UNIT, _UNIT)
     c.reference(0, 0, 1, 1)
     c.polyline(fpr[keep], tpr[keep])
-    c.note(f"AUC = {roc_auc_score(t, s):.3f}")
+    c.note(f"AUC = {format_number(float(roc_auc_score(t, s)))}")  # as the metrics table reads it
     return c.render()
 
 
