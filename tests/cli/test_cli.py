@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,6 +313,30 @@ def test_a_second_run_at_once_is_refused_and_names_the_holder(loans):
         r"behind it\.\n",
         run.stderr,
     )
+
+
+def _release_later(lock, seconds: float) -> threading.Thread:
+    """Release ``lock`` from another thread after ``seconds``, as a finishing run would."""
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), lock.release()))
+    thread.start()
+    return thread
+
+
+def test_gc_wait_queues_behind_a_run_as_the_lock_message_says(loans):
+    from conveyor.pipeline.lock import RunLock
+
+    lock = RunLock(loans / ".conveyor" / "run.lock").acquire()
+    releaser = _release_later(lock, 0.5)
+    started = time.monotonic()
+    try:
+        done = conveyor("gc", "--wait", "-C", loans)
+    finally:
+        releaser.join()
+        lock.release()
+
+    assert done.code == 0, done.stderr
+    assert done.stdout.startswith("Removed 0 artifacts ")
+    assert time.monotonic() - started >= 0.5
 
 
 def test_forced_step_reruns_alone_and_an_identical_downstream_result_stops_the_wave(loans):
@@ -782,6 +807,24 @@ def test_a_no_op_run_of_the_executable_loads_neither_typer_nor_sqlalchemy(loans,
     assert [(s["step"], s["status"]) for s in summary["steps"]] == [(s, "cached") for s in STEPS]
 
 
+def test_version_is_answered_before_the_cli_loads():
+    from conveyor import __version__
+
+    result = conveyor("--version")
+
+    assert (result.code, result.stdout, result.stderr) == (0, f"conveyor {__version__}\n", "")
+    code = (
+        "import sys\n"
+        "from conveyor.cli.main import run\n"
+        "assert run(['--version']) == 0\n"
+        "print(sorted({'typer', 'click', 'rich'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout == f"conveyor {__version__}\n[]\n"
+
+
 @pytest.mark.slow
 def test_exit_codes_of_the_executable(tmp_path):
     project = tmp_path / "p"
@@ -791,6 +834,9 @@ def test_exit_codes_of_the_executable(tmp_path):
     helped = executable("--help", cwd=tmp_path)
     assert helped.returncode == 0
     assert helped.stdout.startswith("Usage: conveyor [OPTIONS] COMMAND [ARGS]...")
+
+    version = executable("--version", cwd=tmp_path)
+    assert (version.returncode, version.stdout) == (0, "conveyor 0.1.0\n")
 
     missing = executable("show", "nosuchrun", cwd=project)
     assert (missing.returncode, missing.stderr) == (

@@ -530,6 +530,53 @@ def test_models_alias_moves_and_is_an_event(two_versions: Path) -> None:
     assert _line(listing.stdout, "2 ").split()[1] == "production"
 
 
+# -- ci ---------------------------------------------------------------------------------------
+
+
+def test_ci_with_a_project_elsewhere_writes_its_report_into_that_project(
+    one_version: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    done = conveyor("ci", "-C", one_version)
+
+    assert done.code == 0, done.stderr
+    assert list(elsewhere.iterdir()) == []
+    report, junit = one_version / "conveyor-report.md", one_version / "conveyor-junit.xml"
+    assert "churn" in report.read_text() and "<testsuite" in junit.read_text()
+    assert f"  wrote {report}\n" in done.stdout and f"  wrote {junit}\n" in done.stdout
+
+    monkeypatch.chdir(one_version)  # from the project itself, the paths read as before
+    again = conveyor("ci")
+    assert again.code == 0, again.stderr
+    assert "  wrote conveyor-report.md\n" in again.stdout
+    assert again.stdout.endswith("  wrote conveyor-junit.xml\n")
+
+
+def test_ci_wait_queues_behind_a_run_as_the_lock_message_says(one_version: Path) -> None:
+    import threading
+    import time
+
+    from conveyor.pipeline.lock import RunLock
+
+    lock = RunLock(one_version / ".conveyor" / "run.lock").acquire()
+    try:
+        refused = conveyor("ci", "-C", one_version)
+        releaser = threading.Thread(target=lambda: (time.sleep(0.5), lock.release()))
+        releaser.start()
+        waited = conveyor("ci", "--wait", "-C", one_version)
+        releaser.join()
+    finally:
+        lock.release()
+
+    assert refused.code == 1
+    assert "pass --wait to queue behind it." in refused.stderr
+    assert waited.code == 0, waited.stderr
+    assert "All 2 gates passed" in waited.stdout
+
+
 # -- export -----------------------------------------------------------------------------------
 
 

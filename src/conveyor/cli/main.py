@@ -1,4 +1,5 @@
-"""The `conveyor` executable: a no-op `conveyor run` is answered before the CLI loads.
+"""The `conveyor` executable: a no-op `conveyor run` and `--version` are answered before the CLI
+loads.
 
 Typer and pydantic alone take ~0.2 s to import here, more than the whole budget of a run in
 which nothing changed; so a plain `conveyor run [--json] [-C DIR]` first asks the fast path,
@@ -32,8 +33,18 @@ def _plain_run(argv: list[str]) -> tuple[Path | None, bool] | None:
     return project, as_json
 
 
+def version_line() -> str:
+    """What `conveyor --version` prints."""
+    from conveyor import __version__
+
+    return f"conveyor {__version__}"
+
+
 def run(argv: list[str]) -> int:
     """Run the command line with these arguments; return the exit code."""
+    if argv == ["--version"]:
+        sys.stdout.write(version_line() + "\n")
+        return 0
     plain = _plain_run(argv)
     if plain is not None:
         from conveyor.cli.run import run_command

@@ -1,0 +1,104 @@
+"""`conveyor runs`, `show`, `events` and `gc`: what ran, what changed, and clearing what is left."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from conveyor.cli.options import JsonOpt, ProjectOpt, WaitOpt, echo_json, load_project
+
+
+def runs(
+    limit: Annotated[int, typer.Option(metavar="N", help="How many runs to list.")] = 20,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """List recent runs."""
+    from conveyor.actions.runs import list_runs
+    from conveyor.cli.console import print_runs
+
+    rows = list_runs(load_project(project), limit=limit)
+    if as_json:
+        echo_json(rows)
+    else:
+        print_runs(rows)
+
+
+def show(
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN_ID", help="Run id, a unique prefix of it, or 'latest'.")
+    ],
+    log: Annotated[
+        str | None, typer.Option(metavar="STEP", help="Print the log of this step.")
+    ] = None,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Show one run: steps, why each ran, metrics, params, snapshots, errors."""
+    from conveyor.actions.runs import describe_run, step_log
+    from conveyor.cli.console import print_run
+
+    config = load_project(project)
+    if log is not None:
+        sys.stdout.write(step_log(config, run_id, log))
+        return
+    info = describe_run(config, run_id)
+    if as_json:
+        echo_json(info)
+    else:
+        print_run(info)
+
+
+def events(
+    limit: Annotated[int, typer.Option(metavar="N", help="How many events to list.")] = 50,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Print the audit log: every state change, oldest first."""
+    from conveyor.actions.runs import list_events
+
+    rows = list_events(load_project(project), limit=limit)
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        payload = json.dumps(row["payload"], sort_keys=True) if row["payload"] else ""
+        typer.echo(f"{row['at']}  {row['kind']:<18} {row['entity_id']}  {payload}")
+
+
+def gc(
+    dry_run: Annotated[bool, typer.Option(help="Only report what would be removed.")] = False,
+    runs_older_than: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="DAYS",
+            help="First delete runs that started more than DAYS ago (never the newest).",
+        ),
+    ] = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Delete artifacts that no run, cache entry or snapshot refers to (and old runs)."""
+    from conveyor.actions.runs import collect_garbage
+
+    report = collect_garbage(
+        load_project(project),
+        dry_run=dry_run,
+        runs_older_than_days=runs_older_than,
+        wait_for_lock=wait,
+    )
+    if as_json:
+        echo_json(report)
+        return
+    verb = "Would remove" if dry_run else "Removed"
+    runs = f"{len(report['runs_removed'])} runs, " if runs_older_than is not None else ""
+    typer.echo(
+        f"{verb} {runs}{len(report['removed'])} artifacts "
+        f"({report['freed_bytes'] / 1e6:.1f} MB) and {report['tmp_removed']} leftover temp "
+        f"files; kept {report['kept']}."
+    )
