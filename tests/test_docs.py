@@ -263,3 +263,11 @@ def test_data_and_the_fast_path_import_nothing_heavy() -> None:
     )
 
     assert out.stdout.strip() == "[]"
+
+
+def test_configuration_md_is_generated_from_the_config_models() -> None:
+    from conveyor.config.reference import REGENERATE, reference
+
+    text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    # reference() also refuses a key without a description, so every key has one.
+    assert text == reference(), f"docs/configuration.md is out of date; run: {REGENERATE}"

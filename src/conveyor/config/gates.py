@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from conveyor.config.base import ConfigModel, invalid
+from conveyor.config.model import TASK_METRICS
 
 OPERATORS = (">=", "<=", ">", "<")
 EXPRESSION_HELP = (
@@ -125,13 +126,16 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
+_METRICS = "; ".join(f"{task}: {', '.join(names)}" for task, names in TASK_METRICS.items())
+
+
 class FairnessConfig(ConfigModel):
     """The gap in one metric between the groups of one column must stay within a bound."""
 
     group: str = Field(description="The holdout column whose values form the groups compared.")
     metric: str = Field(
-        description="The metric compared across groups, one the evaluation reports (such as "
-        "recall, roc_auc or mae)."
+        description=f"The metric compared across groups, one the built-in evaluation reports "
+        f"({_METRICS})."
     )
     max_gap: float = Field(
         description="The largest allowed difference between the best and worst group."
@@ -185,8 +189,9 @@ gates:
     check: str | None = Field(
         default=None,
         description="METRIC OP NUMBER (roc_auc >= 0.80) or METRIC OP ENV.METRIC ± NUMBER "
-        "(roc_auc >= production.roc_auc - 0.005), OP one of >=, >, <=, <; a gate written as "
-        "a plain string means this key.",
+        "(roc_auc >= production.roc_auc - 0.005), OP one of >=, >, <=, <, METRIC one the "
+        f"built-in evaluation reports ({_METRICS}); a gate written as a plain string means "
+        "this key.",
     )
     fairness: FairnessConfig | None = Field(
         default=None, description="A bound on a metric's gap across the groups of a column."
