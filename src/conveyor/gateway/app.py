@@ -1,9 +1,11 @@
-"""The gateway as an ASGI application: routing, limits, auth, and the predict hot path.
+"""The gateway as an ASGI application: dispatch, limits, auth, and the predict hot path.
 
 A plain ASGI callable rather than a framework: the predict path is on the budget of a few
 hundred microseconds per request (one core, thousands of requests a second), and a generic
-router, request objects and middleware cost as much as the model. The rest of the endpoints
-share the same small dispatcher and the same error shape (``gateway/errors.py``).
+router, request objects and middleware cost as much as the model. Every endpoint is a row of
+the one route table (``gateway/routes.py``), which ``/docs`` and ``/openapi.json`` are built
+from too; a model's predict path is found by one dict lookup after its first request. All
+endpoints share the same error shape (``gateway/errors.py``).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from conveyor.gateway import v2
 from conveyor.gateway.batching import Batcher
 from conveyor.gateway.errors import HttpError, error_body
 from conveyor.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from conveyor.gateway.openapi import docs_page, openapi_document
+from conveyor.gateway.openapi import ModelDoc, docs_page, openapi_document
 from conveyor.gateway.requestlog import RequestLog
+from conveyor.gateway.routes import CALLER_ROLES, PINNED, ROUTES, Route, RouteTable
 from conveyor.gateway.routing import Router, Watcher, read_desired
 from conveyor.gateway.runtime import Served, load_served
 
@@ -42,6 +45,9 @@ _JSON = b"application/json"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _MAX_FEEDBACK = 10_000
 _PLATFORM = "conveyor_sklearn"
+_SERVE = "serve"  # the role of the environment's own traffic: what analysis and monitor read
+
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 def _default(value: Any) -> Any:
@@ -77,6 +83,9 @@ class Gateway:
         self.request_log: RequestLog | None = None
         self.watcher: Watcher | None = None
         self.started = False
+        self._table = RouteTable(ROUTES)
+        # Bound once: the dispatcher calls a route's handler without a getattr per request.
+        self._handlers = {route.handler: getattr(self, route.handler) for route in ROUTES}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -235,68 +244,91 @@ class Gateway:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _dispatch(
-        self, scope: dict, receive: Any, rid: str, start: float
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        method = scope["method"]
-        parts = scope["path"].strip("/").split("/")
-        head = parts[0]
-        n = len(parts)
-        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "predict":
-            _allow(method, "POST")
-            return await self._predict(scope, receive, rid, start, parts[2])
-        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "versions":
-            _allow(method, "GET")
-            return _ok(self._versions(parts[2]))
-        if head == "v2":
-            return await self._v2(scope, receive, rid, start, parts[1:], method)
-        if n == 1:
-            if head == "healthz":
-                _allow(method, "GET", "HEAD")
-                return 200, b'{"status":"ok"}', [(b"content-type", _JSON)]
-            if head == "readyz":
-                _allow(method, "GET", "HEAD")
-                return self._readyz()
-            if head == "metrics":
-                _allow(method, "GET")
-                body = await asyncio.to_thread(self.metrics.exposition)
-                return 200, body, [(b"content-type", CONTENT_TYPE.encode())]
-            if head == "openapi.json":
-                _allow(method, "GET")
-                return 200, orjson.dumps(self.openapi()), [(b"content-type", _JSON)]
-            if head == "docs":
-                _allow(method, "GET")
-                page = docs_page(self.openapi()).encode()
-                return 200, page, [(b"content-type", b"text/html; charset=utf-8")]
-        if head == "v1":
-            if n == 2 and parts[1] == "models":
-                _allow(method, "GET")
-                return _ok({"models": [self._describe(m) for m in self.router.models()]})
-            if n == 3 and parts[1] == "models":
-                _allow(method, "GET")
-                return _ok(self._describe(parts[2], missing_is_error=True))
-            if n == 2 and parts[1] == "feedback":
-                _allow(method, "POST")
-                self._authorize(scope)
-                return await self._feedback(scope, receive)
-            if n == 2 and parts[1] == "status":
-                _allow(method, "GET")
-                self._authorize(scope)
-                return _ok(self.status())
-            if n == 3 and parts[1] == "admin" and parts[2] == "reload":
-                _allow(method, "POST")
-                self._authorize(scope)
-                if self.watcher is not None:
-                    self.watcher.wake()
-                return _ok({"reloading": True})
-        raise HttpError(404, "not_found", f"No endpoint at {_shown(scope['path'])}; see /docs.")
+    async def _dispatch(self, scope: dict, receive: Any, rid: str, start: float) -> Answer:
+        found = self._table.match(scope["path"])
+        if found is None:
+            raise HttpError(404, "not_found", f"No endpoint at {_shown(scope['path'])}; see /docs.")
+        methods, params = found
+        route = methods.get(scope["method"])
+        if route is None:
+            raise _not_allowed(scope["method"], methods)
+        if route.auth:
+            self._authorize(scope)
+        return await self._handlers[route.handler](scope, receive, rid, start, params)
+
+    # -- the small endpoints (one handler per route; params are shared: read, never write) --
+
+    async def _healthz(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return 200, b'{"status":"ok"}', [(b"content-type", _JSON)]
+
+    async def _readyz(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        ready, missing = self.router.ready()
+        if ready:
+            routes = {f"{m}@{e}": r.served.version for (m, e), r in self.router.routes.items()}
+            return _ok({"ready": True, "routes": routes})
+        raise HttpError(503, "not_ready", "Not ready: " + "; ".join(missing))
+
+    async def _metrics(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        body = await asyncio.to_thread(self.metrics.exposition)
+        return 200, body, [(b"content-type", CONTENT_TYPE.encode())]
+
+    async def _openapi_route(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return 200, orjson.dumps(self.openapi()), [(b"content-type", _JSON)]
+
+    async def _docs(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        page = docs_page(self.openapi()).encode()
+        return 200, page, [(b"content-type", b"text/html; charset=utf-8")]
+
+    async def _models_route(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return _ok({"models": [self._describe(m) for m in self.router.models()]})
+
+    async def _describe_route(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return _ok(self._describe(params["model"], missing_is_error=True))
+
+    async def _versions_route(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return _ok(self._versions(params["model"]))
+
+    async def _status_route(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return _ok(self.status())
+
+    async def _reload_route(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        if self.watcher is not None:
+            self.watcher.wake()
+        return _ok({"reloading": True})
 
     # -- predict ---------------------------------------------------------------------------
 
     async def _predict(
-        self, scope: dict, receive: Any, rid: str, start: float, name: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        env, pinned = self._query(scope)
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        name = params["model"]
+        env, pinned, declared, key = self._caller(scope)
+        role = _SERVE
+        if pinned is not None or declared is not None:
+            # A pinned or role-marked request is not the environment's traffic: only the
+            # operator's tools may send one (they would otherwise steer a canary's analysis).
+            self._authorize(scope)
+            role = declared or PINNED
         route = self.router.route(name, env)
         if route is None:
             raise self._no_route(name, env)
@@ -312,16 +344,23 @@ class Gateway:
         try:
             raw = await self._body(scope, receive)
             instances = _instances(raw)
-            if pinned is None and route.candidate is not None:
-                batcher = route.pick(_sticky_key(scope, route.sticky, instances))
-                served = batcher.served
+            # Validated before routing: the sticky key is read from rows that fit the
+            # signature, and a malformed body is a 4xx whatever the split.
             block, rows = served.prepare(instances, self.max_rows)
+            if pinned is None and route.candidate is not None:
+                picked = route.pick(
+                    key if key is not None else _sticky_key(route.sticky, instances)
+                )
+                if picked is not batcher:
+                    batcher = picked
+                    served = picked.served
+                    block, rows = served.prepare(instances, self.max_rows)
             self.inflight += 1
             try:
                 prediction = await batcher.submit(block, rows)
             finally:
                 self.inflight -= 1
-            if pinned is None:
+            if role == _SERVE:
                 if route.shadow is not None:
                     self._mirror(route.shadow, route.model, env, rid, instances)
                 elif batcher is route.candidate:  # the stable answer too, for agreement
@@ -355,9 +394,8 @@ class Gateway:
             raise
         finally:
             seconds = time.perf_counter() - start
-            self._answered(
-                rid, served, env, status, seconds, rows, instances, body.decode(errors="replace")
-            )
+            outputs = body.decode(errors="replace")
+            self._answered(rid, served, env, role, status, seconds, rows, instances, outputs)
 
     def _admit(self) -> None:
         """Admission control: past the queue bound, a fast 503 instead of an unbounded wait."""
@@ -375,13 +413,15 @@ class Gateway:
         rid: str,
         served: Served,
         env: str,
+        role: str,
         status: int,
         seconds: float,
         rows: int,
         instances: Any,
         outputs: str,
     ) -> None:
-        """Count a served request and log it (when sampled): the end of every predict path."""
+        """Count a served request and log it (when sampled) under its role: the end of every
+        predict path."""
         self.metrics.observe_request(served.model, served.version, env, status, seconds, rows)
         request_log = self.request_log
         if request_log is not None and request_log.sampled():
@@ -390,7 +430,7 @@ class Gateway:
                 served.model,
                 served.version,
                 env,
-                "serve",
+                role,
                 status,
                 seconds * 1000.0,
                 rows,
@@ -398,13 +438,29 @@ class Gateway:
                 outputs,
             )
 
-    def _env(self, scope: dict) -> str:
-        return self._query(scope)[0]
-
-    def _query(self, scope: dict) -> tuple[str, int | None]:
-        """The environment (``?env=`` or ``X-Conveyor-Env``) and a pinned ``?version=``."""
+    def _caller(self, scope: dict) -> tuple[str, int | None, str | None, str | None]:
+        """What the caller asks, in one pass over the headers: the environment (``?env=``, else
+        ``X-Conveyor-Env``), a pinned ``?version=``, a declared ``X-Conveyor-Role`` and the
+        sticky key ``X-Conveyor-Key``."""
         env = None
         version = None
+        header_env = role = key = None
+        for name, value in scope["headers"]:
+            if name.startswith(b"x-conveyor-"):
+                if name == b"x-conveyor-env":
+                    header_env = value.decode(errors="replace")
+                elif name == b"x-conveyor-role":
+                    role = value.decode(errors="replace")
+                elif name == b"x-conveyor-key":
+                    key = value.decode(errors="replace")
+        if role is not None and role not in CALLER_ROLES:
+            raise HttpError(
+                400,
+                "invalid_request",
+                f"X-Conveyor-Role is {_shown(role)}; use one of {', '.join(CALLER_ROLES)}, or "
+                "leave it out for ordinary traffic.",
+                field="x-conveyor-role",
+            )
         query = scope.get("query_string")
         if query:
             params = parse_qs(query.decode(errors="replace"))
@@ -417,12 +473,7 @@ class Gateway:
                         400, "invalid_request", f"version must be a number, not {_shown(text)}."
                     )
                 version = int(text)
-        if env is None:
-            for key, value in scope["headers"]:
-                if key == b"x-conveyor-env":
-                    env = value.decode(errors="replace")
-                    break
-        return env or self.default_env, version
+        return env or header_env or self.default_env, version, role, key
 
     def _pinned(self, name: str, version: int) -> Batcher:
         batcher = self.router.batchers.get((name, version))
@@ -543,49 +594,48 @@ class Gateway:
 
     # -- v2 (Open Inference Protocol) ------------------------------------------------------
 
-    async def _v2(
-        self, scope: dict, receive: Any, rid: str, start: float, parts: list[str], method: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        n = len(parts)
-        if n == 0 or (n == 1 and parts[0] == ""):
-            _allow(method, "GET")
-            return _ok({"name": "conveyor", "version": "1", "extensions": ["binary_tensor_data"]})
-        if n == 2 and parts[0] == "health" and parts[1] in ("live", "ready"):
-            _allow(method, "GET")
-            if parts[1] == "ready":
-                ready, missing = self.router.ready()
-                if not ready:
-                    raise HttpError(503, "not_ready", "Not ready: " + "; ".join(missing))
-            return _ok({"live": True} if parts[1] == "live" else {"ready": True})
-        if n >= 2 and parts[0] == "models":
-            name = parts[1]
-            rest = parts[2:]
-            version: int | None = None
-            if len(rest) >= 2 and rest[0] == "versions":
-                if not rest[1].isdigit() or len(rest[1]) > 9:
-                    raise HttpError(404, "version_not_found", "Versions are positive integers.")
-                version = int(rest[1])
-                rest = rest[2:]
-            route = self._v2_route(scope, name, version)
-            served = route.served
-            if not rest:
-                _allow(method, "GET")
-                return _ok(v2.model_metadata(served, _PLATFORM))
-            if rest == ["ready"]:
-                _allow(method, "GET")
-                return _ok({"name": name, "ready": True})
-            if rest == ["infer"]:
-                _allow(method, "POST")
-                return await self._v2_infer(scope, receive, rid, start, route)
-        raise HttpError(404, "not_found", f"No endpoint at {_shown(scope['path'])}; see /docs.")
+    async def _v2_server(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return _ok({"name": "conveyor", "version": "1", "extensions": ["binary_tensor_data"]})
 
-    def _v2_route(self, scope: dict, name: str, version: int | None) -> Any:
-        if version is None:
-            env = self._env(scope)
+    async def _v2_live(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return _ok({"live": True})
+
+    async def _v2_ready(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        ready, missing = self.router.ready()
+        if not ready:
+            raise HttpError(503, "not_ready", "Not ready: " + "; ".join(missing))
+        return _ok({"ready": True})
+
+    async def _v2_metadata(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        return _ok(v2.model_metadata(self._v2_route(scope, params).served, _PLATFORM))
+
+    async def _v2_model_ready(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        self._v2_route(scope, params)
+        return _ok({"name": params["model"], "ready": True})
+
+    def _v2_route(self, scope: dict, params: dict) -> Any:
+        """The route a v2 path names: the environment's, or the one serving its version."""
+        name = params["model"]
+        text = params.get("version")
+        if text is None:
+            env = self._caller(scope)[0]
             route = self.router.route(name, env)
             if route is None:
                 raise self._no_route(name, env)
             return route
+        if not text.isdigit() or len(text) > 9:
+            raise HttpError(404, "version_not_found", "Versions are positive integers.")
+        version = int(text)
         for (model, _env), route in self.router.routes.items():
             if model == name and route.served.version == version:
                 return route
@@ -596,8 +646,15 @@ class Gateway:
         )
 
     async def _v2_infer(
-        self, scope: dict, receive: Any, rid: str, start: float, route: Any
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        declared = self._caller(scope)[2]
+        if declared is not None:
+            self._authorize(scope)
+        route = self._v2_route(scope, params)
+        # A version named in the path is the caller's pick, not the environment's traffic; it
+        # only reaches a version some environment serves, never a canary, so it needs no token.
+        role = declared or (PINNED if "version" in params else _SERVE)
         served = route.served
         self._admit()
         header_length = None
@@ -629,11 +686,11 @@ class Gateway:
             env = route.environment
             seconds = time.perf_counter() - start
             outputs = "" if status != 200 else _v2_outputs(payload)
-            self._answered(rid, served, env, status, seconds, rows, instances, outputs)
+            self._answered(rid, served, env, role, status, seconds, rows, instances, outputs)
 
     async def _feedback(
-        self, scope: dict, receive: Any
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
         raw = await self._body(scope, receive)
         try:
             payload = orjson.loads(raw)
@@ -677,13 +734,6 @@ class Gateway:
             "Missing or wrong bearer token (Authorization: Bearer ...).",
             headers=[(b"www-authenticate", b"Bearer")],
         )
-
-    def _readyz(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        ready, missing = self.router.ready()
-        if ready:
-            routes = {f"{m}@{e}": r.served.version for (m, e), r in self.router.routes.items()}
-            return _ok({"ready": True, "routes": routes})
-        raise HttpError(503, "not_ready", "Not ready: " + "; ".join(missing))
 
     def _describe(self, name: str, *, missing_is_error: bool = False) -> dict[str, Any]:
         envs = {}
@@ -739,11 +789,17 @@ class Gateway:
         }
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document for what is routed now."""
-        models: dict[str, tuple[dict, list[str]]] = {}
-        for (model, env), route in self.router.routes.items():
-            signature, envs = models.get(model, (route.served.signature, []))
-            models[model] = (signature, [*envs, env])
+        """The OpenAPI document: every route of the table, the model routes for what is
+        routed now."""
+        models: dict[str, ModelDoc] = {}
+        for (model, env), route in sorted(self.router.routes.items()):
+            doc = models.get(model)
+            if doc is None:
+                loaded = sorted(v for (m, v) in self.router.batchers if m == model)
+                doc = models[model] = ModelDoc(route.served.signature, [], loaded, [])
+            doc.environments.append(env)
+            if route.served.version not in doc.served:
+                doc.served.append(route.served.version)
         return openapi_document(models, max_rows=self.max_rows)
 
 
@@ -751,14 +807,14 @@ class _ClientGone(Exception):
     """The client disconnected before its body arrived; there is no one to answer."""
 
 
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise HttpError(
-            405,
-            "method_not_allowed",
-            f"{method} is not allowed here; use {' or '.join(allowed)}.",
-            headers=[(b"allow", ", ".join(allowed).encode())],
-        )
+def _not_allowed(method: str, routes: dict[str, Route]) -> HttpError:
+    allowed = list(routes)
+    return HttpError(
+        405,
+        "method_not_allowed",
+        f"{method} is not allowed here; use {' or '.join(allowed)}.",
+        headers=[(b"allow", ", ".join(allowed).encode())],
+    )
 
 
 def _ok(payload: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -806,14 +862,12 @@ def _v2_outputs(payload: bytes) -> str:
     return payload.decode(errors="replace") if payload[:1] == b"{" else ""
 
 
-def _sticky_key(scope: dict, field: str | None, instances: Any) -> str | None:
-    """The caller's key for sticky canaries: ``X-Conveyor-Key``, else the sticky field of the
-    first record; None means a random split."""
-    for key, value in scope["headers"]:
-        if key == b"x-conveyor-key":
-            return value.decode(errors="replace")
-    if field and instances and isinstance(instances[0], dict) and field in instances[0]:
-        return str(instances[0][field])
+def _sticky_key(field: str | None, rows: list[Any]) -> str | None:
+    """The sticky field of the first record, for a caller without ``X-Conveyor-Key``; None
+    means a random split. ``rows`` passed the signature check: a non-empty list of records
+    or of arrays."""
+    if field and type(rows[0]) is dict and field in rows[0]:
+        return str(rows[0][field])
     return None
 
 

@@ -1,16 +1,22 @@
-"""The gateway's OpenAPI 3.1 document, generated from the signatures of the models it serves.
+"""The gateway's OpenAPI 3.1 document, built from the route table and the served signatures.
 
-Each served model gets its own predict path with its fields spelled out (types, nullability,
-known categories), so generated clients, the docs page and fuzzers (schemathesis) all see the
-real contract rather than "any JSON".
+Every endpoint comes from ``gateway/routes.py`` (the table the dispatcher routes by), so the
+document lists all of them. Each served model gets its own paths with its fields spelled out
+(types, nullability, known categories, the environments and versions it can be asked for), so
+generated clients, the docs page and fuzzers (schemathesis) all see the real contract rather
+than "any JSON".
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["openapi_document", "docs_page"]
+from conveyor.gateway.routes import CALLER_ROLES, ROUTES, Route
+
+__all__ = ["ModelDoc", "docs_page", "openapi_document"]
 
 _ERROR = {
     "type": "object",
@@ -30,7 +36,6 @@ _ERROR = {
         }
     },
 }
-_ERR_REF = {"$ref": "#/components/schemas/Error"}
 _LABEL = {"type": ["string", "number", "boolean"]}
 _LABELS = {
     "type": "object",
@@ -56,23 +61,223 @@ _FEEDBACK = {
         },
     ]
 }
+_VERSION_OR_NULL = {"type": ["integer", "null"]}
+_MODEL = {
+    "type": "object",
+    "required": ["name", "environments", "signature"],
+    "properties": {
+        "name": {"type": "string"},
+        "environments": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["version", "runtime"],
+                "properties": {"version": {"type": "integer"}, "runtime": {"type": "string"}},
+            },
+        },
+        "signature": {"type": ["object", "null"]},
+    },
+}
+_TENSOR_SPEC = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+    },
+}
+_DATATYPES = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+# What the gateway itself checks of a v2 request; the tensors' names, sizes and values are
+# checked against the model's signature (GET /v2/models/{model} lists them).
+_V2_INFER = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "shape": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "integer", "minimum": 0},
+                    },
+                    "datatype": {"enum": _DATATYPES},
+                    "parameters": {"type": "object"},
+                    "data": {},
+                },
+            },
+        },
+        "outputs": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+_SCHEMAS: dict[str, Any] = {
+    "Error": _ERROR,
+    "Feedback": _FEEDBACK,
+    "Stored": {
+        "type": "object",
+        "required": ["stored"],
+        "properties": {"stored": {"type": "integer"}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"const": "ok"}},
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["ready", "routes"],
+        "properties": {
+            "ready": {"const": True},
+            "routes": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
+    "Model": _MODEL,
+    "ModelList": {
+        "type": "object",
+        "required": ["models"],
+        "properties": {"models": {"type": "array", "items": _MODEL}},
+    },
+    "Versions": {
+        "type": "object",
+        "required": ["name", "loaded", "environments"],
+        "properties": {
+            "name": {"type": "string"},
+            "loaded": {"type": "array", "items": {"type": "integer"}},
+            "environments": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["stable", "canary", "weight", "shadow"],
+                    "properties": {
+                        "stable": {"type": "integer"},
+                        "canary": _VERSION_OR_NULL,
+                        "weight": {"type": "number"},
+                        "shadow": _VERSION_OR_NULL,
+                    },
+                },
+            },
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["gateway", "routes", "desired", "failed", "inflight"],
+        "properties": {
+            "gateway": {"type": "string"},
+            "routes": {"type": "object"},
+            "desired": {"type": "object"},
+            "failed": {"type": "object"},
+            "inflight": {"type": "integer"},
+            "request_log": {"type": ["object", "null"]},
+            "watcher": {"type": ["object", "null"]},
+        },
+    },
+    "Reloading": {
+        "type": "object",
+        "required": ["reloading"],
+        "properties": {"reloading": {"const": True}},
+    },
+    "OpenAPI": {
+        "type": "object",
+        "required": ["openapi", "info", "paths"],
+        "properties": {"openapi": {"type": "string"}},
+    },
+    "V2Server": {
+        "type": "object",
+        "required": ["name", "version", "extensions"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "V2Live": {
+        "type": "object",
+        "required": ["live"],
+        "properties": {"live": {"const": True}},
+    },
+    "V2Ready": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"const": True}},
+    },
+    "V2ModelReady": {
+        "type": "object",
+        "required": ["name", "ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
+    "V2Metadata": {
+        "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": _TENSOR_SPEC},
+            "outputs": {"type": "array", "items": _TENSOR_SPEC},
+        },
+    },
+    "V2InferRequest": _V2_INFER,
+    "V2InferResponse": {
+        "type": "object",
+        "required": ["model_name", "model_version", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": _TENSOR_SPEC},
+        },
+    },
+}
+_ERROR_TEXT = {
+    400: "Malformed request (not JSON, wrong shape, a bad parameter).",
+    401: "Missing or wrong bearer token.",
+    403: "This needs the admin token and the gateway has none configured.",
+    404: "No such model, environment or version.",
+    405: "Method not allowed.",
+    413: "Body or row count over the limit.",
+    415: "Unsupported content type.",
+    422: "Rows do not fit the model's signature; field and row say where.",
+    500: "Prediction failed inside the model.",
+    503: "Overloaded (Retry-After) or the model is not loaded yet.",
+}
+_PLAIN = {"text/plain", "text/html"}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "Malformed request (not JSON, wrong shape).",
-        401: "Missing or wrong bearer token.",
-        403: "Admin endpoints are disabled (no token configured).",
-        404: "No such model or environment.",
-        405: "Method not allowed.",
-        413: "Body or row count over the limit.",
-        415: "Unsupported content type.",
-        422: "Rows do not fit the model's signature; field and row say where.",
-        500: "Prediction failed inside the model.",
-        503: "Overloaded (Retry-After) or the model is not loaded yet.",
-    }
+@dataclass(frozen=True)
+class ModelDoc:
+    """What the document says about one served model."""
+
+    signature: dict[str, Any]
+    environments: list[str]
+    loaded: list[int] = field(default_factory=list)  # versions a request may pin (?version=)
+    served: list[int] = field(default_factory=list)  # versions an environment serves (v2 paths)
+
+
+def _errors(codes: tuple[int, ...]) -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/Error"}
     return {
-        str(c): {"description": text[c], "content": {"application/json": {"schema": _ERR_REF}}}
+        str(c): {"description": _ERROR_TEXT[c], "content": {"application/json": {"schema": ref}}}
         for c in codes
     }
 
@@ -141,105 +346,145 @@ def _predict_schemas(name: str, signature: dict[str, Any], max_rows: int) -> dic
     return {"request": request, "response": response}
 
 
+def _env_parameters(envs: list[str] | None) -> list[dict[str, Any]]:
+    schema: dict[str, Any] = {"type": "string"}
+    if envs:
+        schema["enum"] = sorted(envs)
+    return [
+        {"name": "env", "in": "query", "required": False, "schema": schema},
+        {
+            "name": "x-conveyor-env",
+            "in": "header",
+            "required": False,
+            "schema": schema,
+            "description": "The environment to ask (as ?env=, which wins).",
+        },
+    ]
+
+
+def _pin_parameters(loaded: list[int] | None) -> list[dict[str, Any]]:
+    version: dict[str, Any] = {"type": "integer", "minimum": 1}
+    if loaded:
+        version = {"type": "integer", "enum": sorted(loaded)}
+    token = " Needs the admin token (Authorization: Bearer ...)."
+    return [
+        {
+            "name": "version",
+            "in": "query",
+            "required": False,
+            "schema": version,
+            "description": "Pin a loaded version; logged as 'pinned', not as the "
+            "environment's traffic." + token,
+        },
+        {
+            "name": "x-conveyor-role",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "enum": list(CALLER_ROLES)},
+            "description": "Mark a smoke or test request: logged under that role, never "
+            "counted by a release's analysis or the monitor." + token,
+        },
+        {
+            "name": "x-conveyor-key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The caller's key for a sticky canary (the same key, the same version).",
+        },
+    ]
+
+
+def _operation(
+    route: Route, model: str | None, doc: ModelDoc | None, schema_key: str
+) -> dict[str, Any]:
+    name = model if model is not None else "a model"
+    path = route.path if model is None else route.path.replace("{model}", model)
+    parameters: list[dict[str, Any]] = []
+    if model is None and route.per_model:
+        parameters.append(
+            {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+        )
+    if "{version}" in route.path:
+        served = doc.served if doc is not None else []
+        version: dict[str, Any] = {"type": "integer", "minimum": 1}
+        if served:
+            version = {"type": "integer", "enum": sorted(served)}
+        parameters.append({"name": "version", "in": "path", "required": True, "schema": version})
+    elif (route.per_model and route.path.startswith("/v2/")) or route.handler == "_predict":
+        parameters.extend(_env_parameters(doc.environments if doc is not None else None))
+    if route.handler == "_predict":
+        parameters.extend(_pin_parameters(doc.loaded if doc is not None else None))
+    operation: dict[str, Any] = {
+        "summary": route.summary.replace("{model}", name),
+        "operationId": "_".join(
+            [route.method.lower(), *filter(None, path.strip("/").replace(".", "_").split("/"))]
+        )
+        .replace("{", "")
+        .replace("}", ""),
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if route.auth:
+        operation["security"] = [{"bearer": []}]
+    elif route.handler == "_predict":
+        operation["security"] = [{}, {"bearer": []}]  # the token only to pin or mark a role
+    if route.request is not None:
+        ref = {"$ref": "#/components/schemas/" + route.request.replace("{Model}", schema_key)}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref}},
+        }
+    if route.media in _PLAIN:
+        content: dict[str, Any] = {route.media: {"schema": {"type": "string"}}}
+    else:
+        response = route.response.replace("{Model}", schema_key) if route.response else None
+        schema = {"$ref": f"#/components/schemas/{response}"} if response else {"type": "object"}
+        content = {route.media: {"schema": schema}}
+        if route.response == "V2InferResponse":  # binary outputs: the JSON header, then bytes
+            content["application/octet-stream"] = {"schema": {"type": "string"}}
+    ok = {
+        "description": "Answered.",
+        "headers": {"x-request-id": {"schema": {"type": "string"}}},
+        "content": content,
+    }
+    operation["responses"] = {"200": ok, **_errors(route.errors)}
+    return operation
+
+
 def openapi_document(
-    models: dict[str, tuple[dict[str, Any], list[str]]],
+    models: Mapping[str, ModelDoc],
     *,
     max_rows: int,
+    routes: tuple[Route, ...] = ROUTES,
     title: str = "Conveyor gateway",
 ) -> dict[str, Any]:
-    """The document for ``{model: (signature, environments)}``."""
+    """The document for every route of ``routes``, the model routes once per served model.
+
+    Args:
+        models: the served models by name (their signatures, environments and versions).
+        max_rows: the gateway's row limit per request.
+        routes: the route table (the gateway's own by default).
+        title: the document's title.
+    """
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {"Error": _ERROR}
-    for name, (signature, envs) in sorted(models.items()):
-        env_schema = {"type": "string", "enum": sorted(envs)}
-        parts = _predict_schemas(name, signature, max_rows)
+    schemas: dict[str, Any] = dict(_SCHEMAS)
+    for name, doc in sorted(models.items()):
+        parts = _predict_schemas(name, doc.signature, max_rows)
         key = _schema_key(name)
         schemas[f"{key}Request"] = parts["request"]
         schemas[f"{key}Response"] = parts["response"]
-        paths[f"/v1/models/{name}/predict"] = {
-            "post": {
-                "summary": f"Predict with {name}",
-                "operationId": f"predict_{key}",
-                "parameters": [
-                    {"name": "env", "in": "query", "required": False, "schema": env_schema},
-                    {
-                        "name": "x-conveyor-env",
-                        "in": "header",
-                        "required": False,
-                        "schema": env_schema,
-                        "description": "The environment to ask (as ?env=, which wins).",
-                    },
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": f"#/components/schemas/{key}Request"}
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "Predictions, one per row.",
-                        "headers": {"x-request-id": {"schema": {"type": "string"}}},
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": f"#/components/schemas/{key}Response"}
-                            }
-                        },
-                    },
-                    **_errors(400, 404, 413, 422, 500, 503),
-                },
-            }
-        }
-        paths[f"/v1/models/{name}"] = {
-            "get": {
-                "summary": f"What {name} serves in each environment, and its signature",
-                "operationId": f"describe_{key}",
-                "responses": {
-                    "200": {"description": "The model.", "content": _json_object()},
-                    **_errors(404),
-                },
-            }
-        }
-    paths["/v1/models"] = {
-        "get": {
-            "summary": "Models and the version each environment serves",
-            "operationId": "list_models",
-            "responses": {"200": {"description": "Models.", "content": _json_object()}},
-        }
-    }
-    paths["/v1/feedback"] = {
-        "post": {
-            "summary": "Ground-truth labels for logged requests",
-            "operationId": "feedback",
-            "security": [{"bearer": []}],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _FEEDBACK}},
-            },
-            "responses": {
-                "200": {"description": "Stored.", "content": _json_object()},
-                **_errors(400, 401, 403, 413, 422),
-            },
-        }
-    }
-    for path, summary in (
-        ("/healthz", "Liveness: the process answers"),
-        ("/readyz", "Readiness: every routed version is loaded"),
-        ("/v2/health/live", "Open Inference Protocol liveness"),
-        ("/v2/health/ready", "Open Inference Protocol readiness"),
-    ):
-        paths[path] = {
-            "get": {
-                "summary": summary,
-                "operationId": path.strip("/").replace("/", "_"),
-                "responses": {
-                    "200": {"description": "Yes.", "content": _json_object()},
-                    **_errors(503),
-                },
-            }
-        }
+    for route in routes:
+        if route.per_model and models:
+            for name, doc in sorted(models.items()):
+                path = route.path.replace("{model}", name)
+                op = _operation(route, name, doc, _schema_key(name))
+                paths.setdefault(path, {})[route.method.lower()] = op
+        else:
+            op = _operation(route, None, None, "Model")
+            paths.setdefault(route.path, {})[route.method.lower()] = op
+    if not models:  # the predict routes' generic schemas, when nothing is served yet
+        schemas["ModelRequest"] = {"type": "object", "required": ["instances"]}
+        schemas["ModelResponse"] = {"type": "object"}
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
@@ -251,10 +496,6 @@ def openapi_document(
     }
 
 
-def _json_object() -> dict[str, Any]:
-    return {"application/json": {"schema": {"type": "object"}}}
-
-
 def _schema_key(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-")) or "Model"
 
@@ -264,13 +505,17 @@ def docs_page(document: dict[str, Any]) -> str:
     rows = []
     for path, ops in document["paths"].items():
         for method, op in ops.items():
+            token = "admin token" if {"bearer": []} in op.get("security", [{}]) else ""
+            if op.get("security") == [{}, {"bearer": []}]:
+                token = "token to pin"
             rows.append(
                 f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}"
-                f"</code></td><td>{html.escape(op.get('summary', ''))}</td></tr>"
+                f"</code></td><td>{html.escape(op.get('summary', ''))}</td>"
+                f"<td>{token}</td></tr>"
             )
     fields = []
     for key, schema in document["components"]["schemas"].items():
-        if not key.endswith("Request"):
+        if not key.endswith("Request") or key.startswith("V2") or key == "ModelRequest":
             continue
         record = schema["properties"]["instances"]["oneOf"][0]["items"]
         items = "".join(

@@ -1,0 +1,272 @@
+"""The gateway's one table of endpoints: the dispatcher routes by it, ``/docs`` and
+``/openapi.json`` are generated from it, so an endpoint cannot exist without being documented.
+
+A ``Route`` names its method, its path pattern (``{model}`` and ``{version}`` are path
+parameters), the ``Gateway`` method that answers it, whether it needs the admin token, the
+schemas of its body and of its answer (names under ``#/components/schemas`` in the OpenAPI
+document; ``{Model}`` stands for the model's schema key) and the error statuses it can answer.
+
+``RouteTable.match`` finds a path without a regex: fixed paths by one dict lookup, pattern
+paths by their segments, and a pattern match is remembered by its exact path (bounded), so the
+predict path of a model costs one dict lookup after its first request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["CALLER_ROLES", "PINNED", "ROUTES", "Route", "RouteTable"]
+
+# Roles a predict request may declare (X-Conveyor-Role, with the admin token), and the role of
+# a request pinned to a version: each is logged under its own role, so neither a release's
+# analysis (which reads "serve" and "shadow") nor the monitor (which reads "serve") counts them.
+CALLER_ROLES: Final = ("smoke", "test")
+PINNED: Final = "pinned"
+
+_MAX_CACHED = 4096  # remembered pattern matches; model names come from clients, so bounded
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: what answers it and what ``/openapi.json`` says about it."""
+
+    method: str
+    path: str
+    handler: str
+    summary: str
+    auth: bool = False
+    request: str | None = None
+    response: str | None = None
+    errors: tuple[int, ...] = ()
+    media: str = "application/json"
+    head: bool = False  # also answers HEAD (probes), not listed as its own operation
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The path parameters, in order (``model``, ``version``)."""
+        return tuple(p[1:-1] for p in self.path.strip("/").split("/") if p.startswith("{"))
+
+    @property
+    def per_model(self) -> bool:
+        """Whether the document lists this route once per served model."""
+        return "{model}" in self.path
+
+
+_MODEL_ERRORS = (404, 503)  # no such model or environment; not loaded yet
+_ADMIN_ERRORS = (401, 403)
+
+ROUTES: Final[tuple[Route, ...]] = (
+    # -- the JSON API ----------------------------------------------------------------------
+    Route(
+        "POST",
+        "/v1/models/{model}/predict",
+        "_predict",
+        "Predict with {model}",
+        request="{Model}Request",
+        response="{Model}Response",
+        errors=(400, 401, 403, 404, 413, 422, 500, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/models/{model}",
+        "_describe_route",
+        "What {model} serves in each environment, and its signature",
+        response="Model",
+        errors=_MODEL_ERRORS,
+    ),
+    Route(
+        "GET",
+        "/v1/models/{model}/versions",
+        "_versions_route",
+        "Loaded versions of {model} and how each environment splits its traffic",
+        response="Versions",
+        errors=_MODEL_ERRORS,
+    ),
+    Route(
+        "GET",
+        "/v1/models",
+        "_models_route",
+        "Models and the version each environment serves",
+        response="ModelList",
+    ),
+    Route(
+        "POST",
+        "/v1/feedback",
+        "_feedback",
+        "Ground-truth labels for logged requests",
+        auth=True,
+        request="Feedback",
+        response="Stored",
+        errors=(400, *_ADMIN_ERRORS, 413, 422),
+    ),
+    Route(
+        "GET",
+        "/v1/status",
+        "_status_route",
+        "What this gateway holds: routes, loaded versions, failures, the log and the watcher",
+        auth=True,
+        response="Status",
+        errors=_ADMIN_ERRORS,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/reload",
+        "_reload_route",
+        "Read the store now instead of at the next poll",
+        auth=True,
+        response="Reloading",
+        errors=_ADMIN_ERRORS,
+    ),
+    # -- probes and descriptions -----------------------------------------------------------
+    Route(
+        "GET", "/healthz", "_healthz", "Liveness: the process answers", response="Health", head=True
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        "_readyz",
+        "Readiness: every routed version is loaded",
+        response="Ready",
+        errors=(503,),
+        head=True,
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        "_metrics",
+        "Prometheus metrics of every worker",
+        media="text/plain",
+    ),
+    Route("GET", "/openapi.json", "_openapi_route", "This document", response="OpenAPI"),
+    Route(
+        "GET", "/docs", "_docs", "The endpoints and each model's fields, as HTML", media="text/html"
+    ),
+    # -- the Open Inference Protocol (KServe v2) -------------------------------------------
+    Route(
+        "GET", "/v2", "_v2_server", "Open Inference Protocol server metadata", response="V2Server"
+    ),
+    Route(
+        "GET",
+        "/v2/health/live",
+        "_v2_live",
+        "Open Inference Protocol liveness",
+        response="V2Live",
+    ),
+    Route(
+        "GET",
+        "/v2/health/ready",
+        "_v2_ready",
+        "Open Inference Protocol readiness",
+        response="V2Ready",
+        errors=(503,),
+    ),
+    Route(
+        "GET",
+        "/v2/models/{model}",
+        "_v2_metadata",
+        "The tensors {model} takes and gives (Open Inference Protocol)",
+        response="V2Metadata",
+        errors=_MODEL_ERRORS,
+    ),
+    Route(
+        "GET",
+        "/v2/models/{model}/ready",
+        "_v2_model_ready",
+        "Whether {model} is ready (Open Inference Protocol)",
+        response="V2ModelReady",
+        errors=_MODEL_ERRORS,
+    ),
+    Route(
+        "POST",
+        "/v2/models/{model}/infer",
+        "_v2_infer",
+        "Infer with {model} (Open Inference Protocol)",
+        request="V2InferRequest",
+        response="V2InferResponse",
+        errors=(400, 404, 413, 422, 500, 503),
+    ),
+    Route(
+        "GET",
+        "/v2/models/{model}/versions/{version}",
+        "_v2_metadata",
+        "The tensors one served version of {model} takes and gives",
+        response="V2Metadata",
+        errors=_MODEL_ERRORS,
+    ),
+    Route(
+        "GET",
+        "/v2/models/{model}/versions/{version}/ready",
+        "_v2_model_ready",
+        "Whether one served version of {model} is ready",
+        response="V2ModelReady",
+        errors=_MODEL_ERRORS,
+    ),
+    Route(
+        "POST",
+        "/v2/models/{model}/versions/{version}/infer",
+        "_v2_infer",
+        "Infer with one served version of {model} (logged as pinned, not as the environment's)",
+        request="V2InferRequest",
+        response="V2InferResponse",
+        errors=(400, 404, 413, 422, 500, 503),
+    ),
+)
+
+Methods = dict[str, Route]
+Params = dict[str, str]
+_Pattern = tuple[tuple[str | None, ...], tuple[str, ...], Methods]
+
+
+class RouteTable:
+    """Finds the routes of a path: ``match`` returns ``(routes by method, path parameters)``."""
+
+    def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
+        self.routes = routes
+        self._fixed: dict[str, Methods] = {}
+        patterns: dict[str, _Pattern] = {}
+        for route in routes:
+            key = route.path.strip("/")
+            if not route.params:
+                methods = self._fixed.setdefault(key, {})
+            else:
+                if key not in patterns:
+                    parts = tuple(None if p.startswith("{") else p for p in key.split("/"))
+                    patterns[key] = (parts, route.params, {})
+                methods = patterns[key][2]
+            if route.method in methods:
+                raise ValueError(f"Two routes for {route.method} {route.path}.")
+            methods[route.method] = route
+            if route.head:
+                methods["HEAD"] = route
+        self._by_length: dict[int, list[_Pattern]] = {}
+        for pattern in patterns.values():
+            self._by_length.setdefault(len(pattern[0]), []).append(pattern)
+        self._cache: dict[str, tuple[Methods, Params]] = {}
+
+    def match(self, path: str) -> tuple[Methods, Params] | None:
+        """The routes answering ``path`` (by method) and its parameters; None: no endpoint."""
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
+        key = path.strip("/")
+        fixed = self._fixed.get(key)
+        if fixed is not None:
+            return fixed, {}
+        parts = key.split("/")
+        for literals, names, methods in self._by_length.get(len(parts), ()):
+            values = []
+            for want, got in zip(literals, parts, strict=True):
+                if want is None:
+                    if not got:
+                        break
+                    values.append(got)
+                elif want != got:
+                    break
+            else:
+                found = (methods, dict(zip(names, values, strict=True)))
+                if len(self._cache) >= _MAX_CACHED:
+                    self._cache.clear()
+                self._cache[path] = found
+                return found
+        return None
