@@ -22,6 +22,7 @@ from conveyor.config.gates import Comparison, Threshold
 from conveyor.evaluate.compare import HIGHER_IS_BETTER, delong, mcnemar, paired_bootstrap
 from conveyor.evaluate.metrics import by_slice, classification_metrics, regression_metrics
 from conveyor.evaluate.steps import features_of, predict_scores
+from conveyor.evaluate.values import format_signed
 from conveyor.gates.verdicts import GateResult, blocking, fmt
 
 # What an environment serves, for comparisons: (version number, fitted model), or None.
@@ -170,7 +171,8 @@ def _compare(
         "inconclusive": "cannot tell (interval straddles the bound) whether",
     }[verdict]
     summary = (
-        f"{metric} {fmt(cmp.b)} vs {expr.env} v{version} {fmt(cmp.a)}: diff {cmp.diff:+.4f}, "
+        f"{metric} {fmt(cmp.b)} vs {expr.env} v{version} {fmt(cmp.a)}: "
+        f"diff {format_signed(cmp.diff)}, "
         f"{int((1 - alpha) * 100)}% CI {interval} ({cmp.method}, n={cmp.n}); {what} "
         f"{metric} {expr.op} {expr.env}{shift}"
     )

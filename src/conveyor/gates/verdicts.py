@@ -9,12 +9,13 @@ evaluated, which also stops the candidate).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from conveyor.evaluate.values import format_number, jsonable
 
 BLOCKING = ("fail", "error")
 
@@ -30,7 +31,7 @@ class GateResult:
     blocks: bool = False  # whether this verdict stops the candidate
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return jsonable(asdict(self))
 
 
 def blocking(result: GateResult, on_inconclusive: str = "fail") -> bool:
@@ -50,24 +51,5 @@ def timed(sink: Callable[[float], None]) -> Iterator[None]:
 
 
 def fmt(value: Any) -> str:
-    """A metric for a sentence: 4 decimals, or 'n/a' for a missing/NaN value."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
-        try:
-            return _json_safe(value.item())
-        except (TypeError, ValueError):
-            return str(value)
-    return value
+    """A metric for a sentence, as every other surface shows it (``evaluate/values.py``)."""
+    return format_number(value)
