@@ -724,6 +724,19 @@ def test_outside_a_project_every_command_says_how_to_start_one(tmp_path, monkeyp
 # -- known defects (each passes once its fix lands; then drop the marker) --------------------
 
 
+def test_config_is_a_group_of_the_main_command(tmp_path):
+    (tmp_path / "conveyor.yaml").write_text("project: p\nserve:\n  thread: 2\n")
+
+    checked = conveyor("config", "check", "-C", tmp_path)
+    schema = conveyor("config", "schema")
+
+    assert checked.code == 2
+    assert checked.stdout == (
+        f"{tmp_path / 'conveyor.yaml'}:3: serve: unknown key 'thread'; did you mean 'threads'?\n"
+    )
+    assert schema.code == 0 and '"$schema"' in schema.stdout
+
+
 def test_usage_errors_print_usage_and_exit_2():
     result = conveyor("bogus")
 

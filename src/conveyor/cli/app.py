@@ -1,10 +1,10 @@
 """The `conveyor` command: the Typer app, and the table of its commands in `--help` order.
 
 Each command lives in the module of its group (``project``, ``history``, ``ci``, ``serve``,
-``releases``, ``monitor``, ``export``, ``data``, ``models``) and calls one library function.
-Heavy modules (pydantic, SQLAlchemy, pandas) are imported inside the commands, so that
-`conveyor --help` stays fast; a plain `conveyor run` and `conveyor --version` never get here
-(see ``main``).
+``releases``, ``monitor``, ``export``, ``data``, ``models``, ``config``) and calls one library
+function. Heavy modules (pydantic, SQLAlchemy, pandas) are imported inside the commands, so
+that `conveyor --help` stays fast; a plain `conveyor run` and `conveyor --version` never get
+here (see ``main``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from conveyor.cli import ci, data, export, history, models, monitor, project, releases, serve
+from conveyor.cli.config import config_app
 from conveyor.exceptions import ConveyorError
 
 
@@ -79,6 +80,7 @@ app.command()(export.export)
 app.add_typer(data.app, name="data", cls=_Group)
 app.add_typer(models.app, name="models", cls=_Group)
 app.add_typer(releases.app, name="release", cls=_Group)
+app.add_typer(config_app, name="config", cls=_Group)
 
 
 def main() -> None:
