@@ -52,6 +52,8 @@ class Side:
     by_request: dict[str, list[Any]] = field(default_factory=dict)  # predictions per request
     status: dict[str, int] = field(default_factory=dict)  # HTTP status per request
     truth: dict[str, list[Any]] = field(default_factory=dict)  # labels per request, once known
+    # (prediction, label) rows, grown by label() between looks rather than recounted at each
+    _labelled: list[tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
 
     def add(
         self,
@@ -64,6 +66,8 @@ class Side:
     ) -> None:
         """Count one answer: its status, its latency (unless a 5xx) and its predictions."""
         self.requests += 1
+        if request_id in self.truth or request_id in self.status:
+            self._labelled = None  # a label came first, or an answer is replaced: recount
         self.status[request_id] = status
         if status >= 500:
             self.errors += 1
@@ -77,15 +81,24 @@ class Side:
 
     def label(self, request_id: str, labels: list[Any]) -> None:
         """The ground truth of one request, one label per row, as feedback sent it."""
+        if request_id in self.truth:
+            self._labelled = None  # the latest feedback wins: recount
         self.truth[request_id] = labels
+        predictions = self.by_request.get(request_id)
+        if self._labelled is not None and predictions is not None:
+            if len(predictions) == len(labels):
+                self._labelled.extend(zip(predictions, labels, strict=True))
 
     def labelled(self) -> list[tuple[Any, Any]]:
         """(prediction, label) per row of every answered request whose labels arrived."""
+        if self._labelled is not None:  # kept up to date by add() and label()
+            return self._labelled
         rows: list[tuple[Any, Any]] = []
         for rid, truth in self.truth.items():
             predictions = self.by_request.get(rid)
             if predictions is not None and len(predictions) == len(truth):
                 rows.extend(zip(predictions, truth, strict=True))
+        self._labelled = rows
         return rows
 
     @property
@@ -111,7 +124,8 @@ class Side:
         return float(np.mean([p == y for p, y in rows]))
 
     def summary(self) -> dict[str, Any]:
-        accuracy = self.accuracy
+        rows = self.labelled()
+        accuracy = float(np.mean([p == y for p, y in rows])) if rows else None
         return {
             "version": self.version,
             "role": self.role,
@@ -120,7 +134,7 @@ class Side:
             "error_rate": round(self.error_rate, 5),
             "median_ms": round(float(np.median(self.latencies)), 3) if self.latencies else None,
             "p99_ms": None if self.p99_ms is None else round(self.p99_ms, 3),
-            "labelled_rows": len(self.labelled()),
+            "labelled_rows": len(rows),
             "accuracy": None if accuracy is None else round(accuracy, 4),
         }
 
@@ -259,9 +273,10 @@ def judge(
     ]
     each = alpha / (sum(tested) * max(stages, 1))  # Bonferroni over checks and stages
 
+    pairs = live_checks.pair(candidate, other)
     checks: list[dict[str, Any]] = [
         live_checks.error_check(
-            stable, candidate, other, analysis.max_error_rate, each, analysis.min_requests
+            stable, candidate, other, pairs, analysis.max_error_rate, each, analysis.min_requests
         )
     ]
     if tolerance is not None:
@@ -279,7 +294,7 @@ def judge(
             live_checks.shift_check(
                 stable,
                 candidate,
-                other,
+                pairs,
                 stable.classes or candidate.classes,
                 analysis.max_prediction_psi,
                 each,
@@ -287,7 +302,7 @@ def judge(
             )
         )
     agreement = live_checks.agreement_check(
-        candidate, other, analysis.min_agreement, each, analysis.min_requests
+        pairs, analysis.min_agreement, each, analysis.min_requests
     )
     if agreement is not None:
         checks.append(agreement)

@@ -18,6 +18,7 @@ every look.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +42,8 @@ __all__ = [
     "latency_check",
     "p99_bound_check",
     "p99_ratio_check",
+    "Pairs",
+    "pair",
     "paired_ids",
     "shift_check",
 ]
@@ -49,6 +52,23 @@ MIN_LATENCIES = 20  # per side, before the rank test's normal approximation is t
 PAIRED_SHARE = 0.5  # compare paired when at least this share of the candidate's requests paired
 _TAU2_RATE = 0.05**2  # mixing variance: the rate differences the intervals are tuned to
 _TAU2_AUC = 0.1**2
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The candidate's requests that the other version answered too, found once per verdict."""
+
+    ids: list[str]  # answered by both (any status), in the candidate's order
+    mine: list[Any]  # row-aligned predictions of both, on requests both answered with 200
+    theirs: list[Any]
+    owners: list[str]  # the request of each row
+
+
+def pair(candidate: Side, other: Side) -> Pairs:
+    """Match the candidate's answers with the other version's by request id."""
+    ids = [rid for rid in candidate.status if rid in other.status]
+    mine, theirs, owners = _rows(candidate, other, ids)
+    return Pairs(ids, mine, theirs, owners)
 
 
 def paired_ids(candidate: Side, other: Side) -> list[str]:
@@ -74,10 +94,16 @@ def _result(shown: bool, over: bool, enough: bool) -> str:
 
 
 def error_check(
-    stable: Side, candidate: Side, other: Side, bound: float, alpha: float, min_requests: int
+    stable: Side,
+    candidate: Side,
+    other: Side,
+    pairs: Pairs,
+    bound: float,
+    alpha: float,
+    min_requests: int,
 ) -> dict[str, Any]:
     """5xx answers: the candidate's rate against the stable version's."""
-    ids = paired_ids(candidate, other)
+    ids = pairs.ids
     n_b, rate_b = candidate.requests, candidate.error_rate
     check: dict[str, Any] = {
         "name": "error rate",
@@ -243,8 +269,17 @@ def _rows(candidate: Side, other: Side, ids: list[str]) -> tuple[list[Any], list
 
 
 def _psi(reference: list[Any], current: list[Any], classes: bool, bound: float) -> float | None:
-    from conveyor.data.drift import column_drift
+    """PSI of the candidate's predictions against the stable ones: of class shares (directly,
+    as the judge computes it at every look), or of ten quantile bins through the drift code."""
+    from conveyor.data.drift import PSI_EPSILON, column_drift
 
+    if classes:
+        ref = np.asarray([str(v) for v in reference], dtype=object)
+        cur = np.asarray([str(v) for v in current], dtype=object)
+        labels = sorted(set(ref.tolist()) | set(cur.tolist()))
+        e = np.maximum([np.count_nonzero(ref == c) / len(ref) for c in labels], PSI_EPSILON)
+        a = np.maximum([np.count_nonzero(cur == c) / len(cur) for c in labels], PSI_EPSILON)
+        return float(np.sum((a - e) * np.log(a / e)))
     try:
         entry = column_drift(
             np.asarray([str(v) for v in reference], dtype=object)
@@ -267,7 +302,7 @@ def _psi(reference: list[Any], current: list[Any], classes: bool, bound: float) 
 def shift_check(
     stable: Side,
     candidate: Side,
-    other: Side,
+    pairs: Pairs,
     classes: bool,
     bound: float,
     alpha: float,
@@ -280,9 +315,8 @@ def shift_check(
     a sign test on which one (McNemar); regression values by the sign of each row's difference.
     Unpaired, per class: the class's predictions split against the rows' split.
     """
-    ids = paired_ids(candidate, other)
-    mine, theirs, _ = _rows(candidate, other, ids)
-    paired = _paired(candidate, ids) and bool(mine)
+    mine, theirs = pairs.mine, pairs.theirs
+    paired = _paired(candidate, pairs.ids) and bool(mine)
     if paired:
         b_values, a_values = mine, theirs
     else:
@@ -352,11 +386,10 @@ def _split_two_sided(k_b: int, k_a: int, share: float) -> float:
 
 
 def agreement_check(
-    candidate: Side, other: Side, bound: float | None, alpha: float, min_requests: int
+    pairs: Pairs, bound: float | None, alpha: float, min_requests: int
 ) -> dict[str, Any] | None:
     """Share of rows where both versions predicted the same, on the requests both answered."""
-    ids = paired_ids(candidate, other)
-    mine, theirs, owners = _rows(candidate, other, ids)
+    mine, theirs, owners = pairs.mine, pairs.theirs, pairs.owners
     if not mine:
         return None
     same = int(sum(x == y for x, y in zip(mine, theirs, strict=True)))
@@ -397,9 +430,8 @@ def accuracy_check(
     stable version answered them too, else the two sides' wrong answers against their split."""
     ids = [
         rid
-        for rid in paired_ids(candidate, other)
-        if len(candidate.truth.get(rid) or ()) == len(candidate.by_request.get(rid) or ())
-        and rid in candidate.truth
+        for rid, truth in candidate.truth.items()
+        if rid in other.status and len(truth) == len(candidate.by_request.get(rid) or ())
     ]
     mine, theirs, owners = _rows(candidate, other, ids)
     truth = [y for rid in dict.fromkeys(owners) for y in candidate.truth[rid]]
