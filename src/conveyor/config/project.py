@@ -319,6 +319,7 @@ def model_problems(config: ProjectConfig) -> list[tuple[tuple, str, tuple]]:
     other, checked when the file loads so no training time is spent on a broken gate."""
     problems: list[tuple[tuple, str, tuple]] = []
     steps, sources = config.pipeline, config.data
+    at: YamlPath
 
     def step_ref(ref: str, at: tuple) -> None:
         head = ref.partition(".")[0]

@@ -138,10 +138,8 @@ def parse_yaml(text: str) -> YamlDocument:
         )
         # The line of the top-level key being built: an anchor's own line would point at the
         # harmless definition rather than at the use that multiplies it.
-        line = builder.lines.get(exc.path[:1])
-        return YamlDocument(
-            None, issues=[ConfigIssue(format_location(exc.path[:1]), message, line)]
-        )
+        top = builder.lines.get(exc.path[:1])
+        return YamlDocument(None, issues=[ConfigIssue(format_location(exc.path[:1]), message, top)])
     if value is None and builder.issues:  # e.g. a lone `!tag value`
         return YamlDocument(None, issues=builder.issues)
     if value is None:

@@ -51,6 +51,6 @@ def _accepts_null(prop: dict[str, Any]) -> bool:
 
 def _or_null(prop: dict[str, Any]) -> dict[str, Any]:
     """``prop`` that also accepts null, its notes (title, description, default) kept outside."""
-    notes = {k: prop[k] for k in ("title", "description", "default") if k in prop}
+    notes: dict[str, Any] = {k: prop[k] for k in ("title", "description", "default") if k in prop}
     rest = {k: v for k, v in prop.items() if k not in notes}
     return {**notes, "anyOf": [rest, {"type": "null"}]}
