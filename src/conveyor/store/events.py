@@ -271,9 +271,12 @@ ALERT_RESOLVED = _declare(
 RETRAIN_STARTED = _declare(
     "controller.retrain_started",
     "project",
-    "the controller began `conveyor ci` for new data, drift, a schedule or a quality alert",
+    "the controller started `conveyor ci` in a child process for new data, drift, a schedule "
+    "or a quality alert (one without an end was cut short: it runs again)",
     "causes",
     "sources",
+    "code",
+    "log",
 )
 RETRAIN_FINISHED = _declare(
     "controller.retrain_finished",
@@ -289,14 +292,17 @@ RETRAIN_FINISHED = _declare(
 RETRAIN_FAILED = _declare(
     "controller.retrain_failed",
     "project",
-    "the controller's `conveyor ci` raised before judging a candidate",
+    "the controller's `conveyor ci` raised before judging a candidate, or its process died "
+    "before recording an end (exit_code)",
     "causes",
     "error",
+    "exit_code",
 )
 RETRAIN_SKIPPED = _declare(
     "controller.retrain_skipped",
     "project",
-    "a cause to retrain was held back by a guardrail (recorded once per reason)",
+    "a cause to retrain was held back by a guardrail: nothing_new, cooldown, "
+    "max_runs_per_day, min_new_rows (recorded once per reason)",
     "causes",
     "why",
     "detail",

@@ -12,6 +12,7 @@ from conveyor.controller import Controller, ControllerBusy, Lease
 from conveyor.release.releases import Releases
 from conveyor.store.records import utcnow
 from tests.churn_project import STEPS, backdate, rows
+from tests.controller.turning import turn_until
 
 CONFIG = """
 project: shop
@@ -87,6 +88,10 @@ def test_new_data_triggers_one_retraining_then_the_guardrails_hold(shop) -> None
         rows(n=600, seed=7).to_csv(path, index=False)
         backdate(path)
         acts = controller.turn()
+        started = [a for a in acts if a["act"] == "retrain_started"]
+        assert len(started) == 1 and started[0]["causes"] == ["new_data: rows"]
+        # the turn did not wait for it: it ends on a later turn, which reports it
+        acts = turn_until(controller, "retrained")
         retrained = [a for a in acts if a["act"] == "retrained"]
         assert len(retrained) == 1 and retrained[0]["causes"] == ["new_data: rows"]
         assert retrained[0]["passed"] and retrained[0]["version"] == 2
@@ -148,12 +153,15 @@ def test_a_retraining_cut_short_by_a_kill_runs_again(shop) -> None:
                 "controller.retrain_started",
                 "project",
                 "shop",
-                {"causes": ["new_data: rows"], "sources": controller._source_hashes()},
+                {"causes": ["new_data: rows"], "sources": controller.retrainer.source_hashes()},
             )
         with Controller(config, registry, monitor_every=3600) as restarted:
-            acts = restarted.turn()
+            acts = turn_until(restarted, "retrained")
         controller.close()
-        assert [a["act"] for a in acts if a["act"].startswith("retrain")] == ["retrained"]
+        assert [a["act"] for a in acts if a["act"].startswith("retrain")] == [
+            "retrain_started",
+            "retrained",
+        ]
         assert [a["version"] for a in acts if a["act"] == "retrained"] == [2]
 
 

@@ -1,0 +1,310 @@
+"""`conveyor watch`: the reconcile loop that keeps a good model in production by itself.
+
+Each turn it (1) advances releases (``Releases.step``), (2) every ``monitor_every`` seconds
+builds the monitoring report of the watched environment, fires or resolves alerts and writes
+the metrics file, (3) looks at the retraining triggers (new data, drift, a quality alert, a
+cron schedule) and, when one holds and the guardrails allow it, starts the same CI job as
+`conveyor ci` in a child process (:mod:`conveyor.controller.retraining`), and (4) starts the
+releases the store calls for: the newest registered version to the first environments, and a
+version promoted in an environment to those that come ``after`` it.
+
+A turn never waits for training: a retraining runs beside the loop, and the turn that sees it
+end reports it, so a canary is judged on time however long training takes.
+
+One controller per project holds a lease in the store. Every act is an event carrying its
+cause, and every decision is re-derived from the store each turn (a release row exists or it
+does not; a retrain started or it did not), so the controller can be killed and restarted at
+any moment without losing or doubling an action.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from conveyor.controller.lease import ControllerBusy, Lease
+from conveyor.controller.metrics import serve_metrics
+from conveyor.controller.retraining import Retrainer
+from conveyor.exceptions import ConveyorError, ReleaseError, StoreError
+from conveyor.store import models as m
+from conveyor.store.atomic import write_text
+from conveyor.store.records import utcnow
+
+if TYPE_CHECKING:
+    from conveyor.config.project import ProjectConfig
+    from conveyor.registry.registry import Registry
+
+__all__ = ["Controller", "run_controller"]
+
+log = logging.getLogger("conveyor.controller")
+
+
+class Controller:
+    """One project's loop; ``turn()`` does one pass, ``run_controller()`` repeats it under the
+    lease.
+
+    Args:
+        config: the project's configuration.
+        registry: the open registry (the caller's: :meth:`close` leaves it open).
+        checks: how releases reach the gateway (``GatewayChecks``), or None.
+        monitor_every: seconds between monitoring reports.
+        report: called with each act as it happens (`conveyor watch` prints it).
+        ci_reports: where each retraining writes its CI report and output log.
+        stop_grace: seconds :meth:`close` gives a running retraining to stop before killing it.
+    """
+
+    def __init__(
+        self,
+        config: ProjectConfig,
+        registry: Registry,
+        *,
+        checks: Any = None,
+        monitor_every: float = 30.0,
+        report: Callable[[dict], None] | None = None,
+        ci_reports: Path | None = None,
+        stop_grace: float = 10.0,
+    ) -> None:
+        from conveyor.release.releases import Releases
+
+        self.config = config
+        self.registry = registry
+        self.store = registry.store
+        self.releases = Releases(config, registry, checks=checks)
+        self.monitor_every = monitor_every
+        self._report = report or (lambda _o: None)
+        self._last_monitor: datetime | None = None
+        self.last_report: dict | None = None
+        self.metrics_text = ""  # the last report in Prometheus text format
+        self._alerter: Any = None
+        self.retrainer = Retrainer(
+            config,
+            registry,
+            ci_reports=ci_reports or Path(config.root) / ".conveyor" / "reports",
+            stop_grace=stop_grace,
+        )
+
+    def close(self) -> None:
+        """Stop a running retraining and close what the controller opened for itself (the
+        registry stays the caller's). The stopped retraining runs again under the next
+        controller."""
+        self.retrainer.close()
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one turn --------------------------------------------------------------------------
+
+    def turn(self, now: datetime | None = None) -> list[dict]:
+        """Releases, monitoring, retraining and new releases, once; returns what happened.
+
+        Never waits for a retraining: it starts one (``retrain_started``) and a later turn
+        reports its end (``retrained`` or ``retrain_failed``).
+        """
+        now = now or utcnow()
+        done: list[dict] = []
+        for outcome in self.releases.step(now=now):
+            if outcome.get("action") not in ("wait", "paused"):
+                done.append({"act": "release", **outcome})
+        if self.config.monitor is not None and self._due(now):
+            done += self._monitor(now)
+        if self.config.model is not None and self.config.monitor is not None:
+            done += self.retrainer.turn(now, self.last_report)
+        if self.config.model is not None and self.config.deploy:
+            done += self._start_releases()
+        for item in done:
+            self._report(item)
+        return done
+
+    def _due(self, now: datetime) -> bool:
+        if self._last_monitor is None or (now - self._last_monitor).total_seconds() >= (
+            self.monitor_every
+        ):
+            self._last_monitor = now
+            return True
+        return False
+
+    # -- monitoring and alerts -------------------------------------------------------------
+
+    def _monitor(self, now: datetime) -> list[dict]:
+        from conveyor.monitor.alerts import Alerter, evaluate
+        from conveyor.monitor.report import monitor_report, prometheus_text
+
+        monitor = self.config.monitor
+        model = self.config.model.name if self.config.model else None
+        if model is None or self.registry.alias(model, monitor.environment) is None:
+            return []
+        try:
+            report = monitor_report(self.config, self.registry, now=now)
+        except ConveyorError as exc:
+            log.warning("monitoring skipped: %s", exc)
+            return []
+        self.last_report = report
+        self.metrics_text = prometheus_text(report)
+        write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", self.metrics_text)
+        if not monitor.alerts:
+            return []
+        if self._alerter is None:
+            self._alerter = Alerter(
+                self.store,
+                monitor.alerts,
+                project=self.config.project,
+                model=model,
+                environment=monitor.environment,
+            )
+        changes = self._alerter.process(evaluate(monitor.alerts, report), report)
+        return [{"act": "alert", **c} for c in changes]
+
+    # -- releases the store calls for ------------------------------------------------------
+
+    def _start_releases(self) -> list[dict]:
+        """Start each release the environments' order asks for and no release row records."""
+        model = self.config.model.name
+        started = []
+        with self.store.session() as s:
+            latest = s.scalar(
+                select(func.max(m.ModelVersion.version))
+                .where(m.ModelVersion.model == model)
+                .where(m.ModelVersion.status == "registered")
+            )
+        if latest is None:
+            return []
+        first = self.config.monitor.retrain.deploy_to if self.config.monitor else None
+        for env_name, env in self.config.deploy.items():
+            if env.after is not None:
+                candidate = self._promoted_in(model, env.after)
+            elif first is None or env_name == first:
+                candidate = latest
+            else:
+                continue
+            if candidate is None:
+                continue
+            serving = self.registry.alias(model, env_name)
+            if serving is not None and serving >= candidate:
+                continue
+            if self._release_exists(model, candidate, env_name):
+                continue
+            try:
+                release = self.releases.start(model, candidate, env_name, reason="controller")
+            except ReleaseError as exc:  # another release of this environment is active
+                log.info("release of %s v%d to %s waits: %s", model, candidate, env_name, exc)
+                continue
+            started.append(
+                {
+                    "act": "release_started",
+                    "id": release.id,
+                    "environment": env_name,
+                    "version": candidate,
+                    "strategy": release.strategy,
+                }
+            )
+        return started
+
+    def _promoted_in(self, model: str, environment: str) -> int | None:
+        with self.store.session() as s:
+            return s.scalar(
+                select(func.max(m.Release.to_version))
+                .where(m.Release.model == model)
+                .where(m.Release.environment == environment)
+                .where(m.Release.state == "promoted")
+            )
+
+    def _release_exists(self, model: str, version: int, environment: str) -> bool:
+        with self.store.session() as s:
+            return (
+                s.scalar(
+                    select(m.Release.id)
+                    .where(m.Release.model == model)
+                    .where(m.Release.environment == environment)
+                    .where(m.Release.to_version == version)
+                    .limit(1)
+                )
+                is not None
+            )
+
+
+def run_controller(
+    config: Any,
+    *,
+    checks: Any = None,
+    interval: float = 1.0,
+    monitor_every: float = 30.0,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    report: Callable[[dict], None] | None = None,
+    metrics: tuple[str, int] | None = None,
+) -> int:
+    """Turn every ``interval`` seconds until stopped; returns the turns run.
+
+    With ``once``, one turn, and then more only while a retraining it started runs (so that
+    `conveyor watch --once` reports how it ended instead of stopping it). Stopping stops a
+    running retraining: the next controller runs it again.
+
+    Raises:
+        ControllerBusy: another controller runs this project.
+    """
+    from conveyor.actions.models import open_registry
+
+    stop = stop or threading.Event()
+    turns = 0
+    with open_registry(config) as registry:
+        lease = Lease(registry.store, f"controller:{config.project}", ttl=max(15.0, 5 * interval))
+        while True:  # another controller (or one killed on another machine) holds it: wait
+            try:
+                lease.acquire()
+                break
+            except ControllerBusy as exc:
+                if once:
+                    raise
+                if report is not None:
+                    report({"act": "waiting", "why": str(exc)})
+                if stop.wait(min(5.0, lease.ttl / 3)):
+                    return turns
+        lost = threading.Event()
+        done = threading.Event()
+
+        def keep_alive() -> None:  # a slow turn (a large report) must not let the lease expire
+            while not done.wait(lease.ttl / 3):
+                try:
+                    lease.acquire()
+                except ControllerBusy:
+                    lost.set()
+                    return
+                except StoreError as exc:
+                    log.warning("cannot renew the controller lease: %s", exc)
+
+        heart = threading.Thread(target=keep_alive, name="conveyor-lease", daemon=True)
+        heart.start()
+        controller = Controller(
+            config, registry, checks=checks, monitor_every=monitor_every, report=report
+        )
+        http = serve_metrics(controller, *metrics) if metrics is not None else None
+        try:
+            while True:
+                if lost.is_set():
+                    raise ControllerBusy("Another controller took over this project's lease.")
+                try:
+                    controller.turn()
+                except (StoreError, ReleaseError) as exc:  # try again next turn
+                    log.warning("controller turn failed: %s", exc)
+                turns += 1
+                if once and not controller.retrainer.running:
+                    return turns
+                if stop.wait(interval):
+                    return turns
+        finally:
+            controller.close()
+            if http is not None:
+                http.shutdown()
+                http.server_close()
+            done.set()
+            heart.join(5)
+            lease.release()
