@@ -2,3 +2,5 @@
 loads; ``app`` is the Typer application, one module per command group (``project``,
 ``history``, ``ci``, ``serve``, ``releases``, ``monitor``, ``export``, ``data``, ``models``,
 ``config``) sharing ``options``; ``console`` shows results."""
+
+from __future__ import annotations
