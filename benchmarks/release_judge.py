@@ -1,7 +1,7 @@
 """How often the release judge is wrong: simulated canaries of good and bad candidates.
 
     .venv/bin/python benchmarks/release_judge.py            # 500 canaries of each kind
-    .venv/bin/python benchmarks/release_judge.py --quick    # 25 of each, 120 s steps: < 2 min
+    .venv/bin/python benchmarks/release_judge.py --quick    # 25 of each, 60 s steps: < 2 min
     .venv/bin/python benchmarks/release_judge.py --json     # one JSON object on stdout
 
 Each canary is one canary step: 50 requests a second reach the environment, 20% of them the
@@ -10,8 +10,9 @@ of mirrors dropped, as under load). Labels arrive for half of the requests one s
 them. Latency is a lognormal around 2 ms plus scheduling noise: 2% of requests, on either
 version, wait an extra exponential 15 ms. Both versions fail 0.1% of requests. Every two seconds
 the real ``judge`` looks at everything since the step began, as ``conveyor watch`` would; a
-rollback ends the canary, and after 200 s a ``promote`` verdict promotes it. A verdict still
-waiting then gets 200 s more before it counts as undecided.
+rollback ends the canary, and after 120 s a ``promote`` verdict promotes it. A verdict still
+waiting then (a check over its bound, not yet shown) gets 120 s more before it counts as
+undecided.
 
 The candidates: ``equal`` (another model as accurate as the stable one, disagreeing on about 1%
 of requests), ``better`` (more accurate on the 30% of requests where it differs), and the bad
@@ -57,8 +58,8 @@ class Traffic:
 
     rate: float = 50.0  # requests a second
     weight: float = 0.2  # the candidate's share
-    seconds: float = 200.0  # the step's length
-    hold: float = 200.0  # more time for a verdict still waiting at the end
+    seconds: float = 120.0  # the step's length
+    hold: float = 120.0  # more time for a verdict still waiting at the end
     interval: float = 2.0  # seconds between looks
     label_share: float = 0.5
     label_delay: float = 1.0
@@ -189,14 +190,23 @@ def _run(job: tuple[str, int, Traffic, AnalysisConfig]) -> Outcome:
 
 
 def add(sides: dict[str, Side], r: Requests, ids: list[str], i: int) -> None:
+    """One request as the gateway logs it: a classifier's answer (it has probabilities)."""
     rid = ids[i]
     if not r.to_candidate[i]:
-        sides["stable"].add(rid, int(r.status[i]), float(r.latency[i]), [int(r.stable[i])])
+        sides["stable"].add(
+            rid, int(r.status[i]), float(r.latency[i]), [int(r.stable[i])], classes=True
+        )
         return
-    sides["candidate"].add(rid, int(r.status[i]), float(r.latency[i]), [int(r.candidate[i])])
+    sides["candidate"].add(
+        rid, int(r.status[i]), float(r.latency[i]), [int(r.candidate[i])], classes=True
+    )
     if r.mirrored[i]:
         sides["mirror"].add(
-            rid, int(r.mirror_status[i]), float(r.mirror_latency[i]), [int(r.stable[i])]
+            rid,
+            int(r.mirror_status[i]),
+            float(r.mirror_latency[i]),
+            [int(r.stable[i])],
+            classes=True,
         )
 
 
@@ -372,9 +382,7 @@ def goals(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--canaries", type=int, default=500, help="canaries of each kind (500)")
-    parser.add_argument(
-        "--quick", action="store_true", help="25 canaries of each kind, 120 s steps"
-    )
+    parser.add_argument("--quick", action="store_true", help="25 canaries of each kind, 60 s steps")
     parser.add_argument("--workers", type=int, default=1, help="processes (1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seed", type=int, default=0)
@@ -387,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     canaries = 25 if args.quick else args.canaries
     if canaries < 1 or args.workers < 1:
         parser.error("--canaries and --workers must be at least 1")
-    traffic = Traffic(seconds=120.0, hold=60.0) if args.quick else Traffic()
+    traffic = Traffic(seconds=60.0, hold=60.0) if args.quick else Traffic()
     analysis = AnalysisConfig(**SETTINGS)
     started = time.perf_counter()
     rows = []
