@@ -1,9 +1,10 @@
 """Turning a step's return value into stored artifacts, and stored artifacts back into values.
 
 A descriptor is ``{"format": ..., "digest": sha256, "size": bytes}`` plus what loading needs
-(the trusted types of a skops file, the file name of a path). Formats: parquet (DataFrame,
-Series), skops (scikit-learn estimators), npy (NumPy arrays), json (dicts, lists, scalars),
-file and dir (a ``pathlib.Path`` the step returns).
+(the file name of a path). Formats: parquet (DataFrame, Series), skops (scikit-learn estimators),
+npy (NumPy arrays), json (dicts, lists, scalars), file and dir (a ``pathlib.Path`` the step
+returns). A skops descriptor also lists the types skops reports as untrusted, for people to read:
+loading never believes it, but checks the file's own node tree (``registry/trusted.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +56,21 @@ def store_return(step: str, value: Any, store: ArtifactStore) -> tuple[dict[str,
     return {WHOLE: _store_one(step, value, store)}, metrics
 
 
-def load_output(descriptor: dict, store: ArtifactStore) -> Any:
-    """Load one stored output back into the value the step returned."""
+def load_output(
+    descriptor: dict, store: ArtifactStore, *, trusted_extra: Iterable[str] = ()
+) -> Any:
+    """Load one stored output back into the value the step returned.
+
+    Args:
+        descriptor: what ``store_return`` stored for the output.
+        store: the artifact store holding it.
+        trusted_extra: exact names trusted beyond the allow-list (``model.trusted_types``),
+            for a skops file that needs a user's own types.
+
+    Raises:
+        UnsafeModelFile: a skops file names something nobody trusted (whatever the
+            descriptor lists), or cannot be checked.
+    """
     fmt = descriptor["format"]
     digest = descriptor["digest"]
     if fmt == "parquet":
@@ -68,9 +83,13 @@ def load_output(descriptor: dict, store: ArtifactStore) -> Any:
             return series
         return frame
     if fmt == "skops":
-        import skops.io as sio
+        from conveyor.registry.trusted import load_skops
 
-        return sio.load(store.path(digest), trusted=descriptor.get("trusted") or [])
+        # The bytes are hashed in the same read that loads them, and the check is on the file's
+        # own node tree: the descriptor's "trusted" list comes from the store, not from us.
+        cls = descriptor.get("class") or "model"
+        what = f"the stored {cls} (artifact {digest[:12]})"
+        return load_skops(store.read_bytes(digest), trusted_extra, what=what)
     if fmt == "npy":
         import numpy as np
 
@@ -183,8 +202,7 @@ def _store_skops(where: str, value: Any, store: ArtifactStore) -> dict:
     path = _tmp(store, ".skops")
     try:
         sio.dump(value, path)
-        # We wrote this file ourselves, so the types it needs are trusted to load it back; the
-        # list is kept with the descriptor and the file is only read after its hash matches.
+        # Kept with the descriptor for people to read; loading checks the file itself.
         trusted = sio.get_untrusted_types(file=path)
     except Exception as exc:
         path.unlink(missing_ok=True)

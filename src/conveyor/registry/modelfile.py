@@ -2,18 +2,17 @@
 
 Loading a model runs code: a pickle can run anything, and a skops file can build any type it
 names. So a model file is loaded only from bytes whose sha256 was checked in the same read (no
-window between the check and the load), skops files only with an explicit list of trusted types
-(never ``trusted=True``), and pickles only where the policy ``registry.allow_pickle`` allows.
+window between the check and the load), skops files only once every name in the file's own node
+tree is one of the exact names of ``registry/trusted.py`` or ``model.trusted_types`` (never
+``trusted=True``, never a module prefix, never the list stored in a record), and pickles only
+where the policy ``registry.allow_pickle`` allows.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from conveyor.exceptions import (
@@ -24,10 +23,12 @@ from conveyor.exceptions import (
     RegistryError,
     UnsafeModelFile,
 )
+from conveyor.registry.trusted import SKLEARN_TYPES, check_names, load_skops, names_in_file
 from conveyor.store.artifacts import ArtifactStore
 
 __all__ = [
     "DEFAULT_TRUSTED_MODULES",
+    "DEFAULT_TRUSTED_TYPES",
     "ModelFile",
     "check_trusted",
     "from_step_output",
@@ -38,30 +39,10 @@ __all__ = [
 ModelFormat = Literal["skops", "pickle"]
 FORMATS: tuple[str, ...] = ("skops", "pickle")
 
-# An entry trusts the type of that exact name and everything under it as a module prefix
-# ("sklearn" trusts "sklearn.tree._tree.Tree"). The builtins are the few that skops reports
-# as untrusted for ordinary estimators; "builtins" as a whole is not here (builtins.eval).
-# functools.partial is safe to trust because skops checks the function it wraps on its own.
-DEFAULT_TRUSTED_MODULES: tuple[str, ...] = (
-    "sklearn",
-    "numpy",
-    "scipy",
-    "builtins.bool",
-    "builtins.bytearray",
-    "builtins.bytes",
-    "builtins.complex",
-    "builtins.dict",
-    "builtins.float",
-    "builtins.int",
-    "builtins.list",
-    "builtins.set",
-    "builtins.slice",
-    "builtins.str",
-    "builtins.tuple",
-    "collections.OrderedDict",
-    "collections.defaultdict",
-    "functools.partial",
-)
+# The exact names a scikit-learn model file may use (registry/trusted.py): no entry is a module
+# prefix, so "numpy" no longer trusts numpy.testing._private.utils.runstring.
+DEFAULT_TRUSTED_TYPES: frozenset[str] = SKLEARN_TYPES
+DEFAULT_TRUSTED_MODULES = DEFAULT_TRUSTED_TYPES  # the old name; exact names now, not modules
 
 _OUTPUT_NOUNS = {
     "parquet": "a DataFrame or Series",
@@ -77,7 +58,8 @@ class ModelFile:
     """A model file in the artifact store, as the registry records it.
 
     ``trusted`` lists the types the skops file needs beyond skops' own defaults (recorded when
-    the file was written); ``cls`` is the model's ``module.QualName``.
+    the file was written, shown to people, never used to decide what loads: that is checked on
+    the file itself); ``cls`` is the model's ``module.QualName``.
     """
 
     format: ModelFormat
@@ -146,32 +128,20 @@ def from_step_output(descriptor: dict[str, Any]) -> ModelFile:
     return ModelFile.from_dict(descriptor)
 
 
-def is_trusted(name: str, entries: Iterable[str]) -> bool:
-    """Whether ``name`` is one of ``entries`` or lies under one of them as a module prefix."""
-    return any(name == e or name.startswith(e + ".") for e in entries)
-
-
 def check_trusted(trusted: Iterable[str], extra: Iterable[str], *, what: str) -> None:
-    """Refuse a file that needs types outside the defaults and what the user trusted.
+    """Refuse types outside the allow-list and what the user trusted, by exact name.
 
     Args:
-        trusted: the types the file needs (``ModelFile.trusted``).
+        trusted: the types a file needs (``ModelFile.trusted``, or the names found in it).
         extra: what the user trusts on top (``model.trusted_types`` in conveyor.yaml); each
-            entry is a type's full name or a module prefix.
+            entry is one type's or function's full name, never a module prefix.
         what: what the file is, for the message (``"model 'loans' version 3"``).
 
     Raises:
-        UnsafeModelFile: naming every type nobody trusted.
+        UnsafeModelFile: naming every type nobody trusted, or an entry of ``extra`` that is a
+            module rather than a full name.
     """
-    allowed = (*DEFAULT_TRUSTED_MODULES, *extra)
-    untrusted = sorted({t for t in trusted if not is_trusted(t, allowed)})
-    if untrusted:
-        names = ", ".join(repr(t) for t in untrusted)
-        raise UnsafeModelFile(
-            f"The file of {what} needs types that are not trusted: {names}. Loading it would "
-            "run code from them; if you trust that code, add them to model.trusted_types in "
-            "conveyor.yaml."
-        )
+    check_names(trusted, extra, what=what, allowed=DEFAULT_TRUSTED_TYPES)
 
 
 def save_model(
@@ -189,8 +159,8 @@ def save_model(
         store: an open artifact store.
         format: ``"skops"`` (safe to load) or ``"pickle"`` (only where the policy allows).
         allow_pickle: the policy ``registry.allow_pickle``.
-        trusted_extra: types the user trusts beyond the defaults; a skops file that needs
-            anything else is refused now rather than when it is loaded.
+        trusted_extra: exact names the user trusts beyond the defaults; a skops file that
+            needs anything else is refused now rather than when it is loaded.
 
     Raises:
         UnsafeModelFile: a pickle where pickles are forbidden, or a type nobody trusted.
@@ -228,11 +198,13 @@ def load_model(
         file: the registry's record of the file.
         what: what the file is, for messages (``"model 'loans' version 3"``).
         allow_pickle: the policy ``registry.allow_pickle``.
-        trusted_extra: types the user trusts beyond the defaults (``model.trusted_types``).
+        trusted_extra: exact names the user trusts beyond the defaults
+            (``model.trusted_types``).
 
     Raises:
         ModelTampered: the bytes no longer match the recorded sha256.
-        UnsafeModelFile: a pickle where pickles are forbidden, or a type nobody trusted.
+        UnsafeModelFile: a pickle where pickles are forbidden, or a name in the file that
+            nobody trusted (the record's ``trusted`` list is not believed).
         RegistryError: the file is missing from the store or cannot be deserialised.
     """
     if file.format == "pickle":
@@ -245,18 +217,11 @@ def load_model(
             raise _unloadable(what, file, exc) from exc
     if file.format != "skops":
         raise RegistryError(f"The file of {what} has the unknown format {file.format!r}.")
-    check_trusted(file.trusted, trusted_extra, what=what)
     data = _verified_bytes(store, file, what)
-    import skops.io as sio
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     try:
-        return sio.loads(data, trusted=list(file.trusted))
-    except UntrustedTypesFoundException as exc:
-        raise UnsafeModelFile(
-            f"The file of {what} needs types its registry record does not list: {exc}. "
-            "Register the model again so that the record is rebuilt from the file."
-        ) from exc
+        return load_skops(data, trusted_extra, what=what)
+    except UnsafeModelFile:
+        raise
     except Exception as exc:
         raise _unloadable(what, file, exc) from exc
 
@@ -264,23 +229,20 @@ def load_model(
 def _save_skops(model: Any, store: ArtifactStore, cls: str, extra: tuple[str, ...]) -> ModelFile:
     import skops.io as sio
 
-    fd, name = tempfile.mkstemp(suffix=".skops", dir=store.tmp_dir())
-    os.close(fd)
-    path = Path(name)
     try:
-        try:
-            sio.dump(model, path)
-            # We wrote this file, so the types it needs are the ones to trust when loading it.
-            trusted = tuple(sorted(sio.get_untrusted_types(file=path)))
-        except Exception as exc:
-            raise RegistryError(
-                f"skops cannot save the {cls}: {exc}. Use scikit-learn compatible types, or "
-                "set registry.allow_pickle and save it as a pickle."
-            ) from exc
-        check_trusted(trusted, extra, what=f"the {cls}")
-        artifact = store.put_file(path, move=True)
-    finally:
-        path.unlink(missing_ok=True)  # already gone once moved into the store
+        data = sio.dumps(model)
+        # What skops itself does not trust, kept in the record for people to read.
+        trusted = tuple(sorted(sio.get_untrusted_types(data=data)))
+    except Exception as exc:
+        raise RegistryError(
+            f"skops cannot save the {cls}: {exc}. Use scikit-learn compatible types, or "
+            "set registry.allow_pickle and save it as a pickle."
+        ) from exc
+    # The same check as loading, on the file just written: a model that needs a name outside
+    # the allow-list is refused now, naming it, rather than stored and refused at load time.
+    what = f"the {cls}"
+    check_names(names_in_file(data, what=what), extra, what=what, allowed=DEFAULT_TRUSTED_TYPES)
+    artifact = store.put_bytes(data)
     return ModelFile("skops", artifact.digest, artifact.size, trusted, cls)
 
 
