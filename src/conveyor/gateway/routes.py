@@ -7,8 +7,8 @@ schemas of its body and of its answer (names under ``#/components/schemas`` in t
 document; ``{Model}`` stands for the model's schema key) and the error statuses it can answer.
 
 ``RouteTable.match`` finds a path without a regex: fixed paths by one dict lookup, pattern
-paths by their segments, and a pattern match is remembered by its exact path (bounded), so the
-predict path of a model costs one dict lookup after its first request.
+paths by their segments; fixed paths and the pattern matches seen (bounded) are kept by their
+exact path, so ``/healthz`` and a model's predict path cost one dict lookup.
 """
 
 from __future__ import annotations
@@ -242,7 +242,11 @@ class RouteTable:
         self._by_length: dict[int, list[_Pattern]] = {}
         for pattern in patterns.values():
             self._by_length.setdefault(len(pattern[0]), []).append(pattern)
-        self._cache: dict[str, tuple[Methods, Params]] = {}
+        # Exact paths as clients send them: the fixed routes always, pattern matches as seen.
+        self._seed: dict[str, tuple[Methods, Params]] = {
+            "/" + key: (methods, {}) for key, methods in self._fixed.items()
+        }
+        self._cache: dict[str, tuple[Methods, Params]] = dict(self._seed)
 
     def match(self, path: str) -> tuple[Methods, Params] | None:
         """The routes answering ``path`` (by method) and its parameters; None: no endpoint."""
@@ -266,7 +270,7 @@ class RouteTable:
             else:
                 found = (methods, dict(zip(names, values, strict=True)))
                 if len(self._cache) >= _MAX_CACHED:
-                    self._cache.clear()
+                    self._cache = dict(self._seed)
                 self._cache[path] = found
                 return found
         return None
