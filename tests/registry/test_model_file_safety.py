@@ -660,7 +660,7 @@ def test_live_payloads_do_run_when_skops_trusts_their_names(case: Case, tmp_path
     # did for numpy.testing... with the record's list), skops runs them while loading.
     import skops.io as sio
 
-    from conveyor.registry.trusted import names_in_file
+    from conveyor.store.trusted import names_in_file
 
     marker = tmp_path / "pwned"
     data = case.build(marker)
@@ -677,7 +677,7 @@ def test_live_payloads_do_run_when_skops_trusts_their_names(case: Case, tmp_path
 def test_the_walk_sees_every_name_skops_audits(case: Case, tmp_path: Path) -> None:
     import skops.io as sio
 
-    from conveyor.registry.trusted import names_in_file
+    from conveyor.store.trusted import names_in_file
 
     data = case.build(tmp_path / "pwned")
     try:
@@ -813,7 +813,7 @@ def test_the_allow_list_is_a_literal_of_exact_names() -> None:
     from sklearn.utils import all_estimators
     from skops.io._utils import get_type_name
 
-    from conveyor.registry import trusted
+    from conveyor.store import trusted
 
     source = Path(trusted.__file__).read_text()
     tree = ast.parse(source)
@@ -859,8 +859,8 @@ def test_the_allow_list_is_a_literal_of_exact_names() -> None:
 
 @pytest.mark.slow
 def test_the_allow_list_matches_a_fresh_generation() -> None:
-    from conveyor.registry import trusted
+    from conveyor.store import trusted
 
     generated = trusted.generate()
-    assert not generated - trusted.SKLEARN_TYPES, "run python -m conveyor.registry.trusted --write"
-    assert not trusted.SKLEARN_TYPES - generated, "run python -m conveyor.registry.trusted --write"
+    assert not generated - trusted.SKLEARN_TYPES, "run python -m conveyor.store.trusted --write"
+    assert not trusted.SKLEARN_TYPES - generated, "run python -m conveyor.store.trusted --write"

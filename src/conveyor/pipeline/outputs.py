@@ -4,7 +4,7 @@ A descriptor is ``{"format": ..., "digest": sha256, "size": bytes}`` plus what l
 (the file name of a path). Formats: parquet (DataFrame, Series), skops (scikit-learn estimators),
 npy (NumPy arrays), json (dicts, lists, scalars), file and dir (a ``pathlib.Path`` the step
 returns). A skops descriptor also lists the types skops reports as untrusted, for people to read:
-loading never believes it, but checks the file's own node tree (``registry/trusted.py``).
+loading never believes it, but checks the file's own node tree (``store/trusted.py``).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def load_output(
             return series
         return frame
     if fmt == "skops":
-        from conveyor.registry.trusted import load_skops
+        from conveyor.store.trusted import load_skops
 
         # The bytes are hashed in the same read that loads them, and the check is on the file's
         # own node tree: the descriptor's "trusted" list comes from the store, not from us.

@@ -3,7 +3,7 @@
 Loading a model runs code: a pickle can run anything, and a skops file can build any type it
 names. So a model file is loaded only from bytes whose sha256 was checked in the same read (no
 window between the check and the load), skops files only once every name in the file's own node
-tree is one of the exact names of ``registry/trusted.py`` or ``model.trusted_types`` (never
+tree is one of the exact names of ``store/trusted.py`` or ``model.trusted_types`` (never
 ``trusted=True``, never a module prefix, never the list stored in a record), and pickles only
 where the policy ``registry.allow_pickle`` allows.
 """
@@ -23,7 +23,7 @@ from conveyor.exceptions import (
     RegistryError,
     UnsafeModelFile,
 )
-from conveyor.registry.trusted import SKLEARN_TYPES, check_names, load_skops, names_in_file
+from conveyor.store.trusted import SKLEARN_TYPES, check_names, load_skops, names_in_file
 from conveyor.store.artifacts import ArtifactStore
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
 ModelFormat = Literal["skops", "pickle"]
 FORMATS: tuple[str, ...] = ("skops", "pickle")
 
-# The exact names a scikit-learn model file may use (registry/trusted.py): no entry is a module
+# The exact names a scikit-learn model file may use (store/trusted.py): no entry is a module
 # prefix, so "numpy" no longer trusts numpy.testing._private.utils.runstring.
 DEFAULT_TRUSTED_TYPES: frozenset[str] = SKLEARN_TYPES
 DEFAULT_TRUSTED_MODULES = DEFAULT_TRUSTED_TYPES  # the old name; exact names now, not modules
