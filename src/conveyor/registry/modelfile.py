@@ -23,8 +23,8 @@ from conveyor.exceptions import (
     RegistryError,
     UnsafeModelFile,
 )
-from conveyor.store.trusted import SKLEARN_TYPES, check_names, load_skops, names_in_file
 from conveyor.store.artifacts import ArtifactStore
+from conveyor.store.trusted import SKLEARN_TYPES, check_names, load_skops, names_in_file
 
 __all__ = [
     "DEFAULT_TRUSTED_MODULES",
