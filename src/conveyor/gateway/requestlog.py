@@ -177,7 +177,7 @@ class RequestLog:
         """
         total = 0
         while self._buffer:
-            batch = []
+            batch: list[tuple[Any, ...]] = []
             size = 0
             while self._buffer and len(batch) < self.flush_rows and size < _BATCH_BYTES:
                 row = self._buffer.popleft()

@@ -110,10 +110,11 @@ def _thread_env(threads: int) -> None:
 def limits_from(config: Any, **overrides: Any) -> ConnectionLimits:
     """The connection limits: keyword overrides, else ``serve:`` settings, else the defaults."""
     serve = config.serve
-    values = {}
-    for name, default in ConnectionLimits.__dataclass_fields__.items():
+    defaults = ConnectionLimits()
+    values: dict[str, Any] = {}
+    for name in ConnectionLimits.__dataclass_fields__:
         given = overrides.get(name)
-        values[name] = given if given is not None else getattr(serve, name, default.default)
+        values[name] = given if given is not None else getattr(serve, name, getattr(defaults, name))
     return ConnectionLimits(**values)
 
 
