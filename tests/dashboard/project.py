@@ -1,0 +1,108 @@
+"""A real project store for the dashboard tests: runs, versions, releases and events.
+
+``conveyor ci`` runs twice on the churn project (a step logs a loss curve, so a run has a
+metric series), registering versions 1 and 2 with their gates; version 1 is released to
+staging and production directly, version 2 to production as a canary that stays running, so
+the acts have something to act on. A third CI run fails, so a run page shows a failed step.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.churn_project import STEPS, rows, write_data
+
+TOKEN = "dashboard-test-token-0123456789"
+
+CONFIG = """
+project: shop
+data:
+  rows: data/rows.csv
+pipeline:
+  prepare: {run: shop:prepare, inputs: [data.rows]}
+  train:
+    run: shop:train
+    inputs: [prepare.train]
+    params: {features: [tenure, spend, region], C: 1.0}
+  curve: {run: shop:curve, inputs: [prepare.train]}
+  evaluate: {run: conveyor.evaluate:classification, inputs: [train, prepare.test]}
+model:
+  name: churn
+  from: train
+  holdout: prepare.test
+  target: churned
+  intended_use: Rank customers for a retention call.
+gates:
+  - roc_auc >= 0.55
+deploy:
+  staging: {strategy: direct}
+  production:
+    strategy: canary
+    steps: [{weight: 10, for: 1m}, {weight: 50, for: 1m}]
+"""
+
+CURVE = """
+
+def curve(train):
+    import conveyor
+
+    for i in range(8):
+        conveyor.log_metric("loss", 1.0 / (i + 1))
+    return {"rows": len(train)}
+"""
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    stamp = time.time_ns() - 10_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+
+def build(root: Path) -> dict[str, Any]:
+    """Write the project into ``root`` and fill its store; returns what the tests look for."""
+    from conveyor.actions.ci import run_ci
+    from conveyor.actions.models import open_registry
+    from conveyor.config import load_config
+    from conveyor.release.releases import Releases
+
+    root.mkdir(parents=True, exist_ok=True)
+    _write(root, "shop.py", STEPS + CURVE)
+    _write(root, "conveyor.yaml", CONFIG)
+    write_data(root, rows())
+    config = load_config(root / "conveyor.yaml")
+    first = run_ci(config, jobs=1, report_path=root / "report.md")
+    assert first.passed and first.version == 1, first
+    _write(root, "conveyor.yaml", CONFIG.replace("C: 1.0", "C: 0.5"))
+    config = load_config(root / "conveyor.yaml")
+    second = run_ci(config, jobs=1, report_path=root / "report.md")
+    assert second.passed and second.version == 2, second
+    with open_registry(config) as registry:
+        releases = Releases(config, registry)
+        staging = releases.start("churn", 1, "staging")
+        direct = releases.start("churn", 1, "production")
+        canary = releases.start("churn", 2, "production", reason="C=0.5 looks better")
+    _write(
+        root,
+        "shop.py",
+        STEPS + CURVE.replace("return {", "raise RuntimeError('no rows')\n    return {"),
+    )
+    from conveyor.exceptions import ConveyorError
+
+    try:
+        run_ci(config, jobs=1, report_path=root / "report.md")
+    except ConveyorError:
+        pass
+    return {
+        "config": config,
+        "run_id": first.report["run_id"],
+        "versions": [1, 2],
+        "staging": staging.id,
+        "direct": direct.id,
+        "canary": canary.id,
+    }
