@@ -15,7 +15,7 @@ from conveyor.release.checks import GatewayChecks
 from conveyor.release.releases import Releases
 from conveyor.store import models as m
 from conveyor.store.records import utcnow
-from tests.gateway.servers import gateway_project, load, running, trained
+from tests.gateway.servers import TOKEN, gateway_project, load, running, trained
 
 DEPLOY = """
 deploy:
@@ -242,7 +242,7 @@ def test_staging_needs_its_smoke_requests_to_pass(tmp_path: Path) -> None:
     with open_registry(config) as registry:
         registry.remove_alias("num", "staging")
     with running(config) as gw, open_registry(config) as registry:
-        releases = Releases(config, registry, checks=GatewayChecks(root, gw.url))
+        releases = Releases(config, registry, checks=GatewayChecks(root, gw.url, token=TOKEN))
         release = releases.start("num", 1, "staging")
         outcome = releases.step(release.id)[0]
         assert outcome["action"] == "promoted", outcome

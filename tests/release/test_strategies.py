@@ -12,7 +12,7 @@ from conveyor.actions.models import open_registry, register_fitted
 from conveyor.release.checks import GatewayChecks
 from conveyor.release.releases import Releases
 from conveyor.store import models as m
-from tests.gateway.servers import gateway_project, load, running, trained
+from tests.gateway.servers import TOKEN, gateway_project, load, running, trained
 from tests.release.test_releases import flushed, later, send, served_versions, wait_for
 
 STRATEGIES = """
@@ -105,7 +105,7 @@ def test_integration_tests_run_against_the_gateway(tmp_path) -> None:
     with open_registry(config) as registry:
         registry.remove_alias("num", "staging")
     with running(config) as gw, open_registry(config) as registry:
-        releases = Releases(config, registry, checks=GatewayChecks(root, gw.url))
+        releases = Releases(config, registry, checks=GatewayChecks(root, gw.url, token=TOKEN))
         release = releases.start("num", 2, "staging")
         outcome = releases.step(release.id)[0]
         assert outcome["action"] == "promoted", outcome

@@ -89,6 +89,7 @@ def watch(
     import threading
 
     from conveyor.controller import run_controller
+    from conveyor.gateway.server import load_token
     from conveyor.release.checks import GatewayChecks
 
     config = load_project(project)
@@ -99,7 +100,7 @@ def watch(
     try:
         run_controller(
             config,
-            checks=GatewayChecks(config.root, gateway),
+            checks=GatewayChecks(config.root, gateway, token=load_token(config)),
             interval=interval,
             monitor_every=monitor_every,
             once=once,

@@ -25,11 +25,13 @@ ReasonOpt = Annotated[str, typer.Option(help="Why, for the audit log.")]
 
 def _releases(config: ProjectConfig, registry: Registry, url: str | None) -> Releases:
     """Releases whose smoke requests and tests go to the gateway at ``url``."""
+    from conveyor.gateway.server import load_token
     from conveyor.release.checks import GatewayChecks
     from conveyor.release.releases import Releases
 
     url = url or os.environ.get("CONVEYOR_GATEWAY_URL") or "http://127.0.0.1:8000"
-    return Releases(config, registry, checks=GatewayChecks(config.root, url))
+    checks = GatewayChecks(config.root, url, token=load_token(config))
+    return Releases(config, registry, checks=checks)
 
 
 def _event_dict(event: Any) -> dict[str, Any]:

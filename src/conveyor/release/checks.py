@@ -9,8 +9,11 @@ A smoke file is JSON Lines, one request per line::
 ``status`` defaults to 200; ``expect`` may hold ``predictions`` (exact), ``predictions_in``
 (allowed values), ``probabilities`` (within ``tolerance``, default 1e-6) and ``max_latency_ms``.
 Each request pins the candidate version (``?version=N``), so a blue-green candidate is checked
-before it takes traffic. ``tests`` is a pytest path run with ``CONVEYOR_URL``,
-``CONVEYOR_MODEL``, ``CONVEYOR_ENV`` and ``CONVEYOR_VERSION`` set.
+before it takes traffic; pinning needs the gateway's admin token, and the requests say
+``X-Conveyor-Role: smoke`` so the gateway logs them apart from the environment's traffic.
+``tests`` is a pytest path run with ``CONVEYOR_URL``, ``CONVEYOR_MODEL``, ``CONVEYOR_ENV``,
+``CONVEYOR_VERSION`` and (when there is one) ``CONVEYOR_TOKEN`` set: a test request that sends
+``Authorization: Bearer $CONVEYOR_TOKEN`` and ``X-Conveyor-Role: test`` is not counted either.
 """
 
 from __future__ import annotations
@@ -65,9 +68,12 @@ def read_smoke(path: Path) -> list[dict[str, Any]]:
 class GatewayChecks:
     """Runs a release's checks against a gateway URL; called by ``Releases`` as ``checks``."""
 
-    def __init__(self, root: Path, url: str, *, wait_seconds: float = 30.0) -> None:
+    def __init__(
+        self, root: Path, url: str, *, token: str | None = None, wait_seconds: float = 30.0
+    ) -> None:
         self.root = Path(root)
         self.url = url.rstrip("/")
+        self.token = token
         self.wait_seconds = wait_seconds
 
     def __call__(self, release: Any) -> tuple[bool | None, dict[str, Any]]:
@@ -121,7 +127,11 @@ class GatewayChecks:
             f"{self.url}/v1/models/{release.model}/predict",
             params={"env": release.environment, "version": str(release.to_version)},
             content=orjson.dumps({"instances": case["instances"]}),
-            headers={"content-type": "application/json"},
+            headers={
+                "content-type": "application/json",
+                "x-conveyor-role": "smoke",
+                **({"authorization": f"Bearer {self.token}"} if self.token else {}),
+            },
         )
         latency = (time.perf_counter() - started) * 1000
         result = {"name": case["name"], "status": r.status_code, "latency_ms": round(latency, 2)}
@@ -141,6 +151,7 @@ class GatewayChecks:
             "CONVEYOR_MODEL": release.model,
             "CONVEYOR_ENV": release.environment,
             "CONVEYOR_VERSION": str(release.to_version),
+            **({"CONVEYOR_TOKEN": self.token} if self.token else {}),
         }
         try:
             done = subprocess.run(
