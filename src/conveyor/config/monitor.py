@@ -9,8 +9,8 @@ monitor:
     - {name: data drift, when: {drift_share: 0.2}, webhook: "https://hooks.example/ml"}
     - {name: income drift, when: {column: annual_income}}
     - {name: live accuracy, when: {metric: accuracy, below: 0.7}}
-    - {name: errors, when: {error_rate: 0.05}}
-    - {name: slow, when: {p99_ms: 100}}
+    - {name: errors, when: {error_rate: 0.05}, for: 5m}   # fires after 5 minutes in a row
+    - {name: slow, when: {p99_ms: 100}, for: 10m, resolve_for: 30m}
   retrain:
     triggers: [new_data, drift, quality, {schedule: "0 3 * * 0"}]
     cooldown: 1h
@@ -175,6 +175,20 @@ class AlertRule(ConfigModel):
     severity: Literal["info", "warning", "critical"] = Field(
         default="warning", description="How urgent the alert is, passed on to the webhook."
     )
+    for_: Duration = Field(
+        default=0.0,
+        alias="for",
+        description="How long the condition must hold without a break before the alert fires, "
+        "as a Prometheus rule's for: (10m); by default it fires on the first report where it "
+        "holds.",
+    )
+    resolve_for: Annotated[
+        Duration | None, WithJsonSchema({"anyOf": [DURATION_SCHEMA, {"type": "null"}]})
+    ] = Field(
+        default=None,
+        description="How long the condition must be false without a break before a firing "
+        "alert resolves; by default the same as 'for'.",
+    )
 
     @field_validator("webhook")
     @classmethod
@@ -263,8 +277,8 @@ monitor:
     - {name: data drift, when: {drift_share: 0.2}, webhook: "https://hooks.example/ml"}
     - {name: income drift, when: {column: annual_income}, severity: info}
     - {name: live accuracy, when: {metric: accuracy, below: 0.7}, secret_env: HOOK_KEY}
-    - {name: errors, when: {error_rate: 0.05}, severity: critical}
-    - {name: slow, when: {p99_ms: 100}}
+    - {name: errors, when: {error_rate: 0.05}, severity: critical, for: 5m}
+    - {name: slow, when: {p99_ms: 100}, for: 10m, resolve_for: 30m}
   retrain:
     triggers: [new_data, drift, quality, {schedule: "0 3 * * 0"}]
     cooldown: 1h

@@ -160,7 +160,7 @@ class Controller:
                 model=model,
                 environment=monitor.environment,
             )
-        changes = self._alerter.process(evaluate(monitor.alerts, report), report)
+        changes = self._alerter.process(evaluate(monitor.alerts, report), report, now=now)
         return [{"act": "alert", **c} for c in changes]
 
     # -- releases the store calls for ------------------------------------------------------

@@ -393,16 +393,14 @@ class Retrainer:
         return total
 
     def _quality_alert_firing(self) -> bool:
+        from conveyor.monitor.alerts import Alerter
+
         model, env = self._model_env()
-        for rule in self.config.monitor.alerts:  # type: ignore[union-attr]
-            if rule.when.metric is None:
-                continue
-            events = self.store.events(
-                entity="alert", entity_id=f"{model}@{env}:{rule.name}", limit=1
-            )
-            if events and events[-1].kind == ev.ALERT_FIRED:
-                return True
-        return False
+        rules = [a for a in self.config.monitor.alerts if a.when.metric is not None]  # type: ignore[union-attr]
+        alerter = Alerter(
+            self.store, rules, project=self.config.project, model=model, environment=env
+        )
+        return any(alerter.firing(rule.name) for rule in rules)
 
     # -- events ----------------------------------------------------------------------------
 

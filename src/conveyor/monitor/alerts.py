@@ -1,8 +1,13 @@
 """Alert rules over a monitor report: which rules hold, and telling someone when that changes.
 
-An alert fires once, when its rule starts to hold, and resolves once, when it stops. Its state
-lives in the audit log (the alert's last ``alert.fired`` or ``alert.resolved`` event), not in the
-process, so a restarted controller never pages twice for the same alert. A rule with a webhook
+An alert fires once, when its rule starts to hold, and resolves once, when it stops. A rule with
+``for`` (like a Prometheus rule's) fires only once its condition has held on every report for
+that long, and resolves only once it has been false for ``resolve_for`` (by default ``for``):
+a metric that hovers at its bound pages once, not on every crossing. The wait is an
+``alert.pending`` event (its ``since``), and a flip back before it ends one with state
+``cancelled``. All of the state lives in the audit log (the alert's last ``alert.fired``,
+``alert.resolved`` or ``alert.pending`` event), not in the process, so a restarted controller
+neither pages twice nor restarts a wait. A rule with a webhook
 also POSTs each change as JSON, signed with HMAC-SHA256 when the rule names a secret, so that the
 receiver can tell Conveyor's calls from anyone else's (see :func:`verify_signature`).
 """
@@ -17,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,6 +41,7 @@ __all__ = [
     "ENTITY",
     "EVENT_HEADER",
     "FIRED",
+    "PENDING",
     "RESOLVED",
     "SIGNATURE_HEADER",
     "AlertState",
@@ -45,7 +52,7 @@ __all__ = [
 ]
 
 ENTITY = "alert"
-FIRED, RESOLVED = ev.ALERT_FIRED, ev.ALERT_RESOLVED
+FIRED, RESOLVED, PENDING = ev.ALERT_FIRED, ev.ALERT_RESOLVED, ev.ALERT_PENDING
 EVENT_HEADER = "X-Conveyor-Event"
 SIGNATURE_HEADER = "X-Conveyor-Signature"
 _SIGNATURE_PREFIX = "sha256="
@@ -242,18 +249,52 @@ class Alerter:
             ).first()
         return kind == FIRED
 
-    def process(self, states: Sequence[AlertState], report: dict[str, Any]) -> list[dict[str, Any]]:
-        """Record and send what changed: a rule that starts or stops holding.
+    def pending(self, name: str) -> tuple[bool, datetime] | None:
+        """The change the alert waits out: (whether the rule holds, since when), or None.
 
-        A state of None, or one equal to the alert's last event, changes nothing. Each change
-        is one event whose payload is the webhook's body plus how its delivery went:
-        ``delivered`` (None without a webhook), ``attempts``, ``status`` (the last HTTP
-        status) and ``error``. A failed delivery is recorded, not raised, and not retried on
-        a later call: the event marks the change as told.
+        Only a rule with ``for``/``resolve_for`` waits; its wait is its last event when that is
+        an ``alert.pending`` whose ``holds`` differs from the alert's state.
+        """
+        with self.store.session() as session:
+            last = session.scalars(
+                select(m.Event)
+                .where(
+                    m.Event.entity == ENTITY,
+                    m.Event.entity_id == self.entity_id(name),
+                    m.Event.kind.in_((FIRED, RESOLVED, PENDING)),
+                )
+                .order_by(m.Event.id.desc())
+                .limit(1)
+            ).first()
+        if last is None or last.kind != PENDING:
+            return None
+        payload = last.payload or {}
+        holds = bool(payload.get("holds"))
+        if payload.get("state") != "pending" or holds == self.firing(name):
+            return None
+        return holds, datetime.fromisoformat(str(payload["since"]))
+
+    def process(
+        self,
+        states: Sequence[AlertState],
+        report: dict[str, Any],
+        *,
+        now: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Record and send what changed: a rule that starts or stops holding (for ``for``, or
+        ``resolve_for``, without a break).
+
+        A state of None changes nothing, not even a wait under way (a report that cannot tell
+        neither confirms nor breaks it). A state equal to the alert's own changes nothing but
+        cancels a wait. Each fire or resolve is one event whose payload is the webhook's body
+        plus how its delivery went: ``delivered`` (None without a webhook), ``attempts``,
+        ``status`` (the last HTTP status) and ``error``. A failed delivery is recorded, not
+        raised, and not retried on a later call: the event marks the change as told.
 
         Args:
             states: from :func:`evaluate`, for this Alerter's rules.
             report: the report they were judged on (for its ``version``).
+            now: when the report was judged (the controller's turn); now by default.
 
         Returns:
             The events written, each ``{"kind", "entity_id", **payload}``.
@@ -262,6 +303,7 @@ class Alerter:
             MonitorError: a state names a rule this Alerter was not given.
             StoreError: the event cannot be written.
         """
+        at = now or utcnow()
         written: list[dict[str, Any]] = []
         for state in states:
             rule = self.rules.get(state.name)
@@ -270,37 +312,75 @@ class Alerter:
                     f"The alert state {state.name!r} names no rule of this Alerter "
                     f"(rules: {', '.join(map(repr, self.rules)) or 'none'})."
                 )
-            if state.holds is None or state.holds == self.firing(rule.name):
+            if state.holds is None:
                 continue
-            kind = FIRED if state.holds else RESOLVED
-            at = utcnow()
-            body = {
-                "alert": rule.name,
-                "state": "firing" if state.holds else "resolved",
-                "severity": rule.severity,
-                "model": self.model,
-                "environment": self.environment,
-                "version": report.get("version"),
-                "value": _number(state.value),
-                "bound": _number(state.bound),
-                "summary": state.summary,
-                "at": at.isoformat(),
-                "project": self.project,
-            }
-            delivery: dict[str, Any] = {
-                "delivered": None,
-                "attempts": 0,
-                "status": None,
-                "error": None,
-            }
-            if rule.webhook is not None:
-                delivery = self._deliver(rule, body, "fired" if state.holds else "resolved")
-            payload = {**body, **delivery}
-            entity_id = self.entity_id(rule.name)
-            with self.store.session() as session:
-                self.store.add_event(session, kind, ENTITY, entity_id, payload, at=at)
-            written.append({"kind": kind, "entity_id": entity_id, **payload})
+            firing = self.firing(rule.name)
+            waiting = self.pending(rule.name)
+            if state.holds == firing:
+                if waiting is not None:  # it flipped back before its wait ended
+                    written.append(self._wait(rule, state, "cancelled", at, at))
+                continue
+            wait = rule.for_ if state.holds else rule.resolve_for
+            wait = rule.for_ if wait is None else wait
+            since = waiting[1] if waiting is not None else at
+            if wait > 0 and (at - since).total_seconds() < wait:
+                if waiting is None:
+                    written.append(self._wait(rule, state, "pending", since, at))
+                continue
+            written.append(self._change(rule, state, report, at))
         return written
+
+    def _wait(
+        self, rule: AlertRule, state: AlertState, what: str, since: datetime, at: datetime
+    ) -> dict[str, Any]:
+        payload = {
+            "alert": rule.name,
+            "state": what,
+            "holds": state.holds,
+            "since": since.isoformat(),
+            "value": _number(state.value),
+            "bound": _number(state.bound),
+            "summary": state.summary,
+        }
+        entity_id = self.entity_id(rule.name)
+        with self.store.session() as session:
+            self.store.add_event(session, PENDING, ENTITY, entity_id, payload, at=at)
+        return {"kind": PENDING, "entity_id": entity_id, **payload}
+
+    def _change(
+        self,
+        rule: AlertRule,
+        state: AlertState,
+        report: dict[str, Any],
+        at: datetime,
+    ) -> dict[str, Any]:
+        kind = FIRED if state.holds else RESOLVED
+        body = {
+            "alert": rule.name,
+            "state": "firing" if state.holds else "resolved",
+            "severity": rule.severity,
+            "model": self.model,
+            "environment": self.environment,
+            "version": report.get("version"),
+            "value": _number(state.value),
+            "bound": _number(state.bound),
+            "summary": state.summary,
+            "at": at.isoformat(),
+            "project": self.project,
+        }
+        delivery: dict[str, Any] = {
+            "delivered": None,
+            "attempts": 0,
+            "status": None,
+            "error": None,
+        }
+        if rule.webhook is not None:
+            delivery = self._deliver(rule, body, "fired" if state.holds else "resolved")
+        payload = {**body, **delivery}
+        entity_id = self.entity_id(rule.name)
+        with self.store.session() as session:
+            self.store.add_event(session, kind, ENTITY, entity_id, payload, at=at)
+        return {"kind": kind, "entity_id": entity_id, **payload}
 
     def _deliver(self, rule: AlertRule, body: dict[str, Any], event: str) -> dict[str, Any]:
         """POST the body to the rule's webhook; how it went, for the event's payload."""

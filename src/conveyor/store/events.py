@@ -265,6 +265,20 @@ ALERT_RESOLVED = _declare(
     "a firing alert rule stopped holding (with how its webhook delivery went)",
     *_ALERT_PAYLOAD,
 )
+ALERT_PENDING = _declare(
+    "alert.pending",
+    "alert",
+    "an alert rule with for/resolve_for started (holds) or stopped holding: the alert fires or "
+    "resolves once that has lasted so long (state pending), unless it flips back first "
+    "(state cancelled)",
+    "alert",
+    "state",
+    "holds",
+    "since",
+    "value",
+    "bound",
+    "summary",
+)
 
 # -- the controller (entity_id: the project) --------------------------------------------------
 
