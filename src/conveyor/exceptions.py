@@ -6,11 +6,17 @@ them (as ``Error: ...``) and picks the exit code.
     ConveyorError
     ├── ConfigError            conveyor.yaml is malformed or inconsistent (carries .issues)
     ├── ProjectError           no project here, or the project is busy (ProjectLocked)
-    │   └── ProjectLocked
+    │   ├── ProjectLocked
+    │   └── ProjectUnwritable  .conveyor/ is on a full disk, read-only, or not ours to write
     ├── StoreError             the metadata database cannot be opened, migrated or written
+    │   ├── StoreBusy          a store-wide lease is held (a gc in another workspace)
+    │   ├── StoreUnwritable    the database's disk is full, read-only, or not ours to write
+    │   └── StoreCorrupted     the SQLite file is empty or fails its integrity check
     ├── ArtifactError          the artifact store cannot read or write an object
     │   ├── ArtifactNotFound
-    │   └── ArtifactCorrupted  the bytes no longer match their hash
+    │   ├── ArtifactCorrupted  the bytes no longer match their hash
+    │   ├── ArtifactUnwritable the store's disk is full, read-only, or not ours to write
+    │   └── ArtifactTimeout    a read did not finish in time (a FIFO, a hung network mount)
     ├── DataError              a data source is missing, unreadable or of an unknown format
     ├── PipelineError          a step cannot be loaded, run or its result stored
     │   ├── StepNotFound
@@ -31,7 +37,9 @@ them (as ``Error: ...``) and picks the exit code.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class ConveyorError(Exception):
@@ -74,8 +82,32 @@ class ProjectLocked(ProjectError):
     """Another process holds the project's run lock."""
 
 
+class ProjectUnwritable(ProjectError):
+    """The project's ``.conveyor/`` folder (its run lock) cannot be written: a full disk, a
+    read-only mount, missing permissions; the message names the path and the fix."""
+
+
 class StoreError(ConveyorError):
     """The metadata store cannot be opened, migrated, read or written."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds a store-wide lease (such as `conveyor gc` in another workspace);
+    ``holder`` says who, ``until`` when the lease expires unless renewed."""
+
+    def __init__(self, message: str, *, holder: str = "", until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.until = until
+
+
+class StoreUnwritable(StoreError):
+    """The metadata database's disk is full or read-only, or this user may not write it."""
+
+
+class StoreCorrupted(StoreError):
+    """The SQLite file is empty or damaged; the message names a backup to restore, or how to
+    start again."""
 
 
 class ArtifactError(ConveyorError):
@@ -88,6 +120,15 @@ class ArtifactNotFound(ArtifactError):
 
 class ArtifactCorrupted(ArtifactError):
     """An artifact's bytes do not match the hash that names it."""
+
+
+class ArtifactUnwritable(ArtifactError):
+    """The artifact store's disk is full or read-only, or this user may not write it."""
+
+
+class ArtifactTimeout(ArtifactError):
+    """Reading an object did not finish within the store's read timeout: the file blocks (a
+    FIFO in place of an object, a hung network file system)."""
 
 
 class DataError(ConveyorError):
@@ -175,11 +216,33 @@ def foreign_reason(exc: BaseException) -> str:
     return text.splitlines()[0].strip().rstrip(".")
 
 
-def safe_url(url: str) -> str:
-    """A database URL with its password hidden, fit for an error message."""
-    try:
-        from sqlalchemy.engine import make_url
+#: Query parameters whose value is a credential: ``?password=``, ``&sslpassword=``,
+#: ``?aws_secret_access_key=``, ``?token=``, ``?api_key=``, ``?X-Amz-Signature=`` ...
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:[^=&;#]*(?:pass|pwd|secret|token|key|credential|signature|auth)[^=&;#]*)=)"
+    r"[^&;#]*",
+    re.IGNORECASE,
+)
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparseable URL is shown only past any credentials
-        return url.split("@")[-1] if "@" in url else url
+
+def safe_url(url: str) -> str:
+    """A store or database URL with its credentials hidden, fit for a message or a log.
+
+    The password of the userinfo (``user:secret@host``) and the value of every query parameter
+    named like a credential (``?password=``, ``?sslpassword=``, ``?token=``, ``?api_key=``)
+    become ``***``. Parsed by hand, not by SQLAlchemy, so fsspec URLs are covered as well and
+    nothing heavy is imported to print an error.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The userinfo ends at the last "@" before any query: a raw password may itself hold a
+    # "/" or an "@", and hiding too much beats showing a secret.
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i != -1), default=len(rest))
+    at = rest.rfind("@", 0, query)
+    authority, tail = ("", rest) if at == -1 else (rest[:at], rest[at:])
+    user, colon, _password = authority.partition(":")
+    if colon:
+        authority = f"{user}:***"
+    shown = f"{scheme}{sep}{authority}{tail}"
+    return _SECRET_PARAM.sub(r"\1***", shown)

@@ -159,44 +159,85 @@ def list_events(config: Any, *, limit: int = 50) -> list[dict]:
         ]
 
 
+#: How long an unreferenced object is kept: longer than any run takes, since a run in progress
+#: (in any workspace sharing the store) records what it stored only when each step ends.
+GC_GRACE_HOURS = 24.0
+
+#: The gc lease outlives any collection; one whose holder died on this host is taken at once,
+#: and a holder killed on another host blocks collection until it expires.
+_GC_LEASE_TTL_S = 6 * 3600.0
+
+
 def collect_garbage(
     config: Any,
     *,
     dry_run: bool = False,
     runs_older_than_days: float | None = None,
     wait_for_lock: bool = False,
+    grace_hours: float = GC_GRACE_HOURS,
 ) -> dict:
-    """Remove unreferenced artifacts, under the run lock so no run is writing meanwhile.
+    """Remove unreferenced artifacts older than the grace period.
+
+    Holds this workspace's run lock (no run here writes meanwhile) and the store-wide gc lease
+    (no other workspace collects at the same time). Runs of other workspaces sharing the store
+    may be writing: what they stored and have not yet recorded is younger than the grace
+    period, so it stays.
 
     Args:
         config: the project.
         dry_run: report what would go, and change nothing.
         runs_older_than_days: first delete this project's runs that started longer ago
             (never the newest), so that what only they referred to is freed too.
-        wait_for_lock: queue behind a run in progress instead of refusing, as `run --wait`.
+        wait_for_lock: queue behind a run in progress, or a gc in another workspace, instead
+            of refusing, as `run --wait`.
+        grace_hours: keep unreferenced objects stored or re-used less than this many hours
+            ago; 0 removes them at once (safe only when nothing else uses the store).
+
+    Raises:
+        ProjectLocked: a run holds this workspace's lock (and ``wait_for_lock`` is false).
+        ProjectUnwritable: the run lock cannot be written (a full disk, a read-only mount).
+        StoreBusy: a gc in another workspace holds the store (and ``wait_for_lock`` is false).
     """
     from datetime import timedelta
 
+    from conveyor.exceptions import StoreBusy
+    from conveyor.store.leases import GC_LEASE, StoreLease
     from conveyor.store.records import utcnow
     from conveyor.store.stores import open_stores
 
+    if grace_hours < 0:
+        raise ConveyorError(f"The gc grace period must be 0 hours or more, not {grace_hours:g}.")
     with _run_lock(Path(config.root), wait=wait_for_lock), open_stores(config) as stores:
         store = stores.metadata
-        pruned: list[str] = []
-        if runs_older_than_days is not None:
-            cutoff = utcnow() - timedelta(days=runs_older_than_days)
-            pruned = store.prunable_runs(config.project, cutoff)
-        if dry_run:
-            keep = store.referenced_digests(exclude_runs=pruned)
-        else:
-            store.delete_runs(pruned)
-            keep = store.referenced_digests()
-        report = stores.artifacts.gc(keep, dry_run=dry_run)
+        lease = StoreLease(store, GC_LEASE, ttl=_GC_LEASE_TTL_S)
+        try:
+            lease.acquire(wait=wait_for_lock)
+        except StoreBusy as exc:
+            raise StoreBusy(
+                f"Another 'conveyor gc' is collecting garbage in this store ({exc.holder}). "
+                "Wait for it to finish, or pass --wait to queue behind it.",
+                holder=exc.holder,
+                until=exc.until,
+            ) from None
+        try:
+            pruned: list[str] = []
+            if runs_older_than_days is not None:
+                cutoff = utcnow() - timedelta(days=runs_older_than_days)
+                pruned = store.prunable_runs(config.project, cutoff)
+            if dry_run:
+                keep = store.referenced_digests(exclude_runs=pruned)
+            else:
+                store.delete_runs(pruned)
+                keep = store.referenced_digests()
+            report = stores.artifacts.gc(keep, dry_run=dry_run, grace_s=grace_hours * 3600.0)
+        finally:
+            lease.release()
     return {
         "runs_removed": pruned,
         "removed": report.removed,
         "freed_bytes": report.freed_bytes,
         "kept": report.kept,
+        "kept_young": report.kept_young,
         "tmp_removed": report.tmp_removed,
         "dry_run": dry_run,
     }
@@ -204,11 +245,23 @@ def collect_garbage(
 
 @contextmanager
 def _run_lock(root: Path, *, wait: bool) -> Iterator[None]:
-    """The project's run lock for the block: no run writes while garbage is collected."""
+    """The project's run lock for the block: no run writes while garbage is collected.
+
+    Raises:
+        ProjectUnwritable: the lock file cannot be created or written.
+    """
+    from conveyor.exceptions import ProjectUnwritable
     from conveyor.pipeline.lock import RunLock
     from conveyor.project import Paths
+    from conveyor.store.disk import explain
 
-    lock = RunLock(Paths(root).run_lock).acquire(wait=wait)
+    path = Paths(root).run_lock
+    try:
+        lock = RunLock(path).acquire(wait=wait)
+    except OSError as exc:
+        raise ProjectUnwritable(
+            f"Cannot take the run lock {path}: " + explain(exc.errno, path, exc.strerror or "")
+        ) from exc
     try:
         yield
     finally:

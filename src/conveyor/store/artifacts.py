@@ -13,30 +13,43 @@ Local layout::
 
 A remote store keeps the same ``objects/`` keys remotely; its ``tmp/`` and the copies that
 ``path()`` downloads live in a local cache directory (``~/.cache/conveyor/artifacts`` by default).
+
+An object's age, for ``gc``'s grace period, is its inode change time: set when it is written,
+linked or renamed in, and renewed (by a no-op chmod) each time a put finds it already stored, so
+an object a run in progress has just stored or re-used is young, whichever workspace ran it. A
+chmod, unlike a touch, leaves the mtime alone, which the fast path's stat stamps of hard-linked
+outs rely on.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from conveyor.exceptions import (
     ArtifactCorrupted,
     ArtifactError,
     ArtifactNotFound,
+    ArtifactTimeout,
+    ArtifactUnwritable,
     ConveyorError,
+    safe_url,
 )
+from conveyor.store.disk import DISK_ERRNOS, explain
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -70,6 +83,28 @@ class GCReport:
     freed_bytes: int = 0
     kept: int = 0
     tmp_removed: int = 0
+    #: unreferenced objects kept because they are younger than the grace period
+    kept_young: int = 0
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _bounded(
+    method: Callable[Concatenate[ArtifactStore, str, _P], _R],
+) -> Callable[Concatenate[ArtifactStore, str, _P], _R]:
+    """Run a read of one object within the store's ``read_timeout_s``, if it has one."""
+
+    @functools.wraps(method)
+    def read(self: ArtifactStore, digest: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self.read_timeout_s is None:
+            return method(self, digest, *args, **kwargs)
+        return self._within_deadline(
+            functools.partial(method, self, digest, *args, **kwargs), digest
+        )
+
+    return read
 
 
 def _default_cache_dir() -> Path:
@@ -162,6 +197,7 @@ class ArtifactStore:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         storage_options: dict[str, Any] | None = None,
+        read_timeout_s: float | None = None,
     ) -> None:
         """Describe a store; no IO happens here.
 
@@ -172,11 +208,17 @@ class ArtifactStore:
                 temp files. Defaults to ``$XDG_CACHE_HOME/conveyor/artifacts`` or
                 ``~/.cache/conveyor/artifacts``. Unused by a local store.
             storage_options: keyword arguments for the fsspec filesystem (credentials, endpoint).
+            read_timeout_s: give up on a read (``read_bytes``, ``path``, ``verify``,
+                ``materialize``, ``size``, ``exists``) that has not finished after this many
+                seconds, with ArtifactTimeout, instead of blocking the caller for ever on a
+                FIFO or a hung network mount. The read goes on in a daemon thread until the
+                file system answers. None (the default) reads in the caller's thread.
 
         Raises:
             ArtifactError: a ``file://`` URL names a remote host.
         """
         self.url = url
+        self.read_timeout_s = read_timeout_s
         self._storage_options = dict(storage_options or {})
         self._fs: AbstractFileSystem | None = None
         self._opened = False
@@ -189,7 +231,7 @@ class ArtifactStore:
             self._objects_dir = self.root / "objects"
             self._tmp_dir = self.root / "tmp"
         else:
-            self.location = url
+            self.location = safe_url(url)
             cache = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
             self.cache_dir = Path(os.path.abspath(cache))
             self._objects_dir = self.cache_dir / "objects"
@@ -197,7 +239,7 @@ class ArtifactStore:
             self._remote_root = ""
 
     def __repr__(self) -> str:
-        return f"ArtifactStore({self.url!r})"
+        return f"ArtifactStore({safe_url(self.url)!r})"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -227,12 +269,12 @@ class ArtifactStore:
             fs, root = fsspec.core.url_to_fs(self.url, **self._storage_options)
         except ImportError as exc:
             raise ArtifactError(
-                f"Cannot open the artifact store at {self.url!r}: its fsspec driver is missing "
-                f"({exc}). Install it, e.g. `pip install 'conveyor-ml[s3]'` for s3://."
+                f"Cannot open the artifact store at {self.location!r}: its fsspec driver is "
+                f"missing ({exc}). Install it, e.g. `pip install 'conveyor-ml[s3]'` for s3://."
             ) from exc
         except Exception as exc:
             raise ArtifactError(
-                f"Cannot open the artifact store at {self.url!r}: {exc}. "
+                f"Cannot open the artifact store at {self.location!r}: {exc}. "
                 "Check the URL's protocol and storage options."
             ) from exc
         self._fs = fs
@@ -278,7 +320,7 @@ class ArtifactStore:
                     self._fs.pipe_file(self._key(digest), data)
             return artifact
         with self._errors(f"write artifact {digest}"):
-            if self._local_size(digest) == len(data):
+            if self._present(digest, len(data)):
                 return artifact
             tmp, _ = _write_temp(self._tmp_dir, lambda out: out.write(data), _READ_ONLY)
             self._install(tmp, digest)
@@ -316,7 +358,7 @@ class ArtifactStore:
                 tmp, (digest, size) = _write_temp(
                     self._tmp_dir, lambda out: _pump(source, out), _READ_ONLY
                 )
-            if self._local_size(digest) == size:
+            if self._present(digest, size):
                 tmp.unlink()  # dedupe: the object is already there
             else:
                 self._install(tmp, digest)
@@ -345,7 +387,7 @@ class ArtifactStore:
         if hashed is None:
             return None
         digest, size, _st = hashed
-        if self._local_size(digest) == size:
+        if self._present(digest, size):
             src.unlink()
             return Artifact(digest, size)
         os.chmod(src, _READ_ONLY)
@@ -363,7 +405,7 @@ class ArtifactStore:
         if hashed is None:
             return None
         digest, size, st = hashed
-        if self._local_size(digest) == size:
+        if self._present(digest, size):
             return Artifact(digest, size)  # already stored; the file stays the caller's
         tmp = self._tmp_dir / f"link-{os.getpid()}-{digest[:16]}-{time.monotonic_ns()}"
         try:
@@ -377,6 +419,19 @@ class ArtifactStore:
         os.chmod(tmp, _READ_ONLY)
         self._install(tmp, digest)
         return Artifact(digest, size)
+
+    def _present(self, digest: str, size: int) -> bool:
+        """Whether the object is stored whole; if so, renew its age, since the caller is about
+        to rely on it and a concurrent ``gc`` must see it as young (see the module docstring)."""
+        if self._local_size(digest) != size:
+            return False
+        try:
+            os.chmod(self._object_path(digest), _READ_ONLY)
+        except FileNotFoundError:
+            return False  # removed meanwhile: store it again
+        except PermissionError:
+            pass  # another user's object in a shared store: it keeps its own age
+        return True
 
     def _install(self, tmp: Path, digest: str) -> None:
         """Atomically rename a finished, fsynced temp file to the object's path."""
@@ -414,6 +469,7 @@ class ArtifactStore:
 
     # -- reading ---------------------------------------------------------------------------
 
+    @_bounded
     def exists(self, digest: str) -> bool:
         """Whether the object is in the store.
 
@@ -427,6 +483,7 @@ class ArtifactStore:
                 return bool(self._fs.exists(self._key(digest)))
             return self._object_path(digest).is_file()
 
+    @_bounded
     def size(self, digest: str) -> int:
         """The object's size in bytes.
 
@@ -442,6 +499,7 @@ class ArtifactStore:
             raise self._not_found(digest)
         return found
 
+    @_bounded
     def path(self, digest: str, *, verify: bool = True) -> Path:
         """A local file holding the object's bytes; do not write to it.
 
@@ -486,6 +544,7 @@ class ArtifactStore:
         tmp, _ = _write_temp(self._tmp_dir, fill, _READ_ONLY)
         self._install(tmp, digest)
 
+    @_bounded
     def read_bytes(self, digest: str) -> bytes:
         """The object's bytes, always checked against ``digest``.
 
@@ -510,6 +569,7 @@ class ArtifactStore:
             raise self._corrupted(digest, where, actual)
         return data
 
+    @_bounded
     def verify(self, digest: str) -> None:
         """Recompute the stored object's sha256 and check that it matches ``digest``.
 
@@ -532,6 +592,7 @@ class ArtifactStore:
         if actual != digest:
             raise self._corrupted(digest, where, actual)
 
+    @_bounded
     def materialize(self, digest: str, dest: str | os.PathLike[str]) -> Path:
         """Put a checked, writable copy of the object at ``dest``, atomically.
 
@@ -608,17 +669,29 @@ class ArtifactStore:
     # -- garbage collection ----------------------------------------------------------------
 
     def gc(
-        self, keep: Iterable[str], *, dry_run: bool = False, tmp_older_than_s: float = 3600.0
+        self,
+        keep: Iterable[str],
+        *,
+        dry_run: bool = False,
+        tmp_older_than_s: float = 3600.0,
+        grace_s: float = 0.0,
     ) -> GCReport:
-        """Remove every object not in ``keep``, and temp files left by crashes.
+        """Remove every object not in ``keep`` and older than ``grace_s``, and temp files left
+        by crashes.
 
-        Run it while nothing else writes to the store (the pipeline's project lock).
+        ``keep`` is what the records refer to; an object a process has stored but not yet
+        recorded (a run in progress, in any workspace sharing the store) is in no record, so
+        only a grace period covering the longest run protects it. Pass one whenever anything
+        else may be writing to the store.
 
         Args:
             keep: digests that must stay; every one must be well formed.
             dry_run: report what would be removed and remove nothing.
             tmp_older_than_s: remove temp files not modified for this many seconds; younger
                 ones may belong to a write in progress.
+            grace_s: keep unreferenced objects stored, or re-used by a put, less than this
+                many seconds ago (counted in ``kept_young``). A remote store's age is its
+                last upload: re-use by a put does not renew it there.
 
         Returns:
             What was (or would be) removed, the bytes freed, and how many objects were kept.
@@ -635,6 +708,11 @@ class ArtifactStore:
                 report.kept += 1
                 continue
             with self._errors(f"remove artifact {digest}"):
+                # Asked per object, just before removing it, so an object re-used while the
+                # listing was walked is seen as young.
+                if grace_s > 0 and self._age_s(digest) < grace_s:
+                    report.kept_young += 1
+                    continue
                 size = (
                     self._remote_size(digest) if self._fs is not None else self._local_size(digest)
                 )
@@ -644,6 +722,21 @@ class ArtifactStore:
             report.freed_bytes += size or 0
         report.tmp_removed = self._gc_tmp(dry_run, tmp_older_than_s)
         return report
+
+    def _age_s(self, digest: str) -> float:
+        """Seconds since the object was stored or last re-used; 0 when the store cannot say."""
+        if self._fs is None:
+            try:
+                return time.time() - os.stat(self._object_path(digest)).st_ctime
+            except FileNotFoundError:
+                return 0.0
+        try:
+            modified = self._fs.modified(self._key(digest))
+        except (NotImplementedError, FileNotFoundError, OSError):
+            return 0.0  # unknown age: never old enough to delete
+        if modified.tzinfo is None:  # fsspec's local and memory file systems answer naive UTC
+            modified = modified.replace(tzinfo=UTC)
+        return time.time() - modified.timestamp()
 
     def _remove(self, digest: str) -> None:
         # Prefix directories stay: removing one could race a concurrent put renaming into it.
@@ -669,6 +762,40 @@ class ArtifactStore:
         return removed
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _within_deadline(self, read: Callable[[], _R], digest: str) -> _R:
+        """``read()`` in a daemon thread; ArtifactTimeout if it has not returned in time.
+
+        A read blocked in the kernel (open() of a FIFO, a hung NFS server) cannot be cancelled
+        from Python: the thread is left to finish, or to wait until the process exits.
+        """
+        timeout = self.read_timeout_s
+        assert timeout is not None
+        outcome: list[Any] = []
+
+        def target() -> None:
+            try:
+                outcome.append((True, read()))
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append((False, exc))
+
+        worker = threading.Thread(
+            target=target, name=f"conveyor-artifact-read-{digest[:12]}", daemon=True
+        )
+        worker.start()
+        worker.join(timeout)
+        if not outcome:
+            # Named without touching the file system, which may be what hangs.
+            where = self._remote_location(digest) if self._fs else str(self._object_path(digest))
+            raise ArtifactTimeout(
+                f"Reading artifact {digest} from {where} did not finish "
+                f"within {timeout:g} s: the file blocks (a FIFO in place of the object, or a hung "
+                "network file system). Check the store's mount; the read was abandoned."
+            )
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return cast(_R, value)
 
     def _require_open(self) -> None:
         if not self._opened:
@@ -763,6 +890,14 @@ class ArtifactStore:
         except Exception as exc:
             if self._fs is None and not isinstance(exc, OSError):
                 raise
+            code = getattr(exc, "errno", None)
+            reads = action.startswith(("read", "look up", "list"))
+            if code in DISK_ERRNOS and not (reads and code in (errno.EACCES, errno.EPERM)):
+                where = getattr(exc, "filename", None) or self.location
+                raise ArtifactUnwritable(
+                    f"Cannot {action} in the artifact store at {self.location}: "
+                    + explain(code, where, str(exc))
+                ) from exc
             raise ArtifactError(
                 f"Cannot {action} in the artifact store at {self.location}: {exc}. "
                 "Check that the path exists and its permissions."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,9 +35,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from conveyor.exceptions import RunNotFound, StoreError, foreign_reason, safe_url
+from conveyor.exceptions import (
+    RunNotFound,
+    StoreCorrupted,
+    StoreError,
+    StoreUnwritable,
+    foreign_reason,
+    safe_url,
+)
 from conveyor.store import events as ev
 from conveyor.store import models as m
+from conveyor.store.disk import DISK_ERRNOS, diagnose, explain
 from conveyor.store.records import HEAD_REVISION, actor, new_run_id, utcnow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -99,16 +108,61 @@ class Store:
         Raises:
             StoreError: the database cannot be reached or migrated.
         """
+        path = sqlite_path(self.url)
+        if path is not None:
+            refuse_empty(path)
         try:
             self._engine = _make_engine(self.url)
             self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+            if path is not None:
+                self._quick_check(path)
             if self._revision() != HEAD_REVISION:
                 self._migrate()
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"Cannot open the metadata store {safe_url(self.url)}: {foreign_reason(exc)}"
+            self.close()
+            raise self._error(exc, f"Cannot open the metadata store {safe_url(self.url)}") from exc
+        except OSError as exc:  # the database's folder cannot be created
+            self.close()
+            where = exc.filename or (path and path.parent) or self.url
+            raise StoreUnwritable(
+                f"Cannot open the metadata store {safe_url(self.url)}: "
+                + explain(exc.errno, where, exc.strerror or str(exc))
             ) from exc
+        except StoreError:
+            self.close()
+            raise
         return self
+
+    def _quick_check(self, path: Path) -> None:
+        """Refuse a damaged SQLite file before anything reads or writes it; once per process
+        per file, since ``PRAGMA quick_check`` reads every page (about 1 ms per MB)."""
+        key = os.path.realpath(path)
+        if key in _CHECKED or not path.exists():
+            return
+        with self.engine.connect() as conn:
+            rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            raise StoreCorrupted(
+                f"The metadata store {path} is damaged (SQLite's quick_check: {rows[0]}). "
+                + recovery(path)
+            )
+        _CHECKED.add(key)
+
+    def _error(self, exc: SQLAlchemyError, what: str) -> StoreError:
+        """The StoreError for a driver's error: a damaged file, a disk that cannot be written
+        (recovered from the file system, since SQLite reports it without an errno), or else
+        the driver's own words."""
+        reason = foreign_reason(exc)
+        path = sqlite_path(self.url)
+        if path is None:
+            return StoreError(f"{what}: {reason}")
+        lowered = reason.lower()
+        if "malformed" in lowered or "not a database" in lowered:
+            return StoreCorrupted(f"{what}: {path} is damaged ({reason}). " + recovery(path))
+        code = diagnose(path)
+        if code in DISK_ERRNOS or "readonly" in lowered or "disk is full" in lowered:
+            return StoreUnwritable(f"{what} ({reason}): " + explain(code, path, reason))
+        return StoreError(f"{what}: {reason}")
 
     def close(self) -> None:
         """Release the connections; the store can be opened again, and is unusable until then."""
@@ -140,8 +194,8 @@ class Store:
             session.commit()
         except SQLAlchemyError as exc:
             session.rollback()
-            raise StoreError(
-                f"The metadata store {safe_url(self.url)} refused a write: {foreign_reason(exc)}"
+            raise self._error(
+                exc, f"The metadata store {safe_url(self.url)} refused a write"
             ) from exc
         except BaseException:
             session.rollback()
@@ -602,6 +656,64 @@ class Store:
             return int(s.scalar(select(func.count()).select_from(table)) or 0)
 
 
+#: SQLite files that passed ``PRAGMA quick_check`` in this process (real paths).
+_CHECKED: set[str] = set()
+
+#: A 0-byte file younger than this may be a new store another process is creating right now.
+_NEW_FILE_S = 10.0
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a ``sqlite:///`` URL names, or None (another database, or in memory)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" and "///" in url else None
+
+
+def refuse_empty(path: Path) -> None:
+    """Refuse a 0-byte database file: SQLite would silently treat it as a new, empty store,
+    and every run, version and release recorded there would seem to vanish.
+
+    Raises:
+        StoreCorrupted: ``path`` is empty, has no write-ahead log, and is older than a few
+            seconds (so it is not a store another process is creating at this moment).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # a new store (or one we cannot see: the open that follows says why)
+    if st.st_size:
+        return
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        return  # the pages are still in the log: SQLite reads them from there
+    if time.time() - st.st_mtime < _NEW_FILE_S:
+        return
+    raise StoreCorrupted(
+        f"The metadata store {path} is an empty file (0 bytes): it was truncated, or "
+        "created by something other than Conveyor. " + recovery(path)
+    )
+
+
+def recovery(path: Path) -> str:
+    """How to get a damaged store back: the newest backup beside it, or how to start again."""
+    backups = [
+        p
+        for pattern in (f"{path.name}.bak*", f"{path.name}.backup*", f"{path.stem}*.bak")
+        for p in path.parent.glob(pattern)
+        if p.is_file() and p.stat().st_size
+    ]
+    if backups:
+        newest = max(backups, key=lambda p: p.stat().st_mtime)
+        return f"Restore the newest backup: cp {newest} {path}"
+    return (
+        f"No backup was found beside it ({path.name}.bak). Try `sqlite3 {path} .recover | "
+        f"sqlite3 {path}.recovered` and move the result in its place, or move {path.name} "
+        "aside to start an empty store (runs and registered versions are lost; artifacts stay)."
+    )
+
+
 def _digests_in(outputs: Any) -> Iterator[str]:
     """Outputs are ``{name: {"digest": ..., "format": ...}}``; files of a cmd step likewise."""
     if isinstance(outputs, dict):
@@ -637,9 +749,9 @@ def _wal(cur: Any) -> None:
 
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
