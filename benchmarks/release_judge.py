@@ -390,7 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write", type=Path, help=f"write the table here (the full run: {RESULTS})"
     )
-    parser.add_argument("--store-canaries", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--store-canaries",
+        type=int,
+        default=None,
+        help="canaries of each kind also run through a SQLite store and collect() "
+        "(1 with --quick, else 0)",
+    )
     args = parser.parse_args(argv)
     canaries = 25 if args.quick else args.canaries
     if canaries < 1 or args.workers < 1:

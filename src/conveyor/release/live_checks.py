@@ -395,12 +395,12 @@ def agreement_check(
     same = int(sum(x == y for x, y in zip(mine, theirs, strict=True)))
     rows = len(mine)
     share = same / rows
-    pairs = len(set(owners))
+    requests = len(set(owners))
     check: dict[str, Any] = {
         "name": "agreement",
         "value": round(share, 4),
-        "pairs": pairs,
-        "n": {"pairs": pairs, "rows": rows, "disagreeing_rows": rows - same},
+        "pairs": requests,
+        "n": {"pairs": requests, "rows": rows, "disagreeing_rows": rows - same},
     }
     if bound is None:
         return check | {"result": "info"}
@@ -411,10 +411,10 @@ def agreement_check(
         "bound": f">= {bound}",
         "effect": round(share - bound, 4),
         "effect_is": "agreement - bound",
-        "interval": _rate_interval(share, variance, alpha),
+        "interval": _rate_interval(share - bound, variance, alpha),
         "p_value": p,
         "alpha": alpha,
-        "result": _result(p <= alpha, share < bound, pairs >= min_requests),
+        "result": _result(p <= alpha, share < bound, requests >= min_requests),
     }
 
 
