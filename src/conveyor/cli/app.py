@@ -1,8 +1,8 @@
 """The `conveyor` command: the Typer app, and the table of its commands in `--help` order.
 
 Each command lives in the module of its group (``project``, ``history``, ``ci``, ``serve``,
-``releases``, ``monitor``, ``export``, ``data``, ``models``, ``config``) and calls one library
-function. Heavy modules (pydantic, SQLAlchemy, pandas) are imported inside the commands, so
+``ui``, ``releases``, ``monitor``, ``export``, ``data``, ``models``, ``config``) and calls one
+library function. Heavy modules (pydantic, SQLAlchemy, pandas) are imported inside the commands, so
 that `conveyor --help` stays fast; a plain `conveyor run` and `conveyor --version` never get
 here (see ``main``).
 """
@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli import ci, data, export, history, models, monitor, project, releases, serve
+from conveyor.cli import ci, data, export, history, models, monitor, project, releases, serve, ui
 from conveyor.cli.config import config_app
 from conveyor.exceptions import ConveyorError
 
@@ -71,6 +71,7 @@ app.command()(history.events)
 app.command()(history.gc)
 app.command()(ci.ci)
 app.command()(serve.serve)
+app.command()(ui.ui)
 app.command()(releases.deploy)
 app.command()(releases.rollback)
 app.command()(releases.releases)
