@@ -15,7 +15,6 @@ from typing import Any
 from markupsafe import Markup
 
 from conveyor.evaluate.svg import Canvas
-from conveyor.evaluate.values import format_number
 
 __all__ = ["STATUS_COLOURS", "dag", "line_chart", "release_timeline", "weight_chart"]
 
@@ -39,6 +38,11 @@ STATE_COLOURS = {
 _FONT = {"font_family": "system-ui, sans-serif", "font_size": 11}
 
 
+def _tick(value: float) -> str:
+    """An axis label: few digits, no trailing zeros (100, 0.125, 1.2e+04)."""
+    return f"{value:.4g}"
+
+
 def _axes(
     c: Canvas,
     box: tuple[float, float, float, float],
@@ -51,8 +55,8 @@ def _axes(
     c.add("line", x1=left, y1=bottom, x2=right, y2=bottom, stroke="#8c959f")
     c.add("line", x1=left, y1=top, x2=left, y2=bottom, stroke="#8c959f")
     lo, hi = y_range
-    c.add("text", format_number(hi), x=left - 4, y=top + 4, text_anchor="end")
-    c.add("text", format_number(lo), x=left - 4, y=bottom, text_anchor="end")
+    c.add("text", _tick(hi), x=left - 4, y=top + 4, text_anchor="end")
+    c.add("text", _tick(lo), x=left - 4, y=bottom, text_anchor="end")
     c.add("text", x_labels[0], x=left, y=bottom + 14)
     c.add("text", x_labels[1], x=right, y=bottom + 14, text_anchor="end")
 
@@ -82,7 +86,7 @@ def line_chart(
         c,
         box,
         (y_lo, y_hi),
-        (f"{x_name} {format_number(min(xs))}", format_number(max(xs))),
+        (f"{x_name} {_tick(min(xs))}", _tick(max(xs))),
         title,
     )
     path = " ".join(

@@ -195,7 +195,8 @@ def run_steps(store: Store, run_id: str) -> list[dict[str, Any]]:
         ).all()
     steps = []
     for s in found:
-        inputs = (s.key_parts or {}).get("inputs") or {}
+        parts = s.key_parts or {}
+        inputs = parts.get("inputs") or {}
         steps.append(
             {
                 "step": s.step,
@@ -203,6 +204,7 @@ def run_steps(store: Store, run_id: str) -> list[dict[str, Any]]:
                 "reason": s.reason,
                 "duration_s": s.duration_s,
                 "inputs": sorted(inputs),
+                "params": parts.get("params") or {},
                 "outputs": {
                     name: {k: d[k] for k in ("format", "digest", "size") if k in d}
                     for name, d in (s.outputs or {}).items()

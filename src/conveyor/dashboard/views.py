@@ -116,7 +116,8 @@ def run(ctx: Context, run_id: str) -> View:
         raise NotFound(f"No run {run_id!r} in this project's store; /runs lists the runs.")
     steps = queries.run_steps(ctx.store, run_id)
     series = queries.metric_series(ctx.store, run_id)
-    params: dict[str, dict[str, Any]] = {}
+    # the step's configured params (part of its cache key), then what it logged itself
+    params: dict[str, dict[str, Any]] = {s["step"]: dict(s["params"]) for s in steps if s["params"]}
     for p in ctx.store.params(run_id):
         params.setdefault(p.step, {})[p.key] = json.loads(p.value)
     artifacts = [
