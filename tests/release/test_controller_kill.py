@@ -1,5 +1,7 @@
 """`conveyor watch` killed with SIGKILL in the middle of a canary, then started again: the release
-resumes at the step it was in, and the traffic always matches the last event that recorded it."""
+resumes at the step it was in, and the traffic always matches the last event that recorded it.
+Killed in the middle of a retraining: its child process dies with it, its pipeline run is
+recorded as interrupted, and the next controller runs the retraining again."""
 
 from __future__ import annotations
 
@@ -104,3 +106,78 @@ def test_a_killed_controller_resumes_the_canary_where_it_was(tmp_path: Path) -> 
         assert kinds.count("release.stepped") == 1 and kinds.count("release.promoted") == 1
         assert registry.alias("num", "production") == 2
         assert traffic_state(registry, release.id) == (None, None)
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_the_controller_kills_its_retraining_which_runs_again(project) -> None:
+    from conveyor.actions.ci import run_ci
+    from tests.churn_project import backdate, rows
+    from tests.controller.test_retraining import DIRECT, PIPELINE, SLOW_STEPS
+
+    project.write("shop.py", SLOW_STEPS)
+    project.write("conveyor.yaml", PIPELINE + (DIRECT % "1s").replace(", drift", ""))
+    data = project.root / "data"
+    data.mkdir()
+    for name, frame in (("a.csv", rows()), ("b.csv", rows(n=600, seed=7))):
+        frame.to_csv(data / name, index=False)
+        backdate(data / name)
+    config = project.config()
+    with open_registry(config) as registry:
+        run_ci(config)
+        registry.set_alias("churn", "production", 1)  # b.csv is new data: a retraining starts
+        store = registry.store
+
+        def events(kind: str) -> list:
+            return [e for e in store.events(entity="project", limit=100) if e.kind == kind]
+
+        os.environ["SHOP_NAP"] = "120"
+        try:
+            controller = watch(project.root)
+        finally:
+            del os.environ["SHOP_NAP"]
+        try:
+            wait_for(lambda: events("controller.retrain_started"), "the retraining", 60)
+            job = wait_for(lambda: children(controller.pid), "the retraining process", 30)
+            (pid,) = job
+            wait_for(
+                lambda: [r for r in store.runs(project="shop") if r.status == "running"],
+                "the retraining's pipeline run",
+                60,
+            )
+            controller.send_signal(signal.SIGKILL)
+            controller.wait(10)
+            t0 = time.monotonic()
+            wait_for(lambda: not alive(pid), "the retraining to die with the controller", 10)
+            died_after = time.monotonic() - t0
+            assert events("controller.retrain_finished") == []
+            assert events("controller.retrain_failed") == []  # cut short, not failed
+            # the next controller runs it again, to its end
+            controller = watch(project.root)
+            wait_for(lambda: events("controller.retrain_finished"), "the rerun's end", 120)
+        finally:
+            controller.send_signal(signal.SIGTERM)
+            controller.wait(30)
+        assert len(events("controller.retrain_started")) == 2
+        assert died_after < 5, died_after
+        runs = {r.status for r in store.runs(project="shop")}
+        assert "interrupted" in runs and "succeeded" in runs
