@@ -134,14 +134,21 @@ class Store:
         return self
 
     def _quick_check(self, path: Path) -> None:
-        """Refuse a damaged SQLite file before anything reads or writes it; once per process
-        per file, since ``PRAGMA quick_check`` reads every page (about 1 ms per MB)."""
+        """Refuse a damaged SQLite file before anything reads or writes it.
+
+        Once per process per file: ``PRAGMA quick_check`` reads every page (about 4 ms per MB
+        on a loaded 2-core machine), so a file above ``_QUICK_CHECK_MAX_BYTES`` has only its
+        schema read, which still catches a file that is not a database or whose first pages
+        are damaged. The no-op fast path reads its own SQLite file and never comes here.
+        """
         key = os.path.realpath(path)
         if key in _CHECKED or not path.exists():
             return
+        whole = path.stat().st_size <= _QUICK_CHECK_MAX_BYTES
+        sql = "PRAGMA quick_check" if whole else "SELECT count(*) FROM sqlite_master"
         with self.engine.connect() as conn:
-            rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
-        if rows != ["ok"]:
+            rows = [str(r[0]) for r in conn.exec_driver_sql(sql).fetchall()]
+        if whole and rows != ["ok"]:
             raise StoreCorrupted(
                 f"The metadata store {path} is damaged (SQLite's quick_check: {rows[0]}). "
                 + recovery(path)
@@ -658,6 +665,9 @@ class Store:
 
 #: SQLite files that passed ``PRAGMA quick_check`` in this process (real paths).
 _CHECKED: set[str] = set()
+
+#: Larger SQLite files get a schema read rather than a full quick_check (~0.4 s at 93 MB).
+_QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024
 
 #: A 0-byte file younger than this may be a new store another process is creating right now.
 _NEW_FILE_S = 10.0
