@@ -97,10 +97,12 @@ def test_gate_problems_name_the_gate_and_line(tmp_path: Path) -> None:
     lines = [str(i) for i in info.value.issues]
     assert lines == [
         "gates[0]: metric 'roc_acu' is not produced by the classification evaluation (it "
-        "reports roc_auc, accuracy, precision, recall, f1, log_loss, brier, ece); did you mean "
+        "reports roc_auc, accuracy, precision, recall, f1, log_loss, brier, ece, selection_rate, "
+        "balanced_accuracy, precision_weighted, recall_weighted, f1_weighted); did you mean "
         "'roc_auc'? (line 10)",
         "gates[1]: metric 'recal' is not produced by the classification evaluation (it "
-        "reports roc_auc, accuracy, precision, recall, f1, log_loss, brier, ece); did you mean "
+        "reports roc_auc, accuracy, precision, recall, f1, log_loss, brier, ece, selection_rate, "
+        "balanced_accuracy, precision_weighted, recall_weighted, f1_weighted); did you mean "
         "'recall'? (line 11)",
     ]
 

@@ -243,6 +243,7 @@ class _Job:
             evaluation_step=self.config.evaluation_step() or "?",
             threshold=float((self.evaluation.get("settings") or {}).get("threshold", 0.5)),
             serving=serving,
+            positive_class=self.model_cfg.positive_class,
         )
 
     def _output(self, ref: str, key: str) -> dict:
@@ -429,6 +430,8 @@ class _Job:
                 "intended_use": self.model_cfg.intended_use,
                 "limitations": self.model_cfg.limitations,
                 "confusion_matrix": self.evaluation.get("confusion_matrix"),
+                "per_class": self.evaluation.get("per_class"),
+                "positive_class": (self.evaluation.get("settings") or {}).get("positive_class"),
                 "holdout_rows": len(candidate.holdout),
                 "evaluation_step": self.config.evaluation_step(),
             },
@@ -556,20 +559,24 @@ class _Job:
         served = self._incumbent("production")
         if served is None:
             return None
-        from conveyor.evaluate.metrics import classification_metrics, regression_metrics
-        from conveyor.evaluate.steps import features_of, predict_scores
+        from conveyor.evaluate.metrics import (
+            classification_metrics,
+            multiclass_metrics,
+            regression_metrics,
+        )
 
         number, model = served
         try:
-            scores = predict_scores(
-                model, features_of(model, candidate.holdout, candidate.target), candidate.task
-            )
+            scores = candidate.score(model)
+            truth = candidate.truth()
         except ValueError as exc:
             return {"alias": "production", "version": number, "metrics": {}, "note": str(exc)}
-        if candidate.task == "classification":
-            metrics = classification_metrics(candidate.y, scores, threshold=candidate.threshold)
+        if candidate.task == "regression":
+            metrics = regression_metrics(truth, scores)
+        elif scores.ndim == 2:
+            metrics = multiclass_metrics(truth, scores, candidate.classes)
         else:
-            metrics = regression_metrics(candidate.y, scores)
+            metrics = classification_metrics(truth, scores, threshold=candidate.threshold)
         numbers = {
             k: v
             for k, v in metrics.items()

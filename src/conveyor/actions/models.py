@@ -92,8 +92,7 @@ def compare_versions(config: Any, name: str | None, a: str, b: str) -> dict[str,
         ModelTampered: either model file changed since registration.
     """
     from conveyor.evaluate.compare import HIGHER_IS_BETTER
-    from conveyor.evaluate.steps import features_of, predict_scores
-    from conveyor.gates.model_gates import paired_comparison
+    from conveyor.gates.model_gates import Candidate, paired_comparison
     from conveyor.pipeline.outputs import load_output
 
     model = _model_name(config, name)
@@ -103,15 +102,37 @@ def compare_versions(config: Any, name: str | None, a: str, b: str) -> dict[str,
         va, vb = registry.version(model, a), registry.version(model, b)
         holdout = load_output(vb.holdout, registry.artifacts)
         target = vb.card.get("target") or (config.model.target if config.model else "")
-        scores = []
-        for v in (va, vb):
-            fitted = registry.load(v, allow_pickle=allow, trusted_extra=trusted)
-            scores.append(predict_scores(fitted, features_of(fitted, holdout, target), vb.task))
-    y = holdout[target].to_numpy()
+        fitted_a, fitted_b = (
+            registry.load(v, allow_pickle=allow, trusted_extra=trusted) for v in (va, vb)
+        )
+    # Scored as a comparison gate scores them: b's classes (and positive class), a aligned.
+    judged = Candidate(
+        model_name=model,
+        task=vb.task,
+        target=target,
+        model=fitted_b,
+        holdout=holdout,
+        metrics=vb.metrics,
+        file_size=vb.file.size,
+        evaluation_step="",
+        positive_class=vb.card.get("positive_class"),
+    )
     comparisons = []
+    not_compared: dict[str, str] = {}
     metrics = [m for m in HIGHER_IS_BETTER if m in vb.metrics]
+    try:
+        truth, scores_a, scores_b = judged.truth(), judged.score(fitted_a), judged.scores()
+    except ValueError as exc:
+        raise RegistryError(
+            f"Versions {va.version} and {vb.version} of {model!r} cannot be scored on version "
+            f"{vb.version}'s holdout: {exc}"
+        ) from exc
     for metric in metrics:
-        cmp = paired_comparison(metric, y, scores[0], scores[1], alpha=0.05, task=vb.task)
+        try:
+            cmp = paired_comparison(metric, truth, scores_a, scores_b, alpha=0.05, task=vb.task)
+        except ValueError as exc:  # too few rows of a class for this test: say so, go on
+            not_compared[metric] = str(exc)
+            continue
         comparisons.append(cmp.as_dict())
     return {
         "model": model,
@@ -119,6 +140,7 @@ def compare_versions(config: Any, name: str | None, a: str, b: str) -> dict[str,
         "b": {"version": vb.version, "aliases": vb.aliases, "metrics": vb.metrics},
         "holdout": f"version {vb.version}'s holdout ({len(holdout)} rows)",
         "comparisons": comparisons,
+        "not_compared": not_compared,
     }
 
 

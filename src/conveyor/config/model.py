@@ -26,6 +26,11 @@ TASK_METRICS = {
         "log_loss",
         "brier",
         "ece",
+        "selection_rate",
+        "balanced_accuracy",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
     ),
     "regression": ("mae", "rmse", "r2", "mape"),
 }
@@ -60,6 +65,12 @@ model:
     task: Literal["classification", "regression"] | None = Field(
         default=None,
         description="The kind of model; by default the built-in evaluator's task.",
+    )
+    positive_class: str | int | bool | None = Field(
+        default=None,
+        description="The label of the class a binary model's scores, precision, recall and "
+        "selection rate are about (such as 'Yes'); by default the model's second class. With "
+        "more classes, the class a selection_rate fairness gate is about.",
     )
     evaluation: str | None = Field(
         default=None,

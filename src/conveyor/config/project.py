@@ -148,6 +148,9 @@ project: loans
                     step.params.setdefault("target", self.model.target)
                     if self.model.slices:
                         step.params.setdefault("slices", list(self.model.slices))
+                    classifier = BUILTIN_EVALUATORS[step.run] == "classification"
+                    if classifier and self.model.positive_class is not None:
+                        step.params.setdefault("positive_class", self.model.positive_class)
         return self
 
     def evaluation_step(self) -> str | None:

@@ -6,7 +6,8 @@ far fewer rows than comparing two independent confidence intervals. Three tests:
 - ``delong``: ROC AUC, fast DeLong (Sun & Xu 2014), O(n log n) with midranks.
 - ``mcnemar``: accuracy of hard predictions, on the discordant pairs.
 - ``paired_bootstrap``: any supported metric; rows are resampled once and both models are scored
-  on the same resample.
+  on the same resample. Given (n, K) class probabilities it compares K-class models (macro
+  precision/recall/F1/one-vs-rest AUC, log loss, Brier, accuracy).
 
 Every test returns a ``Comparison`` whose ``diff`` is b − a with a two-sided (1 − α) interval, and
 the gates ``not_worse`` and ``better`` read only that interval.
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from conveyor.evaluate.metrics import check_binary, check_pair
+from conveyor.evaluate.metrics import check_binary, check_multiclass, check_pair
 
 ArrayLike = Any
 
@@ -322,6 +323,57 @@ def _statistic(
     return lambda w: 1.0 - _ratio(w @ sq, w @ t2 - (w @ t) ** 2 / n)
 
 
+def _multiclass_statistic(
+    metric: str, t: np.ndarray, p: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A K-class metric (macro averages, as ``multiclass_metrics``) of a count matrix.
+
+    Per-class counts are weighted sums of indicator columns, so a resample is still a few
+    matrix products; a class absent from a resample is left out of the macro average, as
+    scikit-learn's per-class recall would be undefined for it.
+    """
+    n, k = p.shape
+    if metric not in _CLASSIFICATION:
+        raise ValueError(
+            f"{metric!r} is not a classification metric; it cannot compare classifiers."
+        )
+    truth = np.eye(k)[t]
+    pred = np.eye(k)[p.argmax(axis=1)]
+    if metric == "accuracy":
+        correct = (p.argmax(axis=1) == t).astype(float)
+        return lambda w: w @ correct / n
+    if metric == "log_loss":
+        row = -np.log(np.clip(p[np.arange(n), t], _EPS, 1.0))
+        return lambda w: w @ row / n
+    if metric == "brier":
+        row = np.sum((p - truth) ** 2, axis=1)
+        return lambda w: w @ row / n
+    if metric == "roc_auc":
+        per_class = [_weighted_auc((t == j).astype(float), p[:, j]) for j in range(k)]
+
+        def auc(w: np.ndarray) -> np.ndarray:
+            aucs = np.column_stack([f(w) for f in per_class])
+            finite = np.isfinite(aucs)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(finite, aucs, 0.0).sum(axis=1) / finite.sum(axis=1)
+
+        return auc
+    hit = truth * pred
+
+    def macro(w: np.ndarray) -> np.ndarray:
+        tp, predicted, actual = w @ hit, w @ pred, w @ truth
+        if metric == "precision":
+            per = _ratio(tp, predicted)
+        elif metric == "recall":
+            per = _ratio(tp, actual)
+        else:
+            per = _ratio(2.0 * tp, predicted + actual)
+        present = actual > 0
+        return (per * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+
+    return macro
+
+
 def paired_bootstrap(
     y_true: ArrayLike,
     score_a: ArrayLike,
@@ -344,8 +396,10 @@ def paired_bootstrap(
     memory stays bounded and the work is vectorised.
 
     Args:
-        y_true: labels (0/1 for classification metrics) or observed values (mae, rmse, r2).
-        score_a: incumbent's scores (probabilities of class 1) or predictions.
+        y_true: labels (0/1 for binary metrics, class indices 0..K-1 when the scores are
+            (n, K) class probabilities) or observed values (mae, rmse, r2).
+        score_a: incumbent's scores (probabilities of class 1, or of each class) or
+            predictions.
         score_b: challenger's scores or predictions on the same rows.
         metric: one of ``HIGHER_IS_BETTER``.
         n_boot: number of resamples.
@@ -365,9 +419,19 @@ def paired_bootstrap(
     if n_boot < 100:
         raise ValueError(f"n_boot must be at least 100 for a usable interval, got {n_boot}.")
     _check_alpha(alpha)
-    t, a, b = _paired(y_true, score_a, score_b, binary=metric in _CLASSIFICATION)
+    if np.ndim(score_a) == 2 or np.ndim(score_b) == 2:
+        t, a = check_multiclass(y_true, score_a)
+        _, b = check_multiclass(y_true, score_b)
+        if a.shape != b.shape:
+            raise ValueError(
+                f"score_a has shape {a.shape} and score_b {b.shape}; align both models' "
+                "probabilities to the same classes."
+            )
+        stat_a, stat_b = _multiclass_statistic(metric, t, a), _multiclass_statistic(metric, t, b)
+    else:
+        t, a, b = _paired(y_true, score_a, score_b, binary=metric in _CLASSIFICATION)
+        stat_a, stat_b = _statistic(metric, t, a, threshold), _statistic(metric, t, b, threshold)
     n = len(t)
-    stat_a, stat_b = _statistic(metric, t, a, threshold), _statistic(metric, t, b, threshold)
     ones = np.ones((1, n))
     point_a, point_b = float(stat_a(ones)[0]), float(stat_b(ones)[0])
 

@@ -1,4 +1,4 @@
-"""Metrics for binary classification and regression, overall and per slice.
+"""Metrics for binary and multi-class classification and regression, overall and per slice.
 
 scikit-learn computes what it already computes well; this module adds the checks that make a bad
 input fail loudly (length mismatch, NaN labels, non-binary labels) and turns the degenerate cases
@@ -109,7 +109,8 @@ def classification_metrics(
         threshold: score at and above which a row is predicted positive.
 
     Returns:
-        ``accuracy, precision, recall, f1, roc_auc, log_loss, brier, ece, n, positives`` as
+        ``accuracy, selection_rate, precision, recall, f1, roc_auc, log_loss, brier, ece, n,
+        positives`` as
         numbers, ``confusion_matrix`` as ``{tn, fp, fn, tp}``, and ``note`` when something is NaN.
 
     Raises:
@@ -126,6 +127,7 @@ def classification_metrics(
         "n": len(t),
         "positives": int(yt.sum()),
         "accuracy": float(skm.accuracy_score(yt, yp)),
+        "selection_rate": float(yp.mean()),
         "precision": float(skm.precision_score(yt, yp, zero_division=0.0)),
         "recall": float(skm.recall_score(yt, yp, zero_division=0.0)),
         "f1": float(skm.f1_score(yt, yp, zero_division=0.0)),
@@ -237,3 +239,119 @@ def by_slice(
             groups[key] = metrics
         result[col] = groups
     return result
+
+
+def selection_rate(y_score: ArrayLike, *, threshold: float = 0.5) -> float:
+    """Share of rows predicted positive: the quantity demographic parity compares across groups."""
+    s = np.asarray(y_score, dtype=float).ravel()
+    if len(s) == 0:
+        raise ValueError("y_score is empty; a selection rate needs at least one row.")
+    return float(np.mean(s >= threshold))
+
+
+def check_multiclass(y_true: ArrayLike, proba: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Validates class indices (0..K-1) against an (n, K) probability matrix.
+
+    Raises:
+        ValueError: lengths differ, not a matrix, an index outside 0..K-1, NaN probabilities or
+            rows that do not sum to 1.
+    """
+    t = np.asarray(y_true).ravel()
+    p = np.asarray(proba, dtype=float)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(
+            f"class probabilities must be an (n, K) matrix with K >= 2, got shape {p.shape}; "
+            "pass predict_proba(X)."
+        )
+    if len(t) != p.shape[0]:
+        raise ValueError(
+            f"y_true has {len(t)} rows but the probabilities have {p.shape[0]}; "
+            "pass the labels and predictions of the same rows."
+        )
+    if len(t) == 0:
+        raise ValueError("y_true is empty; metrics need at least one row.")
+    if not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= p.shape[1]:
+        raise ValueError(
+            f"y_true must hold class indices 0..{p.shape[1] - 1} (positions in the model's "
+            "classes); encode the labels with the model's classes first."
+        )
+    bad = int(np.isnan(p).any(axis=1).sum())
+    if bad:
+        raise ValueError(
+            f"the probabilities have NaN in {bad} row(s); the model must score every row."
+        )
+    return t.astype(int), p
+
+
+def multiclass_metrics(
+    y_true: ArrayLike, proba: ArrayLike, classes: list[Any] | None = None
+) -> dict[str, Any]:
+    """Metrics of a K-class classifier from class indices and its (n, K) probabilities.
+
+    ``precision``, ``recall`` and ``f1`` are macro averages (each class counts the same, so a
+    rare class that is never found drags them down), ``*_weighted`` weigh classes by support,
+    ``roc_auc`` is the macro one-vs-rest AUC over the classes present (NaN with a note if fewer
+    than two are), ``brier`` the multi-class Brier score (mean squared distance to the one-hot
+    label), ``ece`` the top-label calibration error. The prediction is the most probable class.
+
+    Args:
+        y_true: class indices into ``classes`` (see ``steps.encode_labels``).
+        proba: (n, K) probabilities, columns in the order of ``classes``.
+        classes: the class labels, for ``per_class`` and the confusion matrix (default 0..K-1).
+
+    Returns:
+        numbers as for ``classification_metrics`` plus ``*_weighted`` and ``classes``;
+        ``per_class`` ``{label: {precision, recall, f1, support}}``; ``confusion_matrix``
+        ``{labels, matrix}`` with rows the true class and columns the predicted one.
+
+    Raises:
+        ValueError: see ``check_multiclass``.
+    """
+    t, p = check_multiclass(y_true, proba)
+    k = p.shape[1]
+    labels = list(range(k))
+    names = [str(c) for c in (classes if classes is not None else labels)]
+    pred = p.argmax(axis=1)
+    prec, rec, f1, support = skm.precision_recall_fscore_support(
+        t, pred, labels=labels, zero_division=0.0
+    )
+    onehot = np.eye(k)[t]
+    top = p[np.arange(len(t)), pred]
+    out: dict[str, Any] = {
+        "n": len(t),
+        "classes": k,
+        "accuracy": float(np.mean(pred == t)),
+        "balanced_accuracy": float(np.mean([rec[i] for i in labels if support[i] > 0])),
+        "precision": float(np.mean(prec)),
+        "recall": float(np.mean(rec)),
+        "f1": float(np.mean(f1)),
+        "precision_weighted": float(np.average(prec, weights=support)),
+        "recall_weighted": float(np.average(rec, weights=support)),
+        "f1_weighted": float(np.average(f1, weights=support)),
+        "roc_auc": math.nan,
+        "log_loss": float(skm.log_loss(t, np.clip(p, 1e-15, 1.0), labels=labels)),
+        "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
+        "ece": expected_calibration_error((pred == t).astype(float), np.clip(top, 0.0, 1.0)),
+        "per_class": {
+            names[i]: {
+                "precision": float(prec[i]),
+                "recall": float(rec[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i in labels
+        },
+        "confusion_matrix": {
+            "labels": names,
+            "matrix": skm.confusion_matrix(t, pred, labels=labels).tolist(),
+        },
+    }
+    present = [i for i in labels if 0 < support[i] < len(t)]
+    if len(present) >= 2:
+        out["roc_auc"] = float(np.mean([skm.roc_auc_score(t == i, p[:, i]) for i in present]))
+        if len(present) < k:
+            absent = [names[i] for i in labels if i not in present]
+            out["note"] = f"class(es) {', '.join(absent)} absent; roc_auc averages the others."
+    else:
+        out["note"] = "fewer than two classes in y_true; roc_auc is undefined."
+    return out
