@@ -609,8 +609,12 @@ def test_gc_removes_only_what_no_record_refers_to(loans):
     two_hours_ago = time.time() - 7200
     os.utime(crashed, (two_hours_ago, two_hours_ago))
 
-    dry = json_of(cli("gc", "--dry-run", "--json", "-C", loans))
+    young = cli("gc", "--dry-run", "-C", loans)
+    dry = json_of(cli("gc", "--dry-run", "--grace-hours", "0", "--json", "-C", loans))
 
+    # Younger than the grace period (24 h), the orphan could be a run's in another workspace.
+    assert young.stdout.startswith("Would remove 0 artifacts (0.0 MB) and 1 leftover temp ")
+    assert young.stdout.endswith(", and 1 unreferenced younger than 24 h.\n")
     assert len(dry["removed"]) == 1
     assert (dry["tmp_removed"], dry["dry_run"]) == (1, True)
     orphan = loans / ".conveyor" / "artifacts" / "objects" / dry["removed"][0][:2]
@@ -621,7 +625,7 @@ def test_gc_removes_only_what_no_record_refers_to(loans):
     assert len(pd.read_parquet(orphan)) == 7  # it is the leaked sample
     assert crashed.exists()
 
-    done = cli("gc", "-C", loans)
+    done = cli("gc", "--grace-hours", "0", "-C", loans)
 
     assert done.stdout == (
         f"Removed 1 artifacts ({dry['freed_bytes'] / 1e6:.1f} MB) and 1 leftover temp files; "
@@ -634,6 +638,7 @@ def test_gc_removes_only_what_no_record_refers_to(loans):
         "removed": [],
         "freed_bytes": 0,
         "kept": dry["kept"],
+        "kept_young": 0,
         "tmp_removed": 0,
         "dry_run": False,
     }

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from conveyor.actions.runs import GC_GRACE_HOURS
 from conveyor.cli.options import JsonOpt, ProjectOpt, WaitOpt, echo_json, load_project
 
 
@@ -79,6 +80,15 @@ def gc(
             help="First delete runs that started more than DAYS ago (never the newest).",
         ),
     ] = None,
+    grace_hours: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="HOURS",
+            help="Keep unreferenced artifacts stored less than HOURS ago: a run in another "
+            "workspace sharing the store may not have recorded them yet.",
+        ),
+    ] = GC_GRACE_HOURS,
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
     project: ProjectOpt = None,
@@ -91,14 +101,17 @@ def gc(
         dry_run=dry_run,
         runs_older_than_days=runs_older_than,
         wait_for_lock=wait,
+        grace_hours=grace_hours,
     )
     if as_json:
         echo_json(report)
         return
     verb = "Would remove" if dry_run else "Removed"
     runs = f"{len(report['runs_removed'])} runs, " if runs_older_than is not None else ""
+    young = report["kept_young"]
+    also = f", and {young} unreferenced younger than {grace_hours:g} h" if young else ""
     typer.echo(
         f"{verb} {runs}{len(report['removed'])} artifacts "
         f"({report['freed_bytes'] / 1e6:.1f} MB) and {report['tmp_removed']} leftover temp "
-        f"files; kept {report['kept']}."
+        f"files; kept {report['kept']}{also}."
     )
