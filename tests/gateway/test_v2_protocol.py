@@ -41,13 +41,16 @@ def client(gw: Running):
 
 
 def error_of(response: Any, status: int) -> dict[str, Any]:
-    """The error object of a response, after checking the status and the pinned shape."""
+    """The gateway's detail of an error, after checking the status and the protocol's shape:
+    ``error`` is the message as a string, the detail sits beside it under ``details``."""
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
-    assert body["error"]["status"] == status
-    assert body["error"]["request_id"] == response.headers["x-request-id"]
-    return body["error"]
+    assert set(body) == {"error", "details"} and isinstance(body["error"], str), body
+    detail = body["details"]
+    assert set(detail) == ERROR_KEYS and detail["message"] == body["error"], body
+    assert detail["status"] == status
+    assert detail["request_id"] == response.headers["x-request-id"]
+    return detail
 
 
 def tensor(name: str, values: np.ndarray, datatype: str, *, binary: bool) -> triton.InferInput:
@@ -216,9 +219,7 @@ def test_tritonclient_sees_a_404_for_a_version_not_served(
     with pytest.raises(InferenceServerException) as caught:
         client.infer("num", [tensor("input", X, "FP32", binary=True)], model_version="3")
     assert caught.value.status() == "404"
-    # The pinned error shape puts an object where the protocol has a string: the client keeps
-    # it as the message (and its str() fails; see the report).
-    assert "is not served" in repr(caught.value.message())
+    assert "Version 3 of 'num' is not served" in str(caught.value)
 
 
 # -- malformed requests, raw -----------------------------------------------------------------

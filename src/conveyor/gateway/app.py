@@ -4,8 +4,11 @@ A plain ASGI callable rather than a framework: the predict path is on the budget
 hundred microseconds per request (one core, thousands of requests a second), and a generic
 router, request objects and middleware cost as much as the model. Every endpoint is a row of
 the one route table (``gateway/routes.py``), which ``/docs`` and ``/openapi.json`` are built
-from too; a model's predict path is found by one dict lookup after its first request. All
-endpoints share the same error shape (``gateway/errors.py``).
+from too; a model's predict path is found by one dict lookup after its first request. The JSON
+API's endpoints share one error shape; the protocols it speaks for other servers' clients (Open
+Inference Protocol, MLflow's ``/invocations``, TensorFlow Serving's ``:predict``) answer errors
+in their own (``gateway/errors.py``). Every predict format goes through the same path
+(``_serve_rows``): admission, the signature check, canary routing, batching and the log.
 """
 
 from __future__ import annotations
@@ -21,21 +24,22 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 
 from conveyor.exceptions import InvalidInput
-from conveyor.gateway import v2
+from conveyor.gateway import mlflow_format, swagger, tfserving, v2
 from conveyor.gateway.batching import Batcher
-from conveyor.gateway.errors import HttpError, error_body
+from conveyor.gateway.errors import HttpError, protocol_error
 from conveyor.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from conveyor.gateway.openapi import ModelDoc, docs_page, openapi_document
 from conveyor.gateway.requestlog import RequestLog
 from conveyor.gateway.routes import CALLER_ROLES, PINNED, ROUTES, Route, RouteTable
 from conveyor.gateway.routing import Router, Watcher, read_desired
-from conveyor.gateway.runtime import Served, load_served
+from conveyor.gateway.runtime import Prediction, Served, load_served
 
 __all__ = ["Gateway"]
 
@@ -48,6 +52,9 @@ _PLATFORM = "conveyor_sklearn"
 _SERVE = "serve"  # the role of the environment's own traffic: what analysis and monitor read
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+# Reads a predict body into rows (records or arrays); answers a prediction as the format's body.
+Parse = Callable[[bytes], Any]
+Reply = Callable[[str, Served, str, str, Prediction, Any], bytes]
 
 
 def _default(value: Any) -> Any:
@@ -224,25 +231,50 @@ class Gateway:
         try:
             status, body, headers = await self._dispatch(scope, receive, rid, start)
         except HttpError as exc:
-            status = exc.status
-            body = error_body(status, exc.code, exc.message, rid, field=exc.field, row=exc.row)
+            status, body = protocol_error(
+                self._protocol(scope["path"]),
+                exc.status,
+                exc.code,
+                exc.message,
+                rid,
+                field=exc.field,
+                row=exc.row,
+            )
             headers = [(b"content-type", _JSON), *exc.headers]
         except InvalidInput as exc:
-            status = 422
-            body = error_body(422, "invalid_input", str(exc), rid, field=exc.field, row=exc.row)
+            status, body = protocol_error(
+                self._protocol(scope["path"]),
+                422,
+                "invalid_input",
+                str(exc),
+                rid,
+                field=exc.field,
+                row=exc.row,
+            )
             headers = [(b"content-type", _JSON)]
         except _ClientGone:
             return
         except Exception as exc:
             log.error("request %s failed:\n%s", rid, traceback.format_exc())
-            status = 500
             message = f"Internal error ({type(exc).__name__}); see the gateway log for {rid}."
-            body = error_body(500, "internal", message, rid)
+            status, body = protocol_error(
+                self._protocol(scope["path"]), 500, "internal", message, rid
+            )
             headers = [(b"content-type", _JSON)]
         headers.append((b"content-length", str(len(body)).encode()))
         headers.append((b"x-request-id", rid.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        # HEAD: the headers of the GET (its content-length too), no body.
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
+    def _protocol(self, path: str) -> str:
+        """Whose error shape a path answers with (only looked up for an error)."""
+        found = self._table.match(path)
+        if found is not None:
+            return next(iter(found[0].values())).protocol
+        return "v2" if path == "/v2" or path.startswith("/v2/") else "conveyor"
 
     async def _dispatch(self, scope: dict, receive: Any, rid: str, start: float) -> Answer:
         found = self._table.match(scope["path"])
@@ -289,6 +321,22 @@ class Gateway:
         page = docs_page(self.openapi()).encode()
         return 200, page, [(b"content-type", b"text/html; charset=utf-8")]
 
+    async def _docs_static(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        # Only the fixed names of swagger.FILES: the request's text never becomes a path.
+        found = swagger.asset(params["file"]) if params["file"] in swagger.FILES else None
+        if found is None:
+            raise HttpError(
+                404,
+                "not_found",
+                f"No file {_shown(params['file'])} under /docs/static; the files are "
+                f"{', '.join(sorted(swagger.FILES))}"
+                + ("." if swagger.available() else " (install swagger-ui-py to serve them)."),
+            )
+        data, media = found
+        return 200, data, [(b"content-type", media.encode()), (b"cache-control", b"max-age=3600")]
+
     async def _models_route(
         self, scope: dict, receive: Any, rid: str, start: float, params: dict
     ) -> Answer:
@@ -321,10 +369,97 @@ class Gateway:
     async def _predict(
         self, scope: dict, receive: Any, rid: str, start: float, params: dict
     ) -> Answer:
-        name = params["model"]
+        return await self._serve_rows(
+            scope, receive, rid, start, params["model"], None, _instances, _json_reply
+        )
+
+    async def _tf_predict(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        """TensorFlow Serving's ``:predict``; a version in the path pins it (the route needs
+        the token, as ``?version=`` does on the JSON API)."""
+        version = None
+        text = params.get("version")
+        if text is not None:
+            if not text.isdigit() or len(text) > 9:
+                raise HttpError(
+                    404, "version_not_found", f"Versions are positive integers, not {_shown(text)}."
+                )
+            version = int(text)
+        return await self._serve_rows(
+            scope, receive, rid, start, params["model"], version, tfserving.read_request, _tf_reply
+        )
+
+    async def _mlflow_invocations(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        content_type = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode(errors="replace").lower()
+
+        def parse(raw: bytes) -> Any:
+            return mlflow_format.read_request(raw, content_type)
+
+        name = self._invocations_model(scope)
+        return await self._serve_rows(scope, receive, rid, start, name, None, parse, _mlflow_reply)
+
+    async def _mlflow_ping(
+        self, scope: dict, receive: Any, rid: str, start: float, params: dict
+    ) -> Answer:
+        """MLflow's health check: the model ``/invocations`` answers with is loaded."""
+        name = self._invocations_model(scope)
+        env = self._caller(scope)[0]
+        if self.router.route(name, env) is None:
+            raise self._no_route(name, env)
+        return 200, b"\n", [(b"content-type", b"text/plain; charset=utf-8")]
+
+    def _invocations_model(self, scope: dict) -> str:
+        """The model ``/invocations`` serves: ``?model=``, else the project's model
+        (``model:`` in conveyor.yaml), else the only one served."""
+        query = scope.get("query_string")
+        if query:
+            asked = parse_qs(query.decode(errors="replace")).get("model")
+            if asked:
+                return asked[-1]
+        if self.config.model is not None:
+            return str(self.config.model.name)
+        models = self.router.models()
+        if len(models) == 1:
+            return str(models[0])
+        if not models:
+            if not self.router.synced:
+                raise self._no_route("?", self.default_env)
+            raise HttpError(404, "model_not_found", "No model is served here yet.")
+        raise HttpError(
+            400,
+            "invalid_request",
+            f"This gateway serves several models ({', '.join(models)}) and the project names "
+            "none: add ?model=NAME to /invocations.",
+            field="model",
+        )
+
+    async def _serve_rows(
+        self,
+        scope: dict,
+        receive: Any,
+        rid: str,
+        start: float,
+        name: str,
+        version: int | None,
+        parse: Parse,
+        reply: Reply,
+    ) -> Answer:
+        """The one predict path of every format: the caller's environment, pin and role;
+        admission; the body read by ``parse`` into rows and checked against the signature;
+        canary routing; the batcher; shadow copies; the answer written by ``reply``; the log.
+        ``version`` is a version the path pins (its route needs the token)."""
         env, pinned, declared, key = self._caller(scope)
         role = _SERVE
-        if pinned is not None or declared is not None:
+        if version is not None:
+            pinned = version
+            role = declared or PINNED
+        elif pinned is not None or declared is not None:
             # A pinned or role-marked request is not the environment's traffic: only the
             # operator's tools may send one (they would otherwise steer a canary's analysis).
             self._authorize(scope)
@@ -343,7 +478,8 @@ class Gateway:
         body = b""
         try:
             raw = await self._body(scope, receive)
-            instances = _instances(raw)
+            parsed = parse(raw)
+            instances = parsed.rows if type(parsed) is tfserving.TfRequest else parsed
             # Validated before routing: the sticky key is read from rows that fit the
             # signature, and a malformed body is a 4xx whatever the split.
             block, rows = served.prepare(instances, self.max_rows)
@@ -365,17 +501,7 @@ class Gateway:
                     self._mirror(route.shadow, route.model, env, rid, instances)
                 elif batcher is route.candidate:  # the stable answer too, for agreement
                     self._mirror(route.batcher, route.model, env, rid, instances)
-            answer = {
-                "model": name,
-                "version": served.version,
-                "environment": env,
-                "request_id": rid,
-                "predictions": prediction.values,
-                "probabilities": prediction.probabilities,
-            }
-            if served.classes:
-                answer["classes"] = served.classes
-            body = orjson.dumps(answer, option=_NUMPY, default=_default)
+            body = reply(name, served, env, rid, prediction, parsed)
             return 200, body, [(b"content-type", _JSON)]
         except HttpError as exc:
             status = exc.status
@@ -607,9 +733,10 @@ class Gateway:
     async def _v2_ready(
         self, scope: dict, receive: Any, rid: str, start: float, params: dict
     ) -> Answer:
+        # The protocol's health answers are 200 (true) or a 4xx (false), never a 5xx.
         ready, missing = self.router.ready()
         if not ready:
-            raise HttpError(503, "not_ready", "Not ready: " + "; ".join(missing))
+            raise HttpError(400, "not_ready", "Not ready: " + "; ".join(missing))
         return _ok({"ready": True})
 
     async def _v2_metadata(
@@ -620,7 +747,13 @@ class Gateway:
     async def _v2_model_ready(
         self, scope: dict, receive: Any, rid: str, start: float, params: dict
     ) -> Answer:
-        self._v2_route(scope, params)
+        try:
+            self._v2_route(scope, params)
+        except HttpError as exc:
+            if exc.status != 503:
+                raise
+            # Routed but still loading: "not ready" is a 4xx in the protocol's health API.
+            raise HttpError(400, exc.code, exc.message, headers=exc.headers) from None
         return _ok({"name": params["model"], "ready": True})
 
     def _v2_route(self, scope: dict, params: dict) -> Any:
@@ -667,14 +800,16 @@ class Gateway:
         instances: Any = None
         payload = b""
         try:
-            instances, request = v2.decode_request(body, header_length, served, self.max_rows)
+            instances, request, wanted = v2.decode_request(
+                body, header_length, served, self.max_rows
+            )
             block, rows = served.prepare(instances, self.max_rows)
             self.inflight += 1
             try:
                 prediction = await route.batcher.submit(block, rows)
             finally:
                 self.inflight -= 1
-            payload, headers = v2.encode_response(served, prediction, request, rid)
+            payload, headers = v2.encode_response(served, prediction, request, rid, wanted)
             return 200, payload, headers
         except (HttpError, InvalidInput) as exc:
             status = getattr(exc, "status", 422)
@@ -855,6 +990,35 @@ def _instances(raw: bytes) -> Any:
             )
         raise HttpError(400, "invalid_request", 'The body needs "instances": a list of rows.')
     return payload["instances"]
+
+
+def _json_reply(
+    name: str, served: Served, env: str, rid: str, prediction: Prediction, parsed: Any
+) -> bytes:
+    answer = {
+        "model": name,
+        "version": served.version,
+        "environment": env,
+        "request_id": rid,
+        "predictions": prediction.values,
+        "probabilities": prediction.probabilities,
+    }
+    if served.classes:
+        answer["classes"] = served.classes
+    return orjson.dumps(answer, option=_NUMPY, default=_default)
+
+
+def _tf_reply(
+    name: str, served: Served, env: str, rid: str, prediction: Prediction, parsed: Any
+) -> bytes:
+    answer = tfserving.answer(prediction.values, prediction.probabilities, parsed.columnar)
+    return orjson.dumps(answer, option=_NUMPY, default=_default)
+
+
+def _mlflow_reply(
+    name: str, served: Served, env: str, rid: str, prediction: Prediction, parsed: Any
+) -> bytes:
+    return orjson.dumps({"predictions": prediction.values}, option=_NUMPY, default=_default)
 
 
 def _v2_outputs(payload: bytes) -> str:

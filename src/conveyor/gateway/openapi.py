@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.gateway import swagger
 from conveyor.gateway.routes import CALLER_ROLES, ROUTES, Route
 
-__all__ = ["ModelDoc", "docs_page", "openapi_document"]
+__all__ = ["ModelDoc", "docs_body", "docs_page", "openapi_document"]
 
 _ERROR = {
     "type": "object",
@@ -131,8 +132,87 @@ _V2_INFER = {
         "parameters": {"type": "object"},
     },
 }
+_MESSAGE = {"type": "string"}
+# Each protocol's own error shape (errors.protocol_error).
+_PROTOCOL_ERRORS = {
+    "v2": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": _MESSAGE, "details": _ERROR["properties"]["error"]},
+    },
+    "mlflow": {
+        "type": "object",
+        "required": ["error_code", "message"],
+        "properties": {"error_code": {"type": "string"}, "message": _MESSAGE},
+    },
+    "tfserving": {"type": "object", "required": ["error"], "properties": {"error": _MESSAGE}},
+}
+_ERROR_SCHEMA = {
+    "conveyor": "Error",
+    "v2": "V2Error",
+    "mlflow": "MlflowError",
+    "tfserving": "TfError",
+}
+_ROWS = {"type": "array", "description": "Records keyed by field, or arrays in signature order."}
+_COLUMNS = {
+    "oneOf": [
+        {"type": "object", "additionalProperties": {"type": "array"}, "minProperties": 1},
+        _ROWS,
+    ],
+    "description": "Columns keyed by field (one value per row), or rows.",
+}
 _SCHEMAS: dict[str, Any] = {
     "Error": _ERROR,
+    "V2Error": _PROTOCOL_ERRORS["v2"],
+    "MlflowError": _PROTOCOL_ERRORS["mlflow"],
+    "TfError": _PROTOCOL_ERRORS["tfserving"],
+    "MlflowScoringBody": {
+        "type": "object",
+        "properties": {
+            "dataframe_split": {
+                "type": "object",
+                "required": ["data"],
+                "additionalProperties": False,
+                "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "array", "items": {"type": "array"}},
+                    "index": {"type": "array"},
+                },
+            },
+            "dataframe_records": {"type": "array", "items": {"type": "object"}},
+            "instances": _COLUMNS,
+            "inputs": _COLUMNS,
+            "params": {"type": "object"},
+        },
+        "additionalProperties": False,
+        "oneOf": [
+            {"required": ["dataframe_split"]},
+            {"required": ["dataframe_records"]},
+            {"required": ["instances"]},
+            {"required": ["inputs"]},
+        ],
+    },
+    "MlflowPredictions": {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {"predictions": {"type": "array"}},
+    },
+    "TfPredictBody": {
+        "type": "object",
+        "properties": {
+            "signature_name": {"const": "serving_default"},
+            "instances": _ROWS,
+            "inputs": _COLUMNS,
+        },
+        "additionalProperties": False,
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+    },
+    "TfPredictions": {
+        "type": "object",
+        "description": "predictions for a request of rows (instances), outputs for columns "
+        "(inputs); a classifier's two outputs as an object per row, or one object of both.",
+        "properties": {"predictions": {"type": "array"}, "outputs": {}},
+    },
     "Feedback": _FEEDBACK,
     "Stored": {
         "type": "object",
@@ -261,7 +341,9 @@ _ERROR_TEXT = {
     500: "Prediction failed inside the model.",
     503: "Overloaded (Retry-After) or the model is not loaded yet.",
 }
-_PLAIN = {"text/plain", "text/html"}
+_PLAIN = {"text/plain", "text/html", "application/octet-stream"}
+# The predict routes a caller may pin (?version=) or mark (X-Conveyor-Role) with the token.
+_PREDICTS = ("_predict", "_tf_predict", "_mlflow_invocations")
 
 
 @dataclass(frozen=True)
@@ -274,8 +356,8 @@ class ModelDoc:
     served: list[int] = field(default_factory=list)  # versions an environment serves (v2 paths)
 
 
-def _errors(codes: tuple[int, ...]) -> dict[str, Any]:
-    ref = {"$ref": "#/components/schemas/Error"}
+def _errors(codes: tuple[int, ...], protocol: str = "conveyor") -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/" + _ERROR_SCHEMA[protocol]}
     return {
         str(c): {"description": _ERROR_TEXT[c], "content": {"application/json": {"schema": ref}}}
         for c in codes
@@ -404,15 +486,45 @@ def _operation(
         parameters.append(
             {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
         )
-    if "{version}" in route.path:
+    if "{file}" in route.path:
+        parameters.append(
+            {
+                "name": "file",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": sorted(swagger.FILES)},
+            }
+        )
+    if route.handler == "_tf_predict" and "{version}" in route.path:
+        loaded = doc.loaded if doc is not None else []
+        pinned: dict[str, Any] = {"type": "integer", "minimum": 1}
+        if loaded:
+            pinned = {"type": "integer", "enum": sorted(loaded)}
+        parameters.append({"name": "version", "in": "path", "required": True, "schema": pinned})
+    elif "{version}" in route.path:
         served = doc.served if doc is not None else []
         version: dict[str, Any] = {"type": "integer", "minimum": 1}
         if served:
             version = {"type": "integer", "enum": sorted(served)}
         parameters.append({"name": "version", "in": "path", "required": True, "schema": version})
-    elif (route.per_model and route.path.startswith("/v2/")) or route.handler == "_predict":
+    elif (
+        (route.per_model and route.path.startswith("/v2/"))
+        or route.handler in _PREDICTS
+        or route.handler == "_mlflow_ping"
+    ):
         parameters.extend(_env_parameters(doc.environments if doc is not None else None))
-    if route.handler == "_predict":
+    if route.handler in ("_mlflow_invocations", "_mlflow_ping"):
+        parameters.append(
+            {
+                "name": "model",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "The model to ask; needed only when the gateway serves several "
+                "and the project names none (model: in conveyor.yaml).",
+            }
+        )
+    if route.handler in _PREDICTS:
         parameters.extend(_pin_parameters(doc.loaded if doc is not None else None))
     operation: dict[str, Any] = {
         "summary": route.summary.replace("{model}", name),
@@ -426,7 +538,7 @@ def _operation(
         operation["parameters"] = parameters
     if route.auth:
         operation["security"] = [{"bearer": []}]
-    elif route.handler == "_predict":
+    elif route.handler in _PREDICTS:
         operation["security"] = [{}, {"bearer": []}]  # the token only to pin or mark a role
     if route.request is not None:
         ref = {"$ref": "#/components/schemas/" + route.request.replace("{Model}", schema_key)}
@@ -434,8 +546,12 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": ref}},
         }
-    if route.media in _PLAIN:
-        content: dict[str, Any] = {route.media: {"schema": {"type": "string"}}}
+    if route.handler == "_docs_static":
+        content: dict[str, Any] = {
+            media.split(";")[0]: {"schema": {"type": "string"}} for media in swagger.FILES.values()
+        }
+    elif route.media in _PLAIN:
+        content = {route.media: {"schema": {"type": "string"}}}
     else:
         response = route.response.replace("{Model}", schema_key) if route.response else None
         schema = {"$ref": f"#/components/schemas/{response}"} if response else {"type": "object"}
@@ -447,7 +563,7 @@ def _operation(
         "headers": {"x-request-id": {"schema": {"type": "string"}}},
         "content": content,
     }
-    operation["responses"] = {"200": ok, **_errors(route.errors)}
+    operation["responses"] = {"200": ok, **_errors(route.errors, route.protocol)}
     return operation
 
 
@@ -501,7 +617,23 @@ def _schema_key(name: str) -> str:
 
 
 def docs_page(document: dict[str, Any]) -> str:
-    """A self-contained HTML page listing the endpoints and each model's fields."""
+    """The ``/docs`` page: Swagger UI over ``/openapi.json`` when its files are installed, with
+    the plain list of endpoints and fields inside (shown without JavaScript); else that list."""
+    body = docs_body(document)
+    title = document["info"]["title"]
+    if swagger.available():
+        return swagger.page(title, body)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto}"
+        "td{padding:.2rem .6rem;border-bottom:1px solid #ddd}</style></head><body>"
+        + body
+        + "</body></html>"
+    )
+
+
+def docs_body(document: dict[str, Any]) -> str:
+    """The endpoints and each model's fields as plain HTML (no page around them)."""
     rows = []
     for path, ops in document["paths"].items():
         for method, op in ops.items():
@@ -524,15 +656,8 @@ def docs_page(document: dict[str, Any]) -> str:
         )
         fields.append(f"<h3>{html.escape(key[:-7])}</h3><ul>{items}</ul>")
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Conveyor gateway</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto}"
-        "td{padding:.2rem .6rem;border-bottom:1px solid #ddd}</style></head><body>"
         "<h1>Conveyor gateway</h1><p>Machine-readable: <a href='/openapi.json'>/openapi.json"
-        "</a></p><table>"
-        + "".join(rows)
-        + "</table><h2>Model inputs</h2>"
-        + "".join(fields)
-        + "</body></html>"
+        "</a></p><table>" + "".join(rows) + "</table><h2>Model inputs</h2>" + "".join(fields)
     )
 
 

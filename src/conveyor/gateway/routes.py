@@ -1,14 +1,18 @@
 """The gateway's one table of endpoints: the dispatcher routes by it, ``/docs`` and
 ``/openapi.json`` are generated from it, so an endpoint cannot exist without being documented.
 
-A ``Route`` names its method, its path pattern (``{model}`` and ``{version}`` are path
-parameters), the ``Gateway`` method that answers it, whether it needs the admin token, the
+A ``Route`` names its method, its path pattern (``{model}``, ``{version}`` and ``{file}`` are
+path parameters; a segment may end in a literal verb, ``{model}:predict`` as TensorFlow Serving
+spells it), the ``Gateway`` method that answers it, whether it needs the admin token, the
 schemas of its body and of its answer (names under ``#/components/schemas`` in the OpenAPI
-document; ``{Model}`` stands for the model's schema key) and the error statuses it can answer.
+document; ``{Model}`` stands for the model's schema key), the error statuses it can answer and
+the protocol whose error shape it answers with (``conveyor``: the JSON API's pinned shape;
+``v2``, ``mlflow``, ``tfserving``: each protocol's own, as its clients expect).
 
 ``RouteTable.match`` finds a path without a regex: fixed paths by one dict lookup, pattern
-paths by their segments; fixed paths and the pattern matches seen (bounded) are kept by their
-exact path, so ``/healthz`` and a model's predict path cost one dict lookup.
+paths by their segments (patterns with a verb first); fixed paths and the pattern matches seen
+(bounded) are kept by their exact path, so ``/healthz`` and a model's predict path cost one
+dict lookup.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CALLER_ROLES", "PINNED", "ROUTES", "Route", "RouteTable"]
+__all__ = ["CALLER_ROLES", "PINNED", "PROTOCOLS", "ROUTES", "Route", "RouteTable"]
 
 # Roles a predict request may declare (X-Conveyor-Role, with the admin token), and the role of
 # a request pinned to a version: each is logged under its own role, so neither a release's
 # analysis (which reads "serve" and "shadow") nor the monitor (which reads "serve") counts them.
 CALLER_ROLES: Final = ("smoke", "test")
 PINNED: Final = "pinned"
+
+PROTOCOLS: Final = ("conveyor", "v2", "mlflow", "tfserving")
 
 _MAX_CACHED = 4096  # remembered pattern matches; model names come from clients, so bounded
 
@@ -41,11 +47,14 @@ class Route:
     errors: tuple[int, ...] = ()
     media: str = "application/json"
     head: bool = False  # also answers HEAD (probes), not listed as its own operation
+    protocol: str = "conveyor"  # whose error shape it answers with (PROTOCOLS)
 
     @property
     def params(self) -> tuple[str, ...]:
         """The path parameters, in order (``model``, ``version``)."""
-        return tuple(p[1:-1] for p in self.path.strip("/").split("/") if p.startswith("{"))
+        return tuple(
+            p[1 : p.index("}")] for p in self.path.strip("/").split("/") if p.startswith("{")
+        )
 
     @property
     def per_model(self) -> bool:
@@ -144,7 +153,12 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     # -- the Open Inference Protocol (KServe v2) -------------------------------------------
     Route(
-        "GET", "/v2", "_v2_server", "Open Inference Protocol server metadata", response="V2Server"
+        "GET",
+        "/v2",
+        "_v2_server",
+        "Open Inference Protocol server metadata",
+        response="V2Server",
+        protocol="v2",
     ),
     Route(
         "GET",
@@ -152,14 +166,18 @@ ROUTES: Final[tuple[Route, ...]] = (
         "_v2_live",
         "Open Inference Protocol liveness",
         response="V2Live",
+        head=True,
+        protocol="v2",
     ),
     Route(
         "GET",
         "/v2/health/ready",
         "_v2_ready",
-        "Open Inference Protocol readiness",
+        "Open Inference Protocol readiness (400 until every routed version is loaded)",
         response="V2Ready",
-        errors=(503,),
+        errors=(400,),
+        head=True,
+        protocol="v2",
     ),
     Route(
         "GET",
@@ -168,6 +186,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "The tensors {model} takes and gives (Open Inference Protocol)",
         response="V2Metadata",
         errors=_MODEL_ERRORS,
+        protocol="v2",
     ),
     Route(
         "GET",
@@ -175,7 +194,9 @@ ROUTES: Final[tuple[Route, ...]] = (
         "_v2_model_ready",
         "Whether {model} is ready (Open Inference Protocol)",
         response="V2ModelReady",
-        errors=_MODEL_ERRORS,
+        errors=(400, 404),
+        head=True,
+        protocol="v2",
     ),
     Route(
         "POST",
@@ -185,6 +206,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         request="V2InferRequest",
         response="V2InferResponse",
         errors=(400, 404, 413, 422, 500, 503),
+        protocol="v2",
     ),
     Route(
         "GET",
@@ -193,6 +215,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "The tensors one served version of {model} takes and gives",
         response="V2Metadata",
         errors=_MODEL_ERRORS,
+        protocol="v2",
     ),
     Route(
         "GET",
@@ -200,7 +223,9 @@ ROUTES: Final[tuple[Route, ...]] = (
         "_v2_model_ready",
         "Whether one served version of {model} is ready",
         response="V2ModelReady",
-        errors=_MODEL_ERRORS,
+        errors=(400, 404),
+        head=True,
+        protocol="v2",
     ),
     Route(
         "POST",
@@ -210,12 +235,84 @@ ROUTES: Final[tuple[Route, ...]] = (
         request="V2InferRequest",
         response="V2InferResponse",
         errors=(400, 404, 413, 422, 500, 503),
+        protocol="v2",
+    ),
+    # -- MLflow's scoring server -----------------------------------------------------------
+    Route(
+        "POST",
+        "/invocations",
+        "_mlflow_invocations",
+        "Predict in MLflow's scoring format (dataframe_split, dataframe_records, instances, "
+        "inputs); the project's single model's default environment, or ?model= and ?env=",
+        request="MlflowScoringBody",
+        response="MlflowPredictions",
+        errors=(400, 401, 403, 404, 413, 415, 500, 503),
+        protocol="mlflow",
+    ),
+    Route(
+        "GET",
+        "/ping",
+        "_mlflow_ping",
+        "MLflow's health check: 200 once /invocations has a loaded model",
+        errors=(400, 404, 503),
+        media="text/plain",
+        head=True,
+        protocol="mlflow",
+    ),
+    Route(
+        "GET",
+        "/health",
+        "_mlflow_ping",
+        "MLflow's health check (as /ping)",
+        errors=(400, 404, 503),
+        media="text/plain",
+        head=True,
+        protocol="mlflow",
+    ),
+    # -- TensorFlow Serving's REST API -----------------------------------------------------
+    Route(
+        "POST",
+        "/v1/models/{model}:predict",
+        "_tf_predict",
+        "Predict with {model} in TensorFlow Serving's format (instances or inputs)",
+        request="TfPredictBody",
+        response="TfPredictions",
+        errors=(400, 401, 403, 404, 413, 500, 503),
+        protocol="tfserving",
+    ),
+    Route(
+        "POST",
+        "/v1/models/{model}/versions/{version}:predict",
+        "_tf_predict",
+        "Predict with one loaded version of {model} in TensorFlow Serving's format (pinned)",
+        auth=True,
+        request="TfPredictBody",
+        response="TfPredictions",
+        errors=(400, 401, 403, 404, 413, 500, 503),
+        protocol="tfserving",
+    ),
+    # -- the interactive docs' files -------------------------------------------------------
+    Route(
+        "GET",
+        "/docs/static/{file}",
+        "_docs_static",
+        "The Swagger UI files /docs loads (served from the installed package, never a CDN)",
+        errors=(404,),
+        media="application/octet-stream",
     ),
 )
 
 Methods = dict[str, Route]
 Params = dict[str, str]
-_Pattern = tuple[tuple[str | None, ...], tuple[str, ...], Methods]
+# A pattern's segments: (literal, verb); a parameter has literal None and may end in a verb.
+_Segment = tuple[str | None, str]
+_Pattern = tuple[tuple[_Segment, ...], tuple[str, ...], Methods]
+
+
+def _segment(part: str) -> _Segment:
+    if part.startswith("{"):
+        return None, part[part.index("}") + 1 :]
+    return part, ""
 
 
 class RouteTable:
@@ -231,7 +328,7 @@ class RouteTable:
                 methods = self._fixed.setdefault(key, {})
             else:
                 if key not in patterns:
-                    parts = tuple(None if p.startswith("{") else p for p in key.split("/"))
+                    parts = tuple(_segment(p) for p in key.split("/"))
                     patterns[key] = (parts, route.params, {})
                 methods = patterns[key][2]
             if route.method in methods:
@@ -240,7 +337,10 @@ class RouteTable:
             if route.head:
                 methods["HEAD"] = route
         self._by_length: dict[int, list[_Pattern]] = {}
-        for pattern in patterns.values():
+        # A parameter ending in a verb first: "num:predict" is TensorFlow Serving's predict,
+        # not a model named "num:predict".
+        ordered = sorted(patterns.values(), key=lambda p: -sum(bool(v) for _l, v in p[0]))
+        for pattern in ordered:
             self._by_length.setdefault(len(pattern[0]), []).append(pattern)
         # Exact paths as clients send them: the fixed routes always, pattern matches as seen.
         self._seed: dict[str, tuple[Methods, Params]] = {
@@ -260,8 +360,12 @@ class RouteTable:
         parts = key.split("/")
         for literals, names, methods in self._by_length.get(len(parts), ()):
             values = []
-            for want, got in zip(literals, parts, strict=True):
+            for (want, verb), got in zip(literals, parts, strict=True):
                 if want is None:
+                    if verb:
+                        if not got.endswith(verb):
+                            break
+                        got = got[: -len(verb)]
                     if not got:
                         break
                     values.append(got)

@@ -3,8 +3,10 @@
 Inputs come as one tensor per signature field (shape ``[n]`` or ``[n, 1]``) or, for an
 all-numeric signature, one ``[n, fields]`` tensor. Tensors arrive as JSON ``data`` or in the
 binary-data extension (``Inference-Header-Content-Length``), which ``tritonclient`` uses by
-default. Outputs are ``predictions`` (labels or values) and, for classifiers, ``probabilities``
-(``[n, classes]``), as JSON or binary as the client asks.
+default. As Triton and KServe do, JSON ``data`` nested deeper than 100 lists and FP16 in JSON
+(JSON has no half-precision number; send it as binary data) are refused. Outputs are
+``predictions`` (labels or values) and, for classifiers, ``probabilities`` (``[n, classes]``),
+as JSON or binary as the client asks; asking for one twice is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _NUMPY = {
 }
 _NUMERIC = {k for k in _NUMPY if k != "BOOL"}
 _FIELD_TYPE = {"number": "FP64", "integer": "INT64", "boolean": "BOOL"}
+MAX_DEPTH = 100  # nested lists in a JSON tensor's data, as Triton allows
 
 
 def _bad(message: str, *, field: str | None = None, row: int | None = None) -> HttpError:
@@ -81,8 +84,9 @@ def _label_type(served: Served) -> str:
 
 def decode_request(
     body: bytes, header_length: str | None, served: Served, max_rows: int
-) -> tuple[list[list[Any]], dict[str, Any]]:
-    """The rows an infer request carries (signature order), and its JSON header.
+) -> tuple[list[list[Any]], dict[str, Any], dict[str, bool]]:
+    """The rows an infer request carries (signature order), its JSON header, and the outputs
+    it asks for (name: binary or not), checked before anything is predicted.
 
     Raises:
         HttpError: 400 naming the tensor for a malformed request.
@@ -117,8 +121,38 @@ def decode_request(
         tensors[name] = array
     if offset != len(binary):
         raise _bad(f"{len(binary) - offset} bytes of binary data are not claimed by any input.")
+    wanted = _wanted_outputs(request, served)
     columns = _columns(tensors, served, max_rows)
-    return [list(row) for row in zip(*columns, strict=True)], request
+    return [list(row) for row in zip(*columns, strict=True)], request, wanted
+
+
+def _output_names(served: Served) -> list[str]:
+    return ["predictions", "probabilities"] if served.task == "classification" else ["predictions"]
+
+
+def _wanted_outputs(request: dict[str, Any], served: Served) -> dict[str, bool]:
+    """The outputs a request asks for, each with whether it travels as binary data."""
+    params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
+    binary_default = bool(params.get("binary_data_output", False))
+    known = _output_names(served)
+    asked = request.get("outputs")
+    if not isinstance(asked, list) or not asked:
+        return {name: binary_default for name in known}
+    wanted: dict[str, bool] = {}
+    for spec in asked:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(name, str) or name not in known:
+            raise _bad(
+                f"The output {name!r} does not exist; outputs: {', '.join(known)}.",
+                field=name if isinstance(name, str) else None,
+            )
+        if name in wanted:
+            raise _bad(f"The output {name!r} is asked for twice.", field=name)
+        p = spec.get("parameters") or {}
+        wanted[name] = (
+            bool(p.get("binary_data", binary_default)) if isinstance(p, dict) else (binary_default)
+        )
+    return wanted
 
 
 def _tensor(spec: Any, i: int, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
@@ -149,6 +183,12 @@ def _tensor(spec: Any, i: int, binary: memoryview, offset: int) -> tuple[str, np
         return name, array, size
     if "data" not in spec:
         raise _bad(f"The input {name!r} has neither data nor binary_data_size.", field=name)
+    if dtype == "FP16":
+        raise _bad(
+            f"The input {name!r} is FP16 in JSON, which has no half-precision numbers; send it "
+            "as binary data (binary_data_size) or as FP32.",
+            field=name,
+        )
     array = _from_json(spec["data"], dtype, count, name)
     return name, array, 0
 
@@ -208,6 +248,12 @@ def _flatten(data: Any, name: str) -> list[Any]:
     while stack:
         for v in stack[-1]:
             if isinstance(v, list):
+                if len(stack) >= MAX_DEPTH:
+                    raise _bad(
+                        f"The input {name!r} data is nested deeper than {MAX_DEPTH} lists; send "
+                        "it flat, in row-major order.",
+                        field=name,
+                    )
                 stack.append(iter(v))
                 break
             out.append(v)
@@ -276,33 +322,13 @@ def encode_response(
     prediction: Prediction,
     request: dict[str, Any],
     request_id: str,
+    wanted: dict[str, bool],
 ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The infer response body and its extra headers (binary or JSON outputs as asked)."""
     values = np.asarray(prediction.values)
     outputs: list[tuple[str, np.ndarray, str]] = [("predictions", values, _label_type(served))]
     if prediction.probabilities is not None:
         outputs.append(("probabilities", np.asarray(prediction.probabilities), "FP64"))
-    asked = request.get("outputs")
-    params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
-    binary_default = bool(params.get("binary_data_output", False))
-    wanted: dict[str, bool] = {}
-    if isinstance(asked, list) and asked:
-        known = {name for name, _a, _t in outputs}
-        for spec in asked:
-            name = spec.get("name") if isinstance(spec, dict) else None
-            if not isinstance(name, str) or name not in known:
-                raise _bad(
-                    f"The output {name!r} does not exist; outputs: {', '.join(sorted(known))}.",
-                    field=name if isinstance(name, str) else None,
-                )
-            p = spec.get("parameters") or {}
-            wanted[name] = (
-                bool(p.get("binary_data", binary_default))
-                if isinstance(p, dict)
-                else (binary_default)
-            )
-    else:
-        wanted = {name: binary_default for name, _a, _t in outputs}
     body: dict[str, Any] = {
         "model_name": served.model,
         "model_version": str(served.version),
