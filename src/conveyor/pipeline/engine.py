@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conveyor.exceptions import ExecutorError, PipelineError
+from conveyor.exceptions import ArtifactNotFound, ExecutorError, PipelineError
 from conveyor.pipeline import keys
 from conveyor.pipeline.executors import Executor, LocalExecutor, make_executor
 from conveyor.pipeline.plan import Context, Planner, snapshot_sources
@@ -191,6 +191,7 @@ def _run(
     outcomes = {s: StepOutcome(s, "pending") for s in order}
     running: dict[Future[StepResult], tuple[str, str, dict, str, float]] = {}
     run_status = "failed"
+    stored_by: dict[str, str] = {}  # step -> the run that stored the outputs this run uses
     try:
         remaining = list(order)
         while remaining or running:
@@ -216,6 +217,7 @@ def _run(
                 hit = None if step in forced else _cache_hit(ctx, step, key)
                 if hit is not None:
                     planner.outputs[step] = hit.outputs
+                    stored_by[step] = hit.run_id
                     outcome = outcomes[step]
                     outcome.status, outcome.reason = "cached", "unchanged"
                     outcome.metrics = dict(hit.metrics or {})
@@ -241,7 +243,7 @@ def _run(
                     if step in forced
                     else keys.explain(last.key_parts if last else None, parts)
                 )
-                task = _task(ctx, run_id, step, planner)
+                task = _task(ctx, run_id, step, planner, stored_by)
                 ctx.store.step_started(run_id, step, reason)
                 notify(step, "running", {"reason": reason})
                 running[exe.submit(task)] = (step, key, parts, reason, time.time())
@@ -257,6 +259,7 @@ def _run(
                 _record_result(ctx, run_id, step, key, parts, reason, result, outcomes[step])
                 if result.ok:
                     planner.outputs[step] = result.outputs
+                    stored_by[step] = run_id
                 notify(step, outcomes[step].status, _details(outcomes[step]))
         failed = [o for o in outcomes.values() if o.status in ("failed", "blocked")]
         run_status = "failed" if failed else "succeeded"
@@ -282,17 +285,35 @@ def _run(
 
 
 def _cache_hit(ctx: Context, step: str, key: str) -> Any:
-    """The cache entry for this key, provided every artifact it names is still stored."""
+    """The cache entry for this key, provided every artifact it names is still stored whole.
+
+    Each object must exist at its recorded size (a stat, not a hash: cheap enough for every
+    hit), so a truncated or replaced object makes the step run again, which stores it afresh,
+    instead of passing the damage on to whatever loads it later.
+    """
     hit = ctx.store.cached([key]).get(key)
     if hit is None:
         return None
     for desc in hit.outputs.values():
-        if not ctx.artifacts.exists(desc["digest"]):
+        if not _stored_whole(ctx, desc.get("digest"), desc.get("size")):
             return None
+        for digest in (desc.get("files") or {}).values():  # a folder's files
+            if not ctx.artifacts.exists(digest):
+                return None
     cfg = ctx.config.pipeline[step]
     if cfg.cmd is not None:
         restore_outs(ctx, hit.outputs)
     return hit
+
+
+def _stored_whole(ctx: Context, digest: Any, size: Any) -> bool:
+    if not isinstance(digest, str):
+        return False
+    try:
+        found = ctx.artifacts.size(digest)
+    except ArtifactNotFound:
+        return False
+    return size is None or found == size
 
 
 def restore_outs(ctx: Context, outputs: dict[str, dict]) -> None:
@@ -336,7 +357,11 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
-def _task(ctx: Context, run_id: str, step: str, planner: Planner) -> StepTask:
+def _task(
+    ctx: Context, run_id: str, step: str, planner: Planner, stored_by: dict[str, str]
+) -> StepTask:
+    """What a worker needs to run ``step``; each upstream output carries its ``origin`` (the
+    step, output and run that stored it), for the error if it cannot be loaded."""
     cfg = ctx.config.pipeline[step]
     inputs: list[tuple[str | None, InputSpec]] = []
     for keyword, ref in cfg.input_refs():
@@ -360,6 +385,10 @@ def _task(ctx: Context, run_id: str, step: str, planner: Planner) -> StepTask:
                     f"Step '{step}' takes {ref!r}, but step '{up}' produced the outputs "
                     f"{', '.join(sorted(outputs)) or 'none'}. Fix 'inputs' in conveyor.yaml."
                 )
+            outputs = {
+                name: {**desc, "origin": {"step": up, "output": name, "run": stored_by.get(up)}}
+                for name, desc in outputs.items()
+            }
             spec = InputSpec(ref=ref, kind="output", outputs=outputs, select=select or None)
         inputs.append((keyword, spec))
     return StepTask(

@@ -5,6 +5,10 @@ A descriptor is ``{"format": ..., "digest": sha256, "size": bytes}`` plus what l
 npy (NumPy arrays), json (dicts, lists, scalars), file and dir (a ``pathlib.Path`` the step
 returns). A skops descriptor also lists the types skops reports as untrusted, for people to read:
 loading never believes it, but checks the file's own node tree (``store/trusted.py``).
+
+A descriptor handed to a downstream step may also carry ``origin``: ``{"step", "output", "run"}``
+of the run that stored it (the engine adds it; records never hold it), so that an object found
+missing or damaged at load time is named by the step to re-run, not only by its hash.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from conveyor.exceptions import PipelineError, UnsupportedOutput
+from conveyor.exceptions import (
+    ArtifactCorrupted,
+    ArtifactNotFound,
+    PipelineError,
+    UnsupportedOutput,
+)
 from conveyor.store.artifacts import ArtifactStore
 
 WHOLE = "return"  # the output name of a step that returns one value
@@ -70,7 +79,24 @@ def load_output(
     Raises:
         UnsafeModelFile: a skops file names something nobody trusted (whatever the
             descriptor lists), or cannot be checked.
+        ArtifactNotFound, ArtifactCorrupted: the stored object is gone or damaged; with an
+            ``origin`` in the descriptor, the message names the step, output and run.
     """
+    try:
+        return _load(descriptor, store, trusted_extra)
+    except (ArtifactNotFound, ArtifactCorrupted) as exc:
+        origin = descriptor.get("origin")
+        if not isinstance(origin, dict):
+            raise
+        step = origin.get("step")
+        what = "missing" if isinstance(exc, ArtifactNotFound) else "damaged"
+        raise type(exc)(
+            f"Output {origin.get('output')!r} of step {step!r}, stored by run "
+            f"{origin.get('run')}, is {what}: " + str(exc).replace("--step STEP", f"--step {step}")
+        ) from exc
+
+
+def _load(descriptor: dict, store: ArtifactStore, trusted_extra: Iterable[str]) -> Any:
     fmt = descriptor["format"]
     digest = descriptor["digest"]
     if fmt == "parquet":

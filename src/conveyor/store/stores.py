@@ -61,7 +61,7 @@ class Stores:
         self.close()
 
 
-def open_stores(config: StoreLocations) -> Stores:
+def open_stores(config: StoreLocations, *, read_timeout_s: float | None = None) -> Stores:
     """Open the metadata store of a project (migrating it if needed); its artifact store opens
     on first use.
 
@@ -71,9 +71,13 @@ def open_stores(config: StoreLocations) -> Stores:
     Args:
         config: the project's configuration, or anything with ``store_url()`` and
             ``artifacts_url()``.
+        read_timeout_s: give up on an artifact read after this many seconds (ArtifactTimeout)
+            rather than block on a FIFO or a hung mount; for long-lived readers such as the
+            gateway. None waits as long as the file system does.
 
     Raises:
         StoreError: the metadata database cannot be reached or migrated.
     """
-    artifacts = ArtifactStore(config.artifacts_url())  # describes it; no IO until used
+    # Described here, opened on first use.
+    artifacts = ArtifactStore(config.artifacts_url(), read_timeout_s=read_timeout_s)
     return Stores(Store(config.store_url()).open(), artifacts)
