@@ -49,6 +49,35 @@ class RequestLogConfig(ConfigModel):
         description="Rows kept in memory while the store lags; beyond it rows are dropped "
         "and counted.",
     )
+    max_buffer_mb: float = Field(
+        default=64.0,
+        gt=0.0,
+        description="Memory for rows not yet written; beyond it rows are dropped and counted, "
+        "never requests.",
+    )
+    max_input_kb: int = Field(
+        default=256,
+        ge=1,
+        description="A request's inputs longer than this are stored as a marker with their "
+        "length instead.",
+    )
+    max_output_kb: int = Field(
+        default=256,
+        ge=1,
+        description="A response's outputs longer than this are stored as a marker with their "
+        "length instead.",
+    )
+    client_error_inputs: bool = Field(
+        default=False,
+        description="Store the inputs of requests answered 4xx (their error text is always "
+        "stored).",
+    )
+    error_log_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="While the store refuses writes, one log line per this many seconds, with "
+        "the count of those not logged.",
+    )
 
 
 class ServeConfig(ConfigModel):
@@ -96,6 +125,34 @@ serve:
         le=256,
         description="OpenMP/BLAS threads per worker for predictions.",
     )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="Seconds a client has to send a request's whole head, from connecting or "
+        "from the previous response; then 408 and the connection is closed.",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="Seconds a request body may go without a byte before the connection is "
+        "closed.",
+    )
+    max_header_bytes: int = Field(
+        default=65_536, ge=1024, description="The largest request head, in bytes; 431 beyond."
+    )
+    max_headers: int = Field(
+        default=100, ge=8, description="The most header fields in one request; 431 beyond."
+    )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description="Open connections per worker; 0 derives it from the descriptor limit. Past "
+        "it the connection that has waited longest for a request is closed.",
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, description="Idle time allowed between requests on one connection."
+    )
+    backlog: int = Field(default=2048, ge=1, description="The listening socket's backlog.")
     token_env: str = Field(
         default="CONVEYOR_TOKEN",
         description="The environment variable holding the admin token; without a token the "
