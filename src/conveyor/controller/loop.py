@@ -111,7 +111,8 @@ class Controller:
         """
         now = now or utcnow()
         done: list[dict] = []
-        for outcome in self.releases.step(now=now):
+        outcomes: list[dict[str, Any]] = self.releases.step(now=now)
+        for outcome in outcomes:
             if outcome.get("action") not in ("wait", "paused"):
                 done.append({"act": "release", **outcome})
         if self.config.monitor is not None and self._due(now):
@@ -140,7 +141,11 @@ class Controller:
 
         monitor = self.config.monitor
         model = self.config.model.name if self.config.model else None
-        if model is None or self.registry.alias(model, monitor.environment) is None:
+        if (
+            monitor is None
+            or model is None
+            or self.registry.alias(model, monitor.environment) is None
+        ):
             return []
         try:
             report = monitor_report(self.config, self.registry, now=now)
@@ -167,6 +172,8 @@ class Controller:
 
     def _start_releases(self) -> list[dict]:
         """Start each release the environments' order asks for and no release row records."""
+        if self.config.model is None:
+            return []
         model = self.config.model.name
         started = []
         with self.store.session() as s:
