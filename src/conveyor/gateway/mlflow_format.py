@@ -84,6 +84,8 @@ def _split(frame: Any) -> list[Any]:
             f"dataframe_split has the key {unknown[0][:80]!r}; it takes columns, data and index.",
             field=unknown[0][:200],
         )
+    if "index" in frame and not isinstance(frame["index"], list):
+        raise _bad("dataframe_split index must be a list (it is read and ignored).", field="index")
     data = frame["data"]
     columns = frame.get("columns")
     if columns is None:
