@@ -14,7 +14,8 @@ from conveyor.exceptions import ConveyorError
 def _iso(value: Any) -> str | None:
     from conveyor.store.metadata import as_utc
 
-    return as_utc(value).isoformat(timespec="seconds") if value else None
+    stamp = as_utc(value) if value else None
+    return stamp.isoformat(timespec="seconds") if stamp else None
 
 
 def list_runs(config: Any, *, limit: int = 20) -> list[dict]:

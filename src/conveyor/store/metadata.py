@@ -26,6 +26,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     inspect,
     select,
     text,
@@ -415,7 +416,7 @@ class Store:
             )
             if rec.metrics:
                 s.execute(
-                    m.Metric.__table__.insert(),
+                    insert(m.Metric),
                     [
                         {
                             "run_id": rec.run_id,
