@@ -149,7 +149,11 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     Route("GET", "/openapi.json", "_openapi_route", "This document", response="OpenAPI"),
     Route(
-        "GET", "/docs", "_docs", "The endpoints and each model's fields, as HTML", media="text/html"
+        "GET",
+        "/docs",
+        "_docs",
+        "Interactive docs of this document (Swagger UI, no CDN); the plain list without JavaScript",
+        media="text/html",
     ),
     # -- the Open Inference Protocol (KServe v2) -------------------------------------------
     Route(
