@@ -45,6 +45,7 @@ EXECUTABLE = Path(sys.executable).with_name("conveyor")
 EVALUATION_METRICS = {
     "roc_auc",
     "accuracy",
+    "selection_rate",
     "precision",
     "recall",
     "f1",
@@ -534,8 +535,8 @@ def test_show_log_prints_what_the_step_printed(loans):
     assert log.exit_code == 0
     assert log.stdout == (
         "metrics: ['accuracy', 'brier', 'confusion_matrix', 'ece', 'f1', 'log_loss', 'n', "
-        "'plots', 'positives', 'precision', 'recall', 'roc_auc', 'settings', 'slices', "
-        "'target', 'task']\n"
+        "'plots', 'positives', 'precision', 'recall', 'roc_auc', 'selection_rate', 'settings', "
+        "'slices', 'target', 'task']\n"
         "a warning on stderr\n"
         "from a child process\n"
     )
@@ -679,8 +680,8 @@ def test_a_failing_step_exits_1_with_its_traceback_and_log_path(loans):
     assert "ValueError: the holdout has no column 'income'\n" in result.stderr
     assert "conveyor/pipeline/worker.py" not in result.stderr  # only the step's own frames
     assert f"Log: {log}  (conveyor show {run_id} --log explode)\n" in result.stderr
-    assert log.read_text() == "checking 16 metrics\n"
-    assert cli("show", run_id, "--log", "explode", "-C", loans).stdout == "checking 16 metrics\n"
+    assert log.read_text() == "checking 17 metrics\n"
+    assert cli("show", run_id, "--log", "explode", "-C", loans).stdout == "checking 17 metrics\n"
     assert json_of(cli("runs", "--limit", "1", "--json", "-C", loans))[0]["status"] == "failed"
 
 
