@@ -489,7 +489,7 @@ def test_gc_of_old_runs_frees_what_only_they_used_and_keeps_the_newest_cached(de
     newest = demo.run()
     calls(demo)
 
-    dry = collect_garbage(demo.config(), dry_run=True, runs_older_than_days=0)
+    dry = collect_garbage(demo.config(), dry_run=True, runs_older_than_days=0, grace_hours=0)
     assert len(dry["runs_removed"]) == 2
     # The outputs of train and report for bias 0 and 5; prepare's output is still used, and the
     # (empty) logs are one shared object.
@@ -497,7 +497,7 @@ def test_gc_of_old_runs_frees_what_only_they_used_and_keeps_the_newest_cached(de
     with Store(demo.config().store_url()) as store:
         assert len(store.runs()) == 3  # a dry run deletes nothing
 
-    done = collect_garbage(demo.config(), runs_older_than_days=0)
+    done = collect_garbage(demo.config(), runs_older_than_days=0, grace_hours=0)
     assert done["runs_removed"] == dry["runs_removed"]
     assert sorted(done["removed"]) == sorted(dry["removed"])
     with Store(demo.config().store_url()) as store:

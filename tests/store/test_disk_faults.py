@@ -201,11 +201,6 @@ def test_an_artifact_put_into_a_read_only_folder_names_the_mount(
             store.put_bytes(b"model")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/lock.py's RunLock.acquire lets the OSError of os.open escape; it should "
-    "raise ProjectUnwritable with conveyor.store.disk.explain, as actions/runs.py's gc does",
-)
 def test_run_in_a_read_only_conveyor_folder_prints_an_error(
     tmp_path: Path, read_only: Callable[[Path], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

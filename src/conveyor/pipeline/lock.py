@@ -13,7 +13,8 @@ import socket
 import time
 from pathlib import Path
 
-from conveyor.exceptions import ProjectLocked
+from conveyor.exceptions import ProjectLocked, ProjectUnwritable
+from conveyor.store.disk import explain
 
 
 class RunLock:
@@ -22,9 +23,18 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self, *, wait: bool = False) -> RunLock:
-        """Take the lock, or raise ProjectLocked naming the holder (or wait for it)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock, or raise ProjectLocked naming the holder (or wait for it).
+
+        Raises:
+            ProjectLocked: another process holds it and ``wait`` is false.
+            ProjectUnwritable: the lock file cannot be created or written (a full disk, a
+                read-only mount, missing permissions); the descriptor is never leaked.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -34,11 +44,22 @@ class RunLock:
                 f"Another 'conveyor run' is running in this project ({holder}). Wait for it to "
                 "finish, or pass --wait to queue behind it."
             ) from None
-        os.ftruncate(fd, 0)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise self._unwritable(exc) from None
         self._fd = fd
         return self
+
+    def _unwritable(self, exc: OSError) -> ProjectUnwritable:
+        return ProjectUnwritable(
+            f"Cannot take the run lock {self.path}: "
+            + explain(exc.errno, self.path, exc.strerror or "")
+        )
 
     def release(self) -> None:
         if self._fd is not None:
