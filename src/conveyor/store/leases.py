@@ -6,7 +6,7 @@ that shares the store (``conveyor gc``, which deletes objects every workspace ma
 lease here. A lease expires unless renewed, and one whose holder is a dead process of this
 machine is taken over at once, so a killed holder never blocks the store for long.
 
-The controller keeps its own lease class over the same table; this one knows nothing of it.
+The controller's lease (``controller/lease.py``) is this class with its own refusal message.
 """
 
 from __future__ import annotations
