@@ -345,6 +345,8 @@ def pages(client: httpx.Client, n: dict[str, int]) -> list[tuple[str, str, str]]
     release = client.get("/releases.json").json()["releases"][0]["id"]
     events = client.get("/events.json", params={"limit": 500}).json()
     per_model = max(1, n["versions"] // MODELS)
+    # events are 30 s apart from 2025-01-01: the day in the middle of the log
+    middle_day = (datetime(2025, 1, 1) + timedelta(seconds=15 * n["events"])).date()
     return [
         ("overview", "/", "list"),
         ("runs", "/runs", "list"),
@@ -366,6 +368,7 @@ def pages(client: httpx.Client, n: dict[str, int]) -> list[tuple[str, str, str]]
         ("audit log, page 6", f"/events?after={events['events'][-1]['id']}", "list"),
         ("audit log, since a day", "/events?since=2025-01-20", "list"),
         ("audit log, until the 2nd day", "/events?until=2025-01-02", "list"),
+        ("audit log, until mid-log", f"/events?until={middle_day}", "list"),
         ("monitoring", "/monitoring", "list"),
     ]
 

@@ -126,31 +126,29 @@ class Dashboard:
             if token
             else None
         )
-        self._routes: list[tuple[re.Pattern[str], Callable[..., Response]]] = [
-            (re.compile(p), h)
-            for p, h in [
-                (r"/(?:index)?", self.overview),
-                (r"/runs", self.runs),
-                (rf"/runs/(?P<run_id>{_ID})", self.run),
-                (
-                    rf"/runs/(?P<run_id>{_ID})/artifacts/(?P<digest>[0-9A-Za-z]{{8,128}})",
-                    self.download,
-                ),
-                (r"/models", self.models),
-                (rf"/models/(?P<model>{_ID})/(?P<number>[0-9]{{1,9}})", self.version),
-                (r"/releases", self.releases),
-                (rf"/releases/(?P<release_id>{_ID})", self.release),
-                (rf"/releases/(?P<release_id>{_ID})/(?P<act>promote|pause|resume|abort)", self.act),
-                (rf"/environments/(?P<model>{_ID})/(?P<environment>{_ID})/rollback", self.rollback),
-                (r"/monitoring", self.monitoring),
-                (rf"/monitoring/(?P<model>{_ID})/(?P<environment>{_ID})", self.monitor_page),
-                (r"/events", self.events),
-                (r"/login", self.login),
-                (r"/logout", self.logout),
-                (r"/static/(?P<name>[a-z]+\.css)", self.static),
-                (r"/favicon\.ico", self.favicon),
-            ]
+        routes: list[tuple[str, Callable[..., Response]]] = [
+            (r"/(?:index)?", self.overview),
+            (r"/runs", self.runs),
+            (rf"/runs/(?P<run_id>{_ID})", self.run),
+            (
+                rf"/runs/(?P<run_id>{_ID})/artifacts/(?P<digest>[0-9A-Za-z]{{8,128}})",
+                self.download,
+            ),
+            (r"/models", self.models),
+            (rf"/models/(?P<model>{_ID})/(?P<number>[0-9]{{1,9}})", self.version),
+            (r"/releases", self.releases),
+            (rf"/releases/(?P<release_id>{_ID})", self.release),
+            (rf"/releases/(?P<release_id>{_ID})/(?P<act>promote|pause|resume|abort)", self.act),
+            (rf"/environments/(?P<model>{_ID})/(?P<environment>{_ID})/rollback", self.rollback),
+            (r"/monitoring", self.monitoring),
+            (rf"/monitoring/(?P<model>{_ID})/(?P<environment>{_ID})", self.monitor_page),
+            (r"/events", self.events),
+            (r"/login", self.login),
+            (r"/logout", self.logout),
+            (r"/static/(?P<name>[a-z]+\.css)", self.static),
+            (r"/favicon\.ico", self.favicon),
         ]
+        self._routes = [(re.compile(p), h) for p, h in routes]
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ STATE_COLOURS = {
     "rolled_back": "#cf222e",
     "aborted": "#cf222e",
 }
-_FONT = {"font_family": "system-ui, sans-serif", "font_size": 11}
+_FONT: dict[str, str | int | float] = {"font_family": "system-ui, sans-serif", "font_size": 11}
 
 
 def _tick(value: float) -> str:

@@ -260,10 +260,37 @@ def events_page(store: Store, filters: EventFilter, *, cursor: int | None, limit
         q = q.where(_EVENTS.c.id < cursor)
     q = q.order_by(_EVENTS.c.id.desc()).limit(limit + 1)
     with store.engine.connect() as conn:
+        if filters.until:
+            last = _last_id_before(conn, filters.until)
+            if last is None:
+                return Page([], None)
+            q = q.where(_EVENTS.c.id <= last)
         found = conn.execute(q).all()
     more = len(found) > limit
     rows = [_event(e) for e in found[:limit]]
     return Page(rows, str(found[limit - 1].id) if more else None)
+
+
+def _last_id_before(conn: Any, until: datetime) -> int | None:
+    """The newest event id written before ``until``: an exact bound for walking ids down.
+
+    Walking ids down from the newest event to a day long past reads the whole log, and so
+    does asking the ``at`` index about a recent day. Events are written roughly in time order,
+    so the two ends of the log say which way is shorter: from the newest event backwards
+    (``max(id)``, SQLite's rowid walk) or through the ``at`` index up to ``until``
+    (``max(id + 0)`` keeps SQLite off the rowid shortcut). Either reads at most half the log.
+    """
+    ends = [
+        as_utc(conn.execute(select(_EVENTS.c.at).order_by(order).limit(1)).scalar())
+        for order in (_EVENTS.c.id.asc(), _EVENTS.c.id.desc())
+    ]
+    oldest, newest = ends
+    if oldest is None or newest is None:
+        return None
+    through_index = (until - oldest) < (newest - until)
+    key = _EVENTS.c.id + 0 if through_index else _EVENTS.c.id
+    last = conn.execute(select(func.max(key)).where(_EVENTS.c.at < until)).scalar()
+    return int(last) if last is not None else None
 
 
 def _event(e: Any) -> dict[str, Any]:
