@@ -78,9 +78,16 @@ def watch(
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            metavar="PORT", help="Serve the monitoring figures at http://127.0.0.1:PORT/metrics."
+            metavar="PORT", help="Serve the monitoring figures at http://HOST:PORT/metrics."
         ),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST",
+            help="The address --metrics-port listens on; 0.0.0.0 for Prometheus in a cluster.",
+        ),
+    ] = "127.0.0.1",
     url: UrlOpt = None,
     project: ProjectOpt = None,
 ) -> None:
@@ -106,7 +113,7 @@ def watch(
             once=once,
             stop=stop,
             report=lambda o: typer.echo(describe_act(o)),
-            metrics=("127.0.0.1", metrics_port) if metrics_port else None,
+            metrics=(metrics_host, metrics_port) if metrics_port else None,
         )
     except KeyboardInterrupt:
         pass
