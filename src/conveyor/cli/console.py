@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from conveyor.evaluate.values import format_number, format_percent, format_signed
+
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -203,11 +205,8 @@ VERDICTS = {
 
 
 def _num(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+    """A metric as every surface shows it (``evaluate/values.py``): the card, the PR comment."""
+    return format_number(value)
 
 
 def print_gate(result: Any) -> None:
@@ -341,9 +340,9 @@ def print_comparison(result: dict) -> None:
             c["metric"],
             _num(c["a"]),
             _num(c["b"]),
-            f"{c['diff']:+.4f}",
-            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]",
-            f"{c['p_value']:.3g}",
+            format_signed(c["diff"]),
+            f"[{format_signed(c['ci_low'])}, {format_signed(c['ci_high'])}]",
+            _num(c["p_value"]),
             c["method"],
         )
     console.print(table)
@@ -448,7 +447,7 @@ def print_monitor(report: dict) -> None:
     )
     p99 = report.get("p99_ms")
     console.print(
-        f"  error rate {report['error_rate']:.2%}, p99 "
+        f"  error rate {format_percent(report['error_rate'])}, p99 "
         f"{'-' if p99 is None else f'{p99:.2f} ms'}"
         + ("" if report["enough"] else "  (fewer rows than monitor.min_rows: no verdicts)")
     )
@@ -466,20 +465,20 @@ def print_monitor(report: dict) -> None:
                 name,
                 entry.get("kind", ""),
                 test or "-",
-                "-" if p_adj is None else f"{p_adj:.3g}",
-                "-" if psi is None else f"{psi:.3f}",
+                _num(p_adj),
+                _num(psi),
                 "[red]yes[/]" if entry.get("drifted") else "no",
             )
         console.print(table)
         console.print(
             f"  drift: {len(drift['drifted'])} of {len(drift['columns'])} features "
-            f"({drift['share_drifted']:.0%}); data set drifted: "
+            f"({format_percent(drift['share_drifted'])}); data set drifted: "
             f"{'yes' if drift['drifted_overall'] else 'no'}"
         )
     prediction = report.get("prediction_drift")
     if prediction:
         console.print(
-            f"  predictions: psi {prediction['psi']:.3f}, "
+            f"  predictions: psi {_num(prediction['psi'])}, "
             f"{'shifted' if prediction['drifted'] else 'not shifted'}"
         )
     quality = report.get("quality") or {}
@@ -488,9 +487,9 @@ def print_monitor(report: dict) -> None:
         delay = quality.get("label_delay_s_p50")
         console.print(
             f"  live quality on {quality['labelled']:,} labelled rows "
-            f"({quality['labelled_share']:.0%}, median delay "
+            f"({format_percent(quality['labelled_share'])}, median delay "
             f"{'-' if delay is None else f'{delay:.1f}s'}): "
-            + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            + ", ".join(f"{k} {_num(v)}" for k, v in metrics.items())
         )
     else:
         console.print("  live quality: no labels yet (POST /v1/feedback)")

@@ -129,6 +129,11 @@ def describe_act(act: dict[str, Any]) -> str:
             f"release {act['id']}: started, v{act['version']} to {act['environment']} "
             f"({act['strategy']})"
         )
+    if kind == "retrain_started":
+        return (
+            f"retraining started ({'; '.join(act['causes'])}): pid {act.get('pid')}, "
+            f"log {act.get('log')}"
+        )
     if kind == "retrained":
         what = (
             f"registered v{act['version']}"
