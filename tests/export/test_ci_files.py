@@ -258,6 +258,7 @@ def test_github_workflow_runs_the_gates_and_publishes_the_report() -> None:
     assert COMMAND in gates["run"] and "set +e" in gates["run"]
     assert "continue-on-error" not in gates  # it succeeds by itself, and keeps the code
     assert _step(workflow, "Upload the report, its plots and the JUnit results") == {
+        "id": "upload",
         "name": "Upload the report, its plots and the JUnit results",
         "if": "always()",
         "uses": "actions/upload-artifact@v4",
@@ -270,9 +271,9 @@ def test_github_workflow_runs_the_gates_and_publishes_the_report() -> None:
     comment = _step(workflow, "Comment the report on the pull request")
     assert comment["if"] == "always() && github.event_name == 'pull_request'"
     assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
-    assert 'gh pr comment "$PR" --body-file conveyor-report.md --edit-last' in comment["run"]
-    assert '|| gh pr comment "$PR" --body-file conveyor-report.md\n' in comment["run"]
-    assert "$GITHUB_STEP_SUMMARY" in _step(workflow, "Add the report to the job summary")["run"]
+    assert 'gh pr comment "$PR" --body-file conveyor-comment.md --edit-last' in comment["run"]
+    assert '|| gh pr comment "$PR" --body-file conveyor-comment.md\n' in comment["run"]
+    assert "$GITHUB_STEP_SUMMARY" in _step(workflow, "Link the plots to the uploaded report")["run"]
     last = job["steps"][-1]
     assert last["if"] == "always() && steps.gates.outcome == 'success'"
     assert last["env"]["CODE"] == "${{ steps.gates.outputs.exit-code }}"
@@ -297,14 +298,20 @@ def test_github_steps_keep_the_exit_code_until_the_last_step(tmp_path: Path) -> 
     assert "::error::A quality gate failed" in _bash(last, tmp_path, {"CODE": "3"}).stdout
 
     # Without a report the comment step does nothing (and never reaches gh); with one, the
-    # summary step appends it.
+    # plots step turns each image into a link to the artifact and appends it to the summary.
     comment = _bash(_step(workflow, "Comment the report on the pull request")["run"], tmp_path, {})
     assert (comment.returncode, comment.stdout) == (0, "No report to comment.\n")
-    (tmp_path / "conveyor-report.md").write_text("## Gates\n\nauc 0.81 >= 0.70\n")
+    (tmp_path / "conveyor-report.md").write_text(
+        "## Gates\n\nauc 0.81 >= 0.70\n\n![ROC curve](conveyor-report-plots/roc.svg)\n"
+    )
     summary.write_text("before\n")
-    added = _bash(_step(workflow, "Add the report to the job summary")["run"], tmp_path, env)
+    url = "https://github.com/o/r/actions/runs/1/artifacts/2"
+    link = _step(workflow, "Link the plots to the uploaded report")["run"]
+    added = _bash(link, tmp_path, {**env, "PLOTS_URL": url})
     assert added.returncode == 0, added.stderr
-    assert summary.read_text() == "before\n## Gates\n\nauc 0.81 >= 0.70\n"
+    expected = f"## Gates\n\nauc 0.81 >= 0.70\n\n[ROC curve (SVG, in the uploaded report)]({url})\n"
+    assert summary.read_text() == "before\n" + expected
+    assert (tmp_path / "conveyor-comment.md").read_text() == expected
 
 
 def test_github_schema_rejects_a_job_without_runs_on(tmp_path: Path) -> None:
@@ -353,7 +360,11 @@ def test_gitlab_job_runs_the_gates_on_merge_requests_and_the_default_branch() ->
     ]
     assert job["cache"]["paths"] == [".cache/pip"]
     assert job["variables"]["PIP_CACHE_DIR"] == "$CI_PROJECT_DIR/.cache/pip"
-    assert job["script"][-1] == COMMAND
+    assert job["script"][-1] == (
+        "register=--register\n"
+        'if [ "$CI_PIPELINE_SOURCE" = merge_request_event ]; then register=--no-register; fi\n'
+        f'{COMMAND} "$register"\n'
+    )
     assert job["artifacts"]["when"] == "always"
     assert job["artifacts"]["expose_as"] == "Conveyor report"
     # CI/CD variables reach the job by themselves; the file names them where it says so.

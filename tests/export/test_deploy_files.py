@@ -11,7 +11,6 @@ its HEALTHCHECK command is run against a real HTTP server.
 from __future__ import annotations
 
 import http.server
-import importlib.metadata
 import json
 import re
 import shutil
@@ -26,6 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import conveyor
 from conveyor.exceptions import ExportError
 from conveyor.export.deploy_files import (
     DEFAULT_K8S_PATH,
@@ -58,10 +58,16 @@ def _config(project, yaml_text: str):  # -> ProjectConfig
 
 
 def _docs(text: str) -> dict[str, dict[str, Any]]:
+    """The gateway's objects by kind; the controller's two follow them (see _controller_docs)."""
     docs = list(yaml.safe_load_all(text))
     kinds = [doc["kind"] for doc in docs]
-    assert kinds == ["Deployment", "Service", "HorizontalPodAutoscaler"]
-    return {doc["kind"]: doc for doc in docs}
+    assert kinds == ["Deployment", "Service", "HorizontalPodAutoscaler", "Deployment", "Service"]
+    return {doc["kind"]: doc for doc in docs[:3]}
+
+
+def _controller_docs(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = list(yaml.safe_load_all(text))
+    return docs[3], docs[4]
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -248,9 +254,12 @@ def test_secrets_are_referenced_never_inlined(project, monkeypatch: pytest.Monke
     refs = {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env}
     assert refs == {
         "CONVEYOR_STORE_URL": {"name": "conveyor-store", "key": "url"},
-        "CONVEYOR_ARTIFACTS": {"name": "conveyor-store", "key": "artifacts", "optional": True},
+        # Required: conveyor.yaml's artifacts are a local folder, which is empty in a pod.
+        "CONVEYOR_ARTIFACTS": {"name": "conveyor-store", "key": "artifacts"},
         "CONVEYOR_TOKEN": {"name": "conveyor-token", "key": "token"},
     }
+    controller, _ = _controller_docs(text)
+    assert _container(controller)["env"] == env
 
 
 def test_the_token_variable_follows_serve_token_env(project) -> None:
@@ -361,21 +370,30 @@ def test_the_image_installs_the_projects_requirements(project) -> None:
     instructions = parse_dockerfile(render_docker(config)["Dockerfile"])
     steps = [(kw, args) for kw, args in instructions if kw in ("COPY", "RUN")]
     # requirements.txt alone first, so the installed layer survives a change of code.
+    # Conveyor pinned in the same pip run, so requirements.txt cannot move it; then only the
+    # configuration: no data, no `COPY . .`.
     assert steps[1:4] == [
         ("COPY", "requirements.txt ./"),
-        ("RUN", "pip install --no-cache-dir -r requirements.txt"),
-        ("COPY", ". ."),
+        ("RUN", 'pip install --no-cache-dir -r requirements.txt "conveyor-ml==0.1.0"'),
+        ("COPY", "conveyor.yaml ./"),
     ]
+    assert ("COPY", ". .") not in steps
 
 
 def test_requirements_that_refer_to_the_project_are_installed_after_copying_it(project) -> None:
     config = _config(project, "project: loans\n")
     project.write("requirements.txt", "conveyor-ml\n-e .\n")
+    project.write("pyproject.toml", "[project]\nname = 'loans'\n")
+    project.write("loans/model.py", "class Model: ...\n")
+    project.write("data/train.csv", "a\n1\n")
     instructions = parse_dockerfile(render_docker(config)["Dockerfile"])
     steps = [(kw, args) for kw, args in instructions if kw in ("COPY", "RUN")]
-    assert steps[1:3] == [
-        ("COPY", ". ."),
-        ("RUN", "pip install --no-cache-dir -r requirements.txt"),
+    assert steps[1:6] == [
+        ("COPY", "conveyor.yaml ./"),
+        ("COPY", "pyproject.toml ./"),
+        ("COPY", "loans ./loans/"),
+        ("COPY", "requirements.txt ./"),
+        ("RUN", 'pip install --no-cache-dir -r requirements.txt "conveyor-ml==0.1.0"'),
     ]
 
 
@@ -383,8 +401,38 @@ def test_without_requirements_the_image_installs_this_conveyor(config) -> None:
     assert not (config.root / "requirements.txt").exists()
     instructions = parse_dockerfile(render_docker(config)["Dockerfile"])
     installs = [args for kw, args in instructions if kw == "RUN" and "pip install" in args]
-    version = importlib.metadata.version("conveyor-ml")
-    assert installs == [f'pip install --no-cache-dir "conveyor-ml[postgres]=={version}"']
+    assert installs == [f'pip install --no-cache-dir "conveyor-ml=={conveyor.__version__}"']
+
+
+def test_the_image_installs_the_extras_the_store_needs_and_says_why(project) -> None:
+    config = _config(
+        project,
+        "project: loans\nstore: {url: 'postgresql+psycopg://db/c', artifacts: 's3://b/c'}\n",
+    )
+    text = render_docker(config)["Dockerfile"]
+    assert 'pip install --no-cache-dir "conveyor-ml[postgres,s3]==0.1.0"' in text
+    assert "# Extra postgres: the store (store.url) is PostgreSQL" in text
+    assert "# Extra s3: the artifacts (store.artifacts) are in S3" in text
+
+
+def test_an_install_spec_replaces_the_release_and_a_wheel_in_the_project_is_copied(
+    project,
+) -> None:
+    config = _config(project, "project: loans\nstore: {url: 'postgresql://db/c'}\n")
+    project.write("wheels/conveyor_ml-0.1.0-py3-none-any.whl", "")
+    text = render_docker(config, install="wheels/conveyor_ml-0.1.0-py3-none-any.whl")["Dockerfile"]
+    steps = [(kw, args) for kw, args in parse_dockerfile(text) if kw in ("COPY", "RUN")]
+    assert steps[1:3] == [
+        (
+            "COPY",
+            "wheels/conveyor_ml-0.1.0-py3-none-any.whl ./wheels/conveyor_ml-0.1.0-py3-none-any.whl",
+        ),
+        (
+            "RUN",
+            "pip install --no-cache-dir wheels/conveyor_ml-0.1.0-py3-none-any.whl "
+            '"conveyor-ml[postgres]"',
+        ),
+    ]
 
 
 def test_the_dockerignore_keeps_local_state_out_of_the_image(config) -> None:
@@ -467,7 +515,7 @@ def test_a_file_that_differs_is_kept_unless_forced(config) -> None:
 
 def test_k8s_refuses_to_overwrite_unless_forced(config) -> None:
     path = config.root / "deploy" / "k8s.yaml"
-    assert write_deploy(config, "k8s", image=IMAGE) == [path]
+    assert write_deploy(config, "k8s", image=IMAGE) == [path, path.parent / "kustomization.yaml"]
     assert write_deploy(config, "k8s", image=IMAGE) == []  # the same text: nothing to do
     with pytest.raises(ExportError, match=re.escape(f"{str(path)!r} already exists and differs")):
         write_deploy(config, "k8s", image=IMAGE, replicas=3)
@@ -479,7 +527,8 @@ def test_k8s_refuses_to_overwrite_unless_forced(config) -> None:
 def test_outputs_are_taken_from_the_project_folder(config, tmp_path: Path) -> None:
     root = config.root
     assert write_deploy(config, "k8s", Path("ops/gateway.yaml"), image=IMAGE) == [
-        root / "ops" / "gateway.yaml"
+        root / "ops" / "gateway.yaml",
+        root / "ops" / "kustomization.yaml",
     ]
     elsewhere = tmp_path / "image"
     assert write_deploy(config, "docker", elsewhere) == [
@@ -515,3 +564,35 @@ def test_a_failed_write_names_the_file(config) -> None:
         match=r"Cannot write '.*notes\.txt/k8s\.yaml': '.*notes\.txt' is a file, not a folder",
     ):
         write_deploy(config, "k8s", Path("notes.txt/k8s.yaml"), image=IMAGE)
+
+
+def test_the_controller_is_one_recreated_pod_whose_metrics_prometheus_can_reach(config) -> None:
+    text = render_k8s(config, image=IMAGE)
+    controller, service = _controller_docs(text)
+    assert (controller["kind"], service["kind"]) == ("Deployment", "Service")
+    assert controller["spec"]["replicas"] == 1
+    assert controller["spec"]["strategy"] == {"type": "Recreate"}
+    container = _container(controller)
+    assert container["image"] == IMAGE
+    assert container["command"] == [
+        "conveyor", "watch", "--url", "http://loans:80",
+        "--metrics-port", "9100", "--metrics-host", "0.0.0.0",
+    ]  # fmt: skip
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service["spec"]["selector"] == controller["spec"]["selector"]["matchLabels"]
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == "9100"
+
+
+def test_the_kustomization_lists_the_manifests_and_makes_the_secrets(config) -> None:
+    write_deploy(config, "k8s", image=IMAGE)
+    folder = config.root / "deploy"
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert [(folder / name).is_file() for name in kustomization["resources"]] == [True]
+    made = {g["name"] for g in kustomization["secretGenerator"]}
+    referenced = {
+        var["valueFrom"]["secretKeyRef"]["name"]
+        for doc in yaml.safe_load_all((folder / "k8s.yaml").read_text())
+        if doc["kind"] == "Deployment"
+        for var in _container(doc)["env"]
+    }
+    assert made == referenced == {"conveyor-store", "conveyor-token"}

@@ -36,6 +36,18 @@ def export(
     ] = None,
     port: Annotated[int, typer.Option(help="docker/k8s: the gateway's port.")] = 8000,
     workers: Annotated[int, typer.Option(help="docker: gateway worker processes.")] = 1,
+    install: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="CI/docker: what follows 'pip install' instead of conveyor-ml==this version "
+            "(a wheel's path, a git+https URL, index options).",
+        ),
+    ] = None,
+    extra: Annotated[
+        list[str] | None,
+        typer.Option(metavar="EXTRA", help="CI/docker: a conveyor-ml extra besides those derived."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -66,22 +78,28 @@ def export(
                 "name": name,
             }
         else:
-            options = {"port": port, "workers": workers, "python": python}
+            options = {
+                "port": port,
+                "workers": workers,
+                "python": python,
+                "install": install,
+                "extra": tuple(extra or ()),
+            }
         _echo_written(write_deploy(config, kind, target, force=force, **options))
         return
     from conveyor.export.ci_files import write_ci
+    from conveyor.export.install import install_comment, install_spec, pip_command
 
-    install = (
-        "pip install -r requirements.txt"
-        if (root / "requirements.txt").exists()
-        else "pip install conveyor-ml"
-    )
+    spec = install_spec(config, install=install, extra=tuple(extra or ()))
     path = write_ci(
         kind,
         root,
         project=config.project,
         python=python,
-        install=install,
+        install=pip_command(root, spec),
+        install_note=install_comment(spec),
+        model=config.model.name if config.model is not None else None,
+        token_env=config.serve.token_env,
         force=force,
         path=target,
     )
