@@ -119,6 +119,11 @@ class Gateway:
             flush_rows=logcfg.flush_rows,
             flush_seconds=logcfg.flush_seconds,
             max_buffer=logcfg.max_buffer,
+            max_buffer_bytes=int(logcfg.max_buffer_mb * 1024 * 1024),
+            max_input_bytes=logcfg.max_input_kb * 1024,
+            max_output_bytes=logcfg.max_output_kb * 1024,
+            client_error_inputs=logcfg.client_error_inputs,
+            error_log_seconds=logcfg.error_log_seconds,
             on_drop=lambda n: self.metrics.log_dropped.inc(n),
         )
         self.request_log.start()
@@ -232,7 +237,7 @@ class Gateway:
             status, body, headers = await self._dispatch(scope, receive, rid, start)
         except HttpError as exc:
             status, body = protocol_error(
-                self._protocol(scope["path"]),
+                exc.protocol or self._protocol(scope["path"]),
                 exc.status,
                 exc.code,
                 exc.message,
@@ -279,7 +284,13 @@ class Gateway:
     async def _dispatch(self, scope: dict, receive: Any, rid: str, start: float) -> Answer:
         found = self._table.match(scope["path"])
         if found is None:
-            raise HttpError(404, "not_found", f"No endpoint at {_shown(scope['path'])}; see /docs.")
+            path = scope["path"]
+            raise HttpError(
+                404,
+                "not_found",
+                f"No endpoint at {_shown(path)}; see /docs.",
+                protocol="v2" if path == "/v2" or path.startswith("/v2/") else "conveyor",
+            )
         methods, params = found
         route = methods.get(scope["method"])
         if route is None:

@@ -54,6 +54,7 @@ class HttpError(Exception):
         field: str | None = None,
         row: int | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        protocol: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -62,6 +63,7 @@ class HttpError(Exception):
         self.field = field
         self.row = row
         self.headers = headers or []
+        self.protocol = protocol  # whose error shape; None: the route's (found on the way out)
 
 
 def _detail(
