@@ -79,6 +79,7 @@ def test_first_ci_registers_with_lineage_and_writes_the_report(shop) -> None:
         "not worse than production": "skipped",
         "fairness: recall gap across region <= 0.5": "pass",
         "size <= 5 MB": "pass",
+        "servable": "pass",
     }
     report = outcome.report
     assert report["status"] == "registered" and report["aliases"] == []
@@ -96,7 +97,7 @@ def test_first_ci_registers_with_lineage_and_writes_the_report(shop) -> None:
     assert "churn" in markdown and "roc_auc" in markdown
     assert (shop.root / "report-plots" / "roc.svg").read_text().startswith("<svg")
     suite = ET.parse(shop.root / "junit.xml").getroot().find("testsuite")
-    assert suite is not None and suite.get("tests") == "6" and suite.get("failures") == "0"
+    assert suite is not None and suite.get("tests") == "7" and suite.get("failures") == "0"
     [registered] = _events(shop, "model.registered")
     assert registered["version"] == 1 and registered["run_id"] == outcome.run_id
 

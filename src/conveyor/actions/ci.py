@@ -20,6 +20,9 @@ from conveyor.store import events as ev
 
 SAMPLE_ROWS = 100_000  # rows of each source kept with a version as its drift reference
 ONNX_CHECK_ROWS = 500
+SERVABLE_ROWS = 200  # holdout rows the servability check sends through the gateway's path
+SERVABLE_TIMEOUT_S = 300
+SERVABLE_TOLERANCE = 1e-3  # served vs evaluated probabilities (ONNX computes in float32)
 
 
 @dataclass
@@ -101,6 +104,8 @@ def run_ci(
             )
         candidate = job.candidate(summary.run_id)
         model_results = job.model_gates(candidate)
+        if not any(r.blocks for r in data_results + model_results):
+            model_results.append(job.servable(candidate))
         return job.finish(
             candidate,
             data_results,
@@ -216,7 +221,9 @@ class _Job:
                 "it must be a DataFrame (the rows both models are scored on)."
             )
         self.model_desc, self.holdout_desc = model_desc, holdout_desc
-        model = load_output(model_desc, self.ctx.artifacts)
+        model = load_output(
+            model_desc, self.ctx.artifacts, trusted_extra=tuple(self.model_cfg.trusted_types)
+        )
         holdout = load_output(holdout_desc, self.ctx.artifacts)
         if self.model_cfg.target not in holdout.columns:
             raise GateError(
@@ -285,6 +292,11 @@ class _Job:
                 format="pickle",
                 allow_pickle=self.config.registry.allow_pickle,
             )
+        from conveyor.registry.flavours import for_class
+
+        if for_class(str(desc.get("class") or "")).name != "sklearn":
+            # XGBoost and LightGBM are registered in their own model format, not as skops
+            return save_model(model, self.ctx.artifacts)
         file = from_step_output(desc)
         check_trusted(list(file.trusted), self.model_cfg.trusted_types, what=what)
         return file
@@ -293,10 +305,11 @@ class _Job:
         if not self.model_cfg.onnx:
             return None, None, None
         from conveyor.evaluate.steps import features_of
-        from conveyor.registry.onnx import OnnxModel, export_onnx
+        from conveyor.registry.flavours import flavour_of
+        from conveyor.registry.onnx import OnnxModel
 
         sample = features_of(model, holdout, self.model_cfg.target).head(ONNX_CHECK_ROWS)
-        data, report = export_onnx(model, sample, task=task)
+        data, report = flavour_of(model).export_onnx(model, sample, task)
         return data, report, OnnxModel(data) if data is not None else None
 
     # -- model gates -----------------------------------------------------------------------
@@ -389,9 +402,7 @@ class _Job:
             )
 
     def _register(self, candidate: Any, gates: list[dict]) -> Any:
-        from conveyor.evaluate.steps import features_of
         from conveyor.registry.registry import NewVersion
-        from conveyor.registry.signature import infer_signature
 
         artifacts = self.ctx.artifacts
         plots = {
@@ -399,16 +410,7 @@ class _Job:
             for name, svg in (self.evaluation.get("plots") or {}).items()
             if isinstance(svg, str)
         }
-        onnx = None
-        if self.onnx_bytes is not None:
-            stored = artifacts.put_bytes(self.onnx_bytes)
-            onnx = {"digest": stored.digest, "size": stored.size, **(self.onnx_report or {})}
-        classes = getattr(candidate.model, "classes_", None)
-        signature = infer_signature(
-            features_of(candidate.model, candidate.holdout, candidate.target),
-            task=candidate.task,
-            classes=[_plain(c) for c in classes] if classes is not None else None,
-        )
+        signature = self._signature(candidate)
         new = NewVersion(
             project=self.config.project,
             model=self.model_cfg.name,
@@ -419,7 +421,7 @@ class _Job:
             metrics=_finite(candidate.metrics),
             lineage=self._lineage(),
             holdout=self.holdout_desc,
-            onnx=onnx,
+            onnx=self._onnx_record(),
             slices=_finite(_slice_numbers(self.evaluation.get("slices") or {})),
             gates=gates,
             plots=plots,
@@ -437,6 +439,91 @@ class _Job:
             },
         )
         return self.registry.register(new)
+
+    def _signature(self, candidate: Any) -> dict[str, Any]:
+        from conveyor.evaluate.steps import features_of
+        from conveyor.registry.flavours import flavour_of
+
+        features = features_of(candidate.model, candidate.holdout, candidate.target)
+        return flavour_of(candidate.model).signature(candidate.model, features, candidate.task)
+
+    def _onnx_record(self) -> dict[str, Any] | None:
+        """The ONNX copy's record; an export that failed keeps its reason (supported: false)."""
+        if self.onnx_report is None:
+            return None
+        if self.onnx_bytes is None:
+            return {"digest": None, "size": None, **self.onnx_report}
+        stored = self.ctx.artifacts.put_bytes(self.onnx_bytes)
+        return {"digest": stored.digest, "size": stored.size, **self.onnx_report}
+
+    # -- servability -----------------------------------------------------------------------
+
+    def servable(self, candidate: Any) -> GateResult:
+        """Load the candidate as the gateway will and predict rows built from its signature,
+        in a clean subprocess: a model that cannot be served is refused with the gateway's
+        own error, before it is registered."""
+        import json
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        from conveyor.evaluate.steps import class_probabilities, features_of
+
+        start = time.perf_counter()
+        signature = self._signature(candidate)
+        names = [f["name"] for f in signature["inputs"]]
+        rows = features_of(candidate.model, candidate.holdout, candidate.target)[names]
+        rows = rows.head(SERVABLE_ROWS)
+        if candidate.task == "classification":
+            expected = class_probabilities(candidate.model, rows)[1]
+        else:
+            expected = candidate.model.predict(rows)
+        spec = {
+            "artifacts": self.config.artifacts_url(),
+            "model": self.model_cfg.name,
+            "task": candidate.task,
+            "signature": signature,
+            "file": self.file.to_dict(),
+            "onnx": self._onnx_record(),
+            "holdout": self.holdout_desc,
+            "columns": names,
+            "rows": len(rows),
+            "expected": _finite([[float(v) for v in r] for r in expected])
+            if candidate.task == "classification"
+            else _finite([float(v) for v in expected]),
+            "allow_pickle": self.config.registry.allow_pickle,
+            "trusted_extra": list(self.model_cfg.trusted_types),
+        }
+        fd, path = tempfile.mkstemp(suffix=".json", dir=self.ctx.artifacts.tmp_dir())
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "conveyor.actions.ci", "--servable", path],
+                capture_output=True,
+                text=True,
+                timeout=SERVABLE_TIMEOUT_S,
+                cwd=str(self.config.root),
+                stdin=subprocess.DEVNULL,
+            )
+            lines = done.stdout.strip().splitlines()
+            answer = json.loads(lines[-1]) if lines else None
+            if not isinstance(answer, dict):
+                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                answer = {"ok": False, "error": f"the check exited {done.returncode}: {tail}"}
+        except subprocess.TimeoutExpired:
+            answer = {
+                "ok": False,
+                "error": f"loading and predicting took over {SERVABLE_TIMEOUT_S} s",
+            }
+        finally:
+            os.unlink(path)
+        result = _servable_result(answer, len(rows))
+        result.duration_s = time.perf_counter() - start
+        self.notify(result)
+        return result
 
     def _references(self) -> dict[str, str]:
         """A sample of each source the model was trained from, kept as its drift reference."""
@@ -608,3 +695,103 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return _plain(value) if hasattr(value, "item") else value
+
+
+def _servable_result(answer: dict[str, Any], rows: int) -> GateResult:
+    evidence = {k: v for k, v in answer.items() if k != "ok"}
+    if not answer.get("ok"):
+        summary = f"cannot be served: {answer.get('error')}"
+        return GateResult("servable", "servable", "fail", summary, evidence, blocks=True)
+    diff = answer.get("max_abs_diff")
+    runtime = answer.get("runtime")
+    if diff is None or not diff <= SERVABLE_TOLERANCE:
+        summary = (
+            f"served through the gateway ({runtime}), it answers {rows} holdout rows differently "
+            f"from the model evaluated: predictions differ by up to {diff} (tolerance "
+            f"{SERVABLE_TOLERANCE:g}); a column is decoded from JSON otherwise than in training"
+        )
+        return GateResult("servable", "servable", "fail", summary, evidence, blocks=True)
+    summary = (
+        f"loaded as the gateway loads it ({runtime}) and predicted {rows} holdout rows sent as "
+        f"JSON; largest difference from the model evaluated {diff:.2g}"
+    )
+    return GateResult("servable", "servable", "pass", summary, evidence)
+
+
+def check_servable(spec: dict[str, Any]) -> dict[str, Any]:
+    """The subprocess side of the servability gate: ``gateway.runtime.load_served`` on the
+    unregistered version, then the holdout rows as a client sends them (JSON records) through
+    the gateway's body decoding, ``prepare`` and ``predict``."""
+    import numpy as np
+
+    from conveyor.gateway.app import _instances
+    from conveyor.gateway.runtime import load_served
+    from conveyor.pipeline.outputs import load_output
+    from conveyor.registry.modelfile import ModelFile
+    from conveyor.registry.registry import Registry, Version
+    from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.records import utcnow
+
+    artifacts = ArtifactStore(spec["artifacts"]).open()
+
+    class Candidate(Version):
+        @property
+        def label(self) -> str:
+            return f"the candidate of model {self.model!r}"
+
+    record = Candidate(
+        model=spec["model"],
+        version=0,
+        status="candidate",
+        created_at=utcnow(),
+        project="",
+        run_id="",
+        task=spec["task"],
+        file=ModelFile.from_dict(spec["file"]),
+        onnx=spec["onnx"],
+        signature=spec["signature"],
+        metrics={},
+        slices={},
+        gates=[],
+        plots={},
+        lineage={},
+        holdout=spec["holdout"],
+        references={},
+        card={},
+    )
+
+    class Unregistered(Registry):
+        def version(self, model: str, ref: int | str) -> Version:
+            return record
+
+    try:
+        served = load_served(
+            Unregistered(None, artifacts),  # type: ignore[arg-type]  # no metadata is read
+            spec["model"],
+            0,
+            allow_pickle=spec["allow_pickle"],
+            trusted_extra=tuple(spec["trusted_extra"]),
+        )
+        holdout = load_output(spec["holdout"], artifacts)
+        rows = holdout[spec["columns"]].head(spec["rows"])
+        body = b'{"instances": ' + rows.to_json(orient="records", date_format="iso").encode() + b"}"
+        instances = _instances(body)  # the JSON decoding of POST /predict
+        block, n = served.prepare(instances, max_rows=len(instances))
+        (prediction,) = served.predict([block])
+    except Exception as exc:  # the gateway's own error is the reason
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "runtime": None}
+    got = prediction.probabilities if spec["task"] == "classification" else prediction.values
+    want = np.asarray(spec["expected"], dtype=float)
+    got = np.asarray(got, dtype=float)
+    diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else None
+    return {"ok": True, "runtime": served.runtime, "rows": int(n), "max_abs_diff": diff}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if sys.argv[1:2] != ["--servable"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m conveyor.actions.ci --servable SPEC.json")
+    with open(sys.argv[2]) as spec_file:
+        print(json.dumps(check_servable(json.load(spec_file)), default=str))

@@ -254,7 +254,7 @@ def _fairness(cfg: Any, c: Candidate, alpha: float = 0.05) -> GateResult:
         frame = pd.DataFrame(
             {group: c.holdout[group].to_numpy(), "y_true": truth, "y_score": scores}
         )
-        kwargs = {"threshold": c.threshold} if c.task == "classification" else {}
+        kwargs: dict[str, Any] = {"threshold": c.threshold} if c.task == "classification" else {}
         groups = by_slice(frame, [group], fn, min_rows=cfg.min_rows, **kwargs)[group]
     values: dict[str, float] = {}
     left_out: dict[str, str] = {}

@@ -24,7 +24,7 @@ from conveyor.exceptions import (
     UnsafeModelFile,
 )
 from conveyor.store.artifacts import ArtifactStore
-from conveyor.store.trusted import SKLEARN_TYPES, check_names, load_skops, names_in_file
+from conveyor.store.trusted import SKLEARN_TYPES, check_names, load_skops
 
 __all__ = [
     "DEFAULT_TRUSTED_MODULES",
@@ -36,8 +36,10 @@ __all__ = [
     "save_model",
 ]
 
-ModelFormat = Literal["skops", "pickle"]
-FORMATS: tuple[str, ...] = ("skops", "pickle")
+ModelFormat = Literal["skops", "pickle", "xgboost-json", "lightgbm-text"]
+# skops and the frameworks' own model files load without running code (registry/flavours/);
+# pickle only where the policy allows.
+FORMATS: tuple[str, ...] = ("skops", "pickle", "xgboost-json", "lightgbm-text")
 
 # The exact names a scikit-learn model file may use (store/trusted.py): no entry is a module
 # prefix, so "numpy" no longer trusts numpy.testing._private.utils.runstring.
@@ -166,8 +168,16 @@ def save_model(
         UnsafeModelFile: a pickle where pickles are forbidden, or a type nobody trusted.
         RegistryError: the format is unknown, or the model cannot be serialised.
     """
+    from conveyor.registry.flavours import flavour_of
+
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
-    if format == "skops":
+    flavour = flavour_of(model)
+    if format == "skops" or (format in FORMATS and format != "pickle"):
+        # a framework's own format wins over skops: no pickled booster inside a zip
+        if flavour.name != "sklearn":
+            fmt, data = flavour.save(model, trusted_extra=tuple(trusted_extra))
+            artifact = store.put_bytes(data)
+            return ModelFile(fmt, artifact.digest, artifact.size, (), cls)  # type: ignore[arg-type]
         return _save_skops(model, store, cls, tuple(trusted_extra))
     if format == "pickle":
         if not allow_pickle:
@@ -215,8 +225,16 @@ def load_model(
             return pickle.loads(data)
         except Exception as exc:
             raise _unloadable(what, file, exc) from exc
-    if file.format != "skops":
-        raise RegistryError(f"The file of {what} has the unknown format {file.format!r}.")
+    if file.format not in ("skops", "pickle"):
+        from conveyor.registry.flavours import for_format
+
+        flavour = for_format(file.format)
+        return flavour.load(
+            file.format,
+            _verified_bytes(store, file, what),
+            what=what,
+            trusted_extra=tuple(trusted_extra),
+        )
     data = _verified_bytes(store, file, what)
     try:
         return load_skops(data, trusted_extra, what=what)
@@ -229,19 +247,13 @@ def load_model(
 def _save_skops(model: Any, store: ArtifactStore, cls: str, extra: tuple[str, ...]) -> ModelFile:
     import skops.io as sio
 
-    try:
-        data = sio.dumps(model)
-        # What skops itself does not trust, kept in the record for people to read.
-        trusted = tuple(sorted(sio.get_untrusted_types(data=data)))
-    except Exception as exc:
-        raise RegistryError(
-            f"skops cannot save the {cls}: {exc}. Use scikit-learn compatible types, or "
-            "set registry.allow_pickle and save it as a pickle."
-        ) from exc
+    from conveyor.registry.flavours.sklearn import ScikitLearn
+
     # The same check as loading, on the file just written: a model that needs a name outside
     # the allow-list is refused now, naming it, rather than stored and refused at load time.
-    what = f"the {cls}"
-    check_names(names_in_file(data, what=what), extra, what=what, allowed=DEFAULT_TRUSTED_TYPES)
+    _, data = ScikitLearn().save(model, trusted_extra=extra)
+    # What skops itself does not trust, kept in the record for people to read.
+    trusted = tuple(sorted(sio.get_untrusted_types(data=data)))
     artifact = store.put_bytes(data)
     return ModelFile("skops", artifact.digest, artifact.size, trusted, cls)
 

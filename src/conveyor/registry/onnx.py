@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from conveyor.exceptions import RegistryError
 
-__all__ = ["TOLERANCE", "OnnxModel", "export_onnx"]
+__all__ = ["TOLERANCE", "Converter", "OnnxModel", "export_onnx", "with_layout"]
 
 TOLERANCE = 1e-4  # absolute, on probabilities; relative to the largest value for regression
 _TASKS = ("classification", "regression")
@@ -25,7 +26,13 @@ _META_LAYOUT = "conveyor.layout"
 _META_TASK = "conveyor.task"
 
 
-def export_onnx(model: Any, sample: Any, *, task: str) -> tuple[bytes | None, dict[str, Any]]:
+# A converter: (model, columns, kinds, task) -> ONNX bytes with the layout in the metadata.
+Converter = Callable[[Any, list[str], list[str], str], bytes]
+
+
+def export_onnx(
+    model: Any, sample: Any, *, task: str, convert: Converter | None = None, tool: str = "skl2onnx"
+) -> tuple[bytes | None, dict[str, Any]]:
     """Convert a fitted model to ONNX and check that it predicts ``sample`` like the model.
 
     Numeric columns become float tensors and string or categorical columns string tensors,
@@ -37,6 +44,9 @@ def export_onnx(model: Any, sample: Any, *, task: str) -> tuple[bytes | None, di
         sample: holdout features, as the model reads them.
         task: ``"classification"`` (compares ``predict_proba`` and labels) or
             ``"regression"`` (compares ``predict``).
+        convert: the converter of the model's flavour (``registry/flavours/``); by default
+            skl2onnx's.
+        tool: the converter's name, for the reason when it fails.
 
     Returns:
         ``(bytes, report)``, or ``(None, report)`` when the model cannot be exported
@@ -74,9 +84,9 @@ def export_onnx(model: Any, sample: Any, *, task: str) -> tuple[bytes | None, di
     except Exception as exc:
         return None, {**report, "reason": f"the {cls} cannot predict the sample: {_first(exc)}"}
     try:
-        data = _convert(model, columns, kinds, task)
+        data = (convert or _convert)(model, columns, kinds, task)
     except Exception as exc:
-        return None, {**report, "reason": f"skl2onnx cannot convert the {cls}: {_first(exc)}"}
+        return None, {**report, "reason": f"{tool} cannot convert the {cls}: {_first(exc)}"}
     try:
         onnx_model = OnnxModel(data)
         return _compare(native, onnx_model, sample, task, data, report)
@@ -250,7 +260,6 @@ def _column_kinds(sample: Any) -> list[str] | str:
 
 def _convert(model: Any, columns: list[str], kinds: list[str], task: str) -> bytes:
     """The ONNX bytes, with the column layout in the model's metadata."""
-    import onnx
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -277,18 +286,27 @@ def _convert(model: Any, columns: list[str], kinds: list[str], task: str) -> byt
         except Exception as exc:
             first_error = first_error or exc
             continue
-        onnx.helper.set_model_props(
-            converted,
-            {
-                _META_COLUMNS: json.dumps(columns),
-                _META_KINDS: json.dumps(kinds),
-                _META_LAYOUT: layout,
-                _META_TASK: task,
-            },
-        )
-        return converted.SerializeToString()
+        return with_layout(converted, columns, kinds, layout, task)
     assert first_error is not None
     raise first_error
+
+
+def with_layout(
+    converted: Any, columns: list[str], kinds: list[str], layout: str, task: str
+) -> bytes:
+    """The bytes of a converted ONNX model with the column layout ``OnnxModel`` reads."""
+    import onnx
+
+    onnx.helper.set_model_props(
+        converted,
+        {
+            _META_COLUMNS: json.dumps(columns),
+            _META_KINDS: json.dumps(kinds),
+            _META_LAYOUT: layout,
+            _META_TASK: task,
+        },
+    )
+    return bytes(converted.SerializeToString())
 
 
 def _fixed_converters() -> dict[type, Any]:

@@ -35,7 +35,10 @@ from conveyor.exceptions import UnsafeModelFile
 
 __all__ = [
     "FLAVOURS",
+    "LIGHTGBM_TYPES",
+    "MODEL_TYPES",
     "SKLEARN_TYPES",
+    "XGBOOST_TYPES",
     "check_names",
     "load_skops",
     "names_in_file",
@@ -707,7 +710,34 @@ SKLEARN_TYPES: frozenset[str] = frozenset(
 )
 # END GENERATED
 
-FLAVOURS: dict[str, frozenset[str]] = {"sklearn": SKLEARN_TYPES}
+# BEGIN GENERATED FLAVOURS by `python -m conveyor.store.trusted --write`; do not edit by hand.
+XGBOOST_TYPES: frozenset[str] = frozenset(
+    {
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRFClassifier",
+        "xgboost.sklearn.XGBRFRegressor",
+        "xgboost.sklearn.XGBRegressor",
+    }
+)
+LIGHTGBM_TYPES: frozenset[str] = frozenset(
+    {
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+    }
+)
+# END GENERATED FLAVOURS
+
+FLAVOURS: dict[str, frozenset[str]] = {
+    "sklearn": SKLEARN_TYPES,
+    "xgboost": XGBOOST_TYPES,
+    "lightgbm": LIGHTGBM_TYPES,
+}
+# What a step's skops output may name: an XGBoost or LightGBM estimator arrives as skops from
+# the pipeline (its booster's state is the framework's own model bytes, parsed without running
+# code), and is written in its native format when registered (registry/flavours/).
+MODEL_TYPES: frozenset[str] = SKLEARN_TYPES | XGBOOST_TYPES | LIGHTGBM_TYPES
 
 # What skops constructs for each loader, beyond the node's own ``__module__.__class__``. A
 # loader missing here is refused: a new skops version must be reviewed before its files load.
@@ -904,7 +934,7 @@ def load_skops(data: bytes, extra: Iterable[str], *, what: str) -> Any:
         Exception: whatever skops raises for a file it cannot build (callers wrap it).
     """
     names = names_in_file(data, what=what)
-    check_names(names, extra, what=what)
+    check_names(names, extra, what=what, allowed=MODEL_TYPES)
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
 
@@ -1145,6 +1175,88 @@ def _fitted_models() -> Iterable[Any]:  # pragma: no cover
     )
 
 
+def generate_flavours() -> dict[str, frozenset[str]]:  # pragma: no cover - slow check test
+    """What the skops files of XGBoost's and LightGBM's estimators name beyond scikit-learn's
+    list: their estimator classes and boosters (a booster's state is its framework's own model
+    bytes). A framework that is not installed is skipped; ``--check`` then says so."""
+    import warnings
+
+    out: dict[str, frozenset[str]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, models in (("xgboost", _xgboost_models), ("lightgbm", _lightgbm_models)):
+            try:
+                fitted = list(models())
+            except ImportError:
+                continue
+            import skops.io as sio
+
+            found: set[str] = set()
+            for model in fitted:
+                found |= names_in_file(sio.dumps(model), what="a generated model")
+            found -= SKLEARN_TYPES
+            bad = sorted(n for n in found if _NEVER.match(n) or not n.startswith(name + "."))
+            if bad:
+                raise RuntimeError(f"refusing to allow-list {bad}; review what needs them")
+            out[name] = frozenset(found)
+    return out
+
+
+def _flavour_data() -> tuple[Any, Any, Any, Any]:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    y3 = np.digitize(X["a"], [-0.5, 0.5])
+    cats = X.assign(k=pd.Categorical(np.array(["p", "q", "r"])[y3]))
+    return X, (X["a"] > 0).astype(int), y3, cats
+
+
+def _xgboost_models() -> Iterable[Any]:  # pragma: no cover
+    import xgboost as xgb
+
+    X, y2, y3, cats = _flavour_data()
+    for cls in (xgb.XGBClassifier, xgb.XGBRFClassifier):
+        yield cls(n_estimators=3).fit(X, y2)
+        yield cls(n_estimators=3).fit(X, y3)
+    yield xgb.XGBClassifier(n_estimators=3, enable_categorical=True).fit(cats, y2)
+    for cls in (xgb.XGBRegressor, xgb.XGBRFRegressor):
+        yield cls(n_estimators=3).fit(X, X["b"])
+
+
+def _lightgbm_models() -> Iterable[Any]:  # pragma: no cover
+    import lightgbm as lgb
+    import numpy as np
+
+    X, y2, y3, cats = _flavour_data()
+    yield lgb.LGBMClassifier(n_estimators=3, verbose=-1).fit(X, y2)
+    yield lgb.LGBMClassifier(n_estimators=3, verbose=-1).fit(X, np.array(["x", "y", "z"])[y3])
+    yield lgb.LGBMClassifier(n_estimators=3, verbose=-1).fit(cats, y2)
+    yield lgb.LGBMRegressor(n_estimators=3, verbose=-1).fit(X, X["b"])
+
+
+def _write_flavours(path: str, flavours: dict[str, frozenset[str]]) -> None:  # pragma: no cover
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    head, rest = source.split("# BEGIN GENERATED FLAVOURS", 1)
+    _, tail = rest.split("# END GENERATED FLAVOURS", 1)
+    lines = [
+        "# BEGIN GENERATED FLAVOURS by `python -m conveyor.store.trusted --write`; do not "
+        "edit by hand.\n"
+    ]
+    for name in ("xgboost", "lightgbm"):
+        names = sorted(flavours.get(name, ()))
+        body = "".join(f'        "{n}",\n' for n in names)
+        lines.append(
+            f"{name.upper()}_TYPES: frozenset[str] = frozenset(\n    {{\n{body}    }}\n)\n"
+            if names
+            else f"{name.upper()}_TYPES: frozenset[str] = frozenset()\n"
+        )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + "".join(lines) + "# END GENERATED FLAVOURS" + tail)
+
+
 def _write(path: str, names: frozenset[str]) -> None:  # pragma: no cover
     import numpy
     import scipy
@@ -1175,10 +1287,18 @@ def _write(path: str, names: frozenset[str]) -> None:  # pragma: no cover
 
 def _main(argv: list[str]) -> int:  # pragma: no cover
     names = generate()
+    flavours = generate_flavours()
     if argv[:1] == ["--write"]:
         _write(__file__, names)
-        print(f"wrote {len(names)} names to {__file__}")
+        _write_flavours(__file__, flavours)
+        print(f"wrote {len(names)} names and {sorted(flavours)} to {__file__}")
         return 0
+    for flavour, shipped in (("xgboost", XGBOOST_TYPES), ("lightgbm", LIGHTGBM_TYPES)):
+        if flavour not in flavours:
+            print(f"{flavour} is not installed: its list is not checked (install all extras).")
+        elif flavours[flavour] != shipped:
+            print(f"The {flavour} allow-list is out of date: run with --write.")
+            return 1
     missing, extra = sorted(names - SKLEARN_TYPES), sorted(SKLEARN_TYPES - names)
     for name in missing:
         print(f"+ {name}")

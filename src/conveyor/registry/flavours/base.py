@@ -1,0 +1,94 @@
+"""The interface every model flavour implements, and what flavours share."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+from conveyor.exceptions import RegistryError
+
+
+class Flavour(Protocol):
+    """What the registry needs of a framework.
+
+    ``formats`` are the model file formats it writes and reads; ``trusted_types`` the exact
+    names a skops file of one of its models may use (``store/trusted.py``).
+    """
+
+    name: str
+    formats: tuple[str, ...]
+    extra: str | None  # the pip extra that installs the framework; None when always installed
+    trusted_types: frozenset[str]
+
+    def owns(self, cls: str) -> bool:
+        """Whether a model of this full class name is this flavour's (without importing it)."""
+        ...
+
+    def save(self, model: Any, *, trusted_extra: tuple[str, ...] = ()) -> tuple[str, bytes]:
+        """The model as ``(format, bytes)`` in a format ``load`` reads without running code;
+        ``trusted_extra`` are the exact names the user trusts (``model.trusted_types``)."""
+        ...
+
+    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple = ()) -> Any:
+        """A model object with ``predict`` (and ``predict_proba``, ``classes_`` for a
+        classifier) and ``feature_names_in_``, from bytes ``save`` wrote."""
+        ...
+
+    def signature(self, model: Any, features: Any, task: str) -> dict[str, Any]:
+        """The input and output schema requests are checked against."""
+        ...
+
+    def export_onnx(self, model: Any, sample: Any, task: str) -> tuple[bytes | None, dict]:
+        """ONNX bytes checked against the model on ``sample``, or None and the reason."""
+        ...
+
+
+def class_name(model: Any) -> str:
+    """``module.QualName`` of a model's type."""
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def require(module: str, extra: str, what: str) -> Any:
+    """Import a framework, or say which extra installs it.
+
+    Raises:
+        RegistryError: the framework is not installed.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise RegistryError(
+            f"{what} is a {module} model, and {module} is not installed here. Install it with "
+            f"pip install 'conveyor-ml[{extra}]' (or uv sync --extra {extra})."
+        ) from exc
+
+
+def infer(model: Any, features: Any, task: str) -> dict[str, Any]:
+    """The signature from the feature columns and the model's classes."""
+    from conveyor.evaluate.steps import model_classes
+    from conveyor.registry.signature import infer_signature
+
+    classes = model_classes(model) if task == "classification" else None
+    return infer_signature(features, task=task, classes=classes)
+
+
+def numeric_only(sample: Any, tool: str) -> str | None:
+    """Why ``tool`` cannot export a model over these columns, or None when all are numeric."""
+    import pandas.api.types as ptypes
+
+    for name in sample.columns:
+        dtype = sample[name].dtype
+        if not (ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype)):
+            return (
+                f"column {name!r} has the dtype {dtype}; {tool} exports models over numeric "
+                "columns only"
+            )
+    return None
+
+
+def unloadable(what: str, cls: str, fmt: str, exc: Exception) -> RegistryError:
+    return RegistryError(
+        f"Cannot load {what} ({cls or 'unknown class'}, {fmt}): {type(exc).__name__}: {exc}. "
+        "It may need the framework version it was saved with; install that, or retrain and "
+        "register a new version."
+    )
