@@ -87,6 +87,7 @@ def build(root: Path) -> dict[str, Any]:
         staging = releases.start("churn", 1, "staging")
         direct = releases.start("churn", 1, "production")
         canary = releases.start("churn", 2, "production", reason="C=0.5 looks better")
+    requests = serve_traffic(config)
     _write(
         root,
         "shop.py",
@@ -105,4 +106,31 @@ def build(root: Path) -> dict[str, Any]:
         "staging": staging.id,
         "direct": direct.id,
         "canary": canary.id,
+        "requests": requests,
     }
+
+
+def serve_traffic(config: Any) -> int:
+    """Customers whose tenure drifted, sent through a real gateway to churn@production, and
+    the true labels of half of them through its feedback endpoint: the monitoring page then
+    has drift to show and live quality to measure. Returns the number of requests."""
+    from tests.gateway.servers import TOKEN as GATEWAY_TOKEN
+    from tests.gateway.servers import running
+
+    frame = rows(n=400, seed=7, shift=1.0)
+    sent = 0
+    with running(config, token=GATEWAY_TOKEN) as gw:
+        for i in range(0, len(frame), 10):
+            chunk = frame.iloc[i : i + 10]
+            records = chunk[["tenure", "spend", "region"]].to_dict(orient="records")
+            r = gw.predict("churn", records)
+            assert r.status_code == 200, r.text
+            sent += 1
+            if i % 20 == 0:
+                body = {
+                    "request_id": r.headers["x-request-id"],
+                    "labels": chunk["churned"].tolist(),
+                }
+                headers = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
+                assert gw.post("/v1/feedback", json=body, headers=headers).status_code == 200
+    return sent

@@ -489,3 +489,22 @@ def test_conveyor_ui_serves_the_project_it_is_pointed_at(store: dict) -> None:
         proc.wait(30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@needs_chromium
+def test_monitoring_shows_the_drift_and_live_quality_of_what_the_gateway_served(
+    tab: Tab, store: dict
+) -> None:
+    assert store["requests"] == 40
+    tab.open("/monitoring", shot="monitoring-traffic")
+    production = tab.page.locator("h2:has-text('churn@production') + p + dl")
+    assert "40 (0.0% errors" in production.inner_text()
+    assert re.search(r"accuracy 0\.\d+, .* on 200 labelled rows", production.inner_text())
+    tenure = tab.page.locator("table.drift tr", has_text="tenure").first
+    assert "drifted" in tenure.inner_text()  # the traffic's tenure was shifted by 30
+    tab.page.get_by_text("Full page with distributions").first.click()
+    assert tab.page.url.endswith("/monitoring/churn/production")
+    plots = tab.page.locator("svg")
+    assert plots.count() >= 3 and plots.first.locator("rect").count() > 4
+    tab.page.screenshot(path=str(tab.shots / "monitoring-distributions.png"), full_page=True)
+    assert tab.errors == []
