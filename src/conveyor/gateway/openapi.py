@@ -19,24 +19,19 @@ from conveyor.gateway.routes import CALLER_ROLES, ROUTES, Route
 
 __all__ = ["ModelDoc", "docs_body", "docs_page", "openapi_document"]
 
-_ERROR = {
+_ERROR_OBJECT = {
     "type": "object",
-    "required": ["error"],
+    "required": ["status", "code", "message", "field", "row", "request_id"],
     "properties": {
-        "error": {
-            "type": "object",
-            "required": ["status", "code", "message", "field", "row", "request_id"],
-            "properties": {
-                "status": {"type": "integer"},
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": ["string", "null"]},
-                "row": {"type": ["integer", "null"]},
-                "request_id": {"type": "string"},
-            },
-        }
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": ["string", "null"]},
+        "row": {"type": ["integer", "null"]},
+        "request_id": {"type": "string"},
     },
 }
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": _ERROR_OBJECT}}
 _LABEL = {"type": ["string", "number", "boolean"]}
 _LABELS = {
     "type": "object",
@@ -134,11 +129,11 @@ _V2_INFER = {
 }
 _MESSAGE = {"type": "string"}
 # Each protocol's own error shape (errors.protocol_error).
-_PROTOCOL_ERRORS = {
+_PROTOCOL_ERRORS: dict[str, dict[str, Any]] = {
     "v2": {
         "type": "object",
         "required": ["error"],
-        "properties": {"error": _MESSAGE, "details": _ERROR["properties"]["error"]},
+        "properties": {"error": _MESSAGE, "details": _ERROR_OBJECT},
     },
     "mlflow": {
         "type": "object",

@@ -132,8 +132,8 @@ def _output_names(served: Served) -> list[str]:
 
 def _wanted_outputs(request: dict[str, Any], served: Served) -> dict[str, bool]:
     """The outputs a request asks for, each with whether it travels as binary data."""
-    params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
-    binary_default = bool(params.get("binary_data_output", False))
+    params = request.get("parameters")
+    binary_default = isinstance(params, dict) and bool(params.get("binary_data_output", False))
     known = _output_names(served)
     asked = request.get("outputs")
     if not isinstance(asked, list) or not asked:
