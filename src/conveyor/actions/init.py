@@ -60,7 +60,12 @@ def _smoke(frame, path: Path) -> Path:  # frame: pandas.DataFrame
     import json
     import math
 
-    spec = importlib.util.spec_from_file_location("_loans_steps", TEMPLATE / "loans" / "steps.py")
+    template_steps = TEMPLATE / "loans" / "steps.py"
+    spec = importlib.util.spec_from_file_location("_loans_steps", template_steps)
+    if spec is None or spec.loader is None:
+        raise ProjectError(
+            f"The example's steps {template_steps} are missing; reinstall conveyor-ml."
+        )
     steps = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(steps)  # the template's own feature lists: one source of truth
     features = steps.NUMERIC + steps.CATEGORICAL

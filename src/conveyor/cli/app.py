@@ -21,7 +21,8 @@ from conveyor.exceptions import ConveyorError
 class _Group(typer.core.TyperGroup):
     """Turns a ConveyorError into 'Error: ...' on stderr and its exit code: the CLI's job alone."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    # typer hands every command its own Context subclass; the base class names click's
+    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except ConveyorError as exc:

@@ -33,7 +33,7 @@ class RunDisplay:
     def __init__(self, steps: list[str], *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.rows: dict[str, dict[str, Any]] = {s: {"status": "pending"} for s in steps}
-        self._live = None
+        self._live: Any = None  # a rich Live while drawing on a terminal
         self._started: dict[str, float] = {}
 
     def __enter__(self) -> RunDisplay:

@@ -219,7 +219,9 @@ def _main_module_hidden() -> Iterator[None]:
         yield
         return
     with _main_lock:
-        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        saved: dict[str, Any] = {
+            k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
+        }
         main.__dict__.pop("__file__", None)
         main.__dict__["__spec__"] = None
         try:

@@ -13,6 +13,7 @@ job) and ``conveyor watch`` (the controller loop) both call it.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,12 +140,12 @@ class Releases:
                 q = q.where(m.Release.model == model)
             return [_view(r) for r in s.scalars(q)]
 
-    def active(self) -> list[ReleaseView]:
+    def active(self) -> builtins.list[ReleaseView]:
         with self.store.session() as s:
             q = select(m.Release).where(m.Release.state.in_(ACTIVE)).order_by(m.Release.created_at)
             return [_view(r) for r in s.scalars(q)]
 
-    def timeline(self, release_id: str) -> list[m.Event]:
+    def timeline(self, release_id: str) -> builtins.list[m.Event]:
         self.get(release_id)
         return self.store.events(entity="release", entity_id=release_id, limit=10_000)
 
@@ -288,7 +289,10 @@ class Releases:
                 self.registry.move_alias(
                     s, row.model, row.environment, row.to_version, reason=f"release {row.id}"
                 )
-                self._set_traffic(s, row, ("warm", row.from_version, 0.0))
+                previous = row.from_version
+                if previous is None:  # a release from nothing is always direct (start())
+                    raise ReleaseError(f"Release {row.id} is blue-green with no version to keep.")
+                self._set_traffic(s, row, ("warm", previous, 0.0))
 
     def _set_traffic(self, s: Any, row: m.Release, split: tuple[str, int, float] | None) -> None:
         current = s.get(m.Traffic, (row.model, row.environment))
@@ -336,7 +340,9 @@ class Releases:
 
     # -- advancing -------------------------------------------------------------------------
 
-    def step(self, release_id: str | None = None, *, now: datetime | None = None) -> list[dict]:
+    def step(
+        self, release_id: str | None = None, *, now: datetime | None = None
+    ) -> builtins.list[dict]:
         """Advance every active release (or one) as far as its analysis allows right now.
 
         Returns one outcome per release looked at: its id, what happened, and the verdict.
@@ -412,6 +418,11 @@ class Releases:
 
             analysis = AnalysisConfig.model_validate(view.plan["analysis"])
         a, b = view.from_version, view.to_version
+        if a is None:  # only releases that replace a version are judged against it
+            raise ReleaseError(
+                f"Release {view.id} has no version it replaces, so there is nothing to judge "
+                "it against; release it with the direct strategy."
+            )
         if view.strategy == "shadow":  # B answered copies; A's own answers pair with them
             sides = collect(
                 self.store,

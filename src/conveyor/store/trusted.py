@@ -839,7 +839,7 @@ def _node_names(node: dict) -> set[str]:
         if not isinstance(func, str):
             raise _Unreadable("a method node without its method name")
         names.add(f"{own}.{func}")
-        owner = content.get("obj")
+        owner = content.get("obj") if isinstance(content, dict) else None
         if isinstance(owner, dict):
             names.add(f"{_name(owner.get('__module__'), owner.get('__class__'), loader)}.{func}")
     elif loader == "FunctionNode" and isinstance(content, dict):
