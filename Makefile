@@ -5,7 +5,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test test-fast bench lint format
+.PHONY: setup demo test test-fast bench lint format dist
 
 $(UV):
 	$(PY) -m venv .tools
@@ -25,6 +25,10 @@ test: setup
 
 test-fast: setup
 	$(VENV)/bin/python -m pytest -m "not slow"
+
+# The wheel and the sdist in dist/, with uv's build frontend (offline: hatchling is in uv's cache).
+dist: | $(UV)
+	$(UV) build --out-dir dist
 
 bench: setup
 	$(VENV)/bin/python benchmarks/run.py

@@ -9,12 +9,12 @@ extra with the reason it is there, derived from the configuration rather than gu
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conveyor import __version__
 from conveyor.exceptions import ExportError
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ KNOWN_EXTRAS = ("postgres", "s3", "xgboost", "lightgbm", "ray")
 SKIP_DIRS = frozenset(
     {".conveyor", ".git", ".venv", "venv", "node_modules", "build", "dist", "__pycache__"}
 )
+# The installed distribution's version: conveyor.__version__ is the same string (pyproject.toml
+# sets both, and tests/packaging checks the wheel's name), read without importing the package's
+# API, as export/ imports only config and exceptions.
+__version__ = importlib.metadata.version(PACKAGE)
 _FLAVOUR_IMPORT = re.compile(r"^\s*(?:import|from)\s+(xgboost|lightgbm)\b", re.MULTILINE)
 
 
