@@ -424,6 +424,7 @@ def test_models_show_latest_a_number_and_an_unknown_version(one_version: Path) -
     assert {g["name"]: g["verdict"] for g in story["gates"]} == {
         "roc_auc >= 0.55": "pass",
         "fairness: recall gap across region <= 0.5": "pass",
+        "servable": "pass",
     }
     assert story["lineage"]["params"]["train"]["C"] == 1.0
     assert [i["name"] for i in story["signature"]["inputs"]] == ["tenure", "spend", "region"]

@@ -864,3 +864,7 @@ def test_the_allow_list_matches_a_fresh_generation() -> None:
     generated = trusted.generate()
     assert not generated - trusted.SKLEARN_TYPES, "run python -m conveyor.store.trusted --write"
     assert not trusted.SKLEARN_TYPES - generated, "run python -m conveyor.store.trusted --write"
+    flavours = trusted.generate_flavours()
+    for name, shipped in (("xgboost", trusted.XGBOOST_TYPES), ("lightgbm", trusted.LIGHTGBM_TYPES)):
+        if name in flavours:
+            assert flavours[name] == shipped, "run python -m conveyor.store.trusted --write"

@@ -637,7 +637,9 @@ class _Job:
                 lineage=self._lineage(),
                 holdout_rows=len(candidate.holdout),
                 model_file=self.file.to_dict(),
-                onnx=self.onnx_report if self.onnx_bytes is not None else None,
+                onnx=self.onnx_report,
+                per_class=evaluation.get("per_class"),
+                positive_class=(evaluation.get("settings") or {}).get("positive_class"),
             )
         return assemble(**parts)
 

@@ -32,6 +32,8 @@ def assemble(
     model_file: dict | None = None,
     onnx: dict | None = None,
     aliases: list[str] | None = None,
+    per_class: dict | None = None,
+    positive_class: Any = None,
 ) -> dict[str, Any]:
     """The report dict, every key present (see ``conveyor.reports``)."""
     lineage = lineage or {}
@@ -50,6 +52,8 @@ def assemble(
         "baseline": baseline,
         "slices": slices or {},
         "confusion_matrix": confusion_matrix,
+        "per_class": per_class,
+        "positive_class": positive_class,
         "gates": gates,
         "plots": plots or {},
         "data": {"snapshots": lineage.get("snapshots", []), "holdout_rows": holdout_rows},
@@ -58,6 +62,8 @@ def assemble(
         "artifacts": {
             "model": _file_summary(model_file),
             "onnx": _onnx_summary(onnx),
+            # why there is no ONNX copy (the converter's or the check's reason), else None
+            "onnx_not_exported": _onnx_reason(onnx),
         },
         "aliases": aliases or [],
     }
@@ -92,6 +98,8 @@ def version_report(registry: Registry, v: Version) -> dict[str, Any]:
         model_file=v.file.to_dict(),
         onnx=v.onnx,
         aliases=v.aliases,
+        per_class=card.get("per_class"),
+        positive_class=card.get("positive_class"),
     )
 
 
@@ -118,3 +126,11 @@ def _onnx_summary(onnx: dict | None) -> dict[str, Any] | None:
     if not onnx or not onnx.get("digest") and not onnx.get("supported"):
         return None
     return {k: onnx.get(k) for k in ("digest", "size", "max_abs_diff")}
+
+
+def _onnx_reason(onnx: dict | None) -> str | None:
+    if onnx is None:
+        return "no export was attempted (model.onnx: false, or registered before reasons were kept)"
+    if onnx.get("supported") and onnx.get("digest"):
+        return None
+    return str(onnx.get("reason") or "the export was not checked")
