@@ -349,9 +349,10 @@ def test_store_and_data_know_nothing_of_the_layers_above_them() -> None:
 def test_registry_and_reports_import_only_what_their_readmes_allow() -> None:
     for path in (SRC / "registry").rglob("*.py"):
         for module in _conveyor_imports(path):
-            assert module.startswith(("conveyor.store", "conveyor.registry")) or (
-                module == "conveyor.exceptions"
-            ), f"{path.relative_to(REPO)} imports {module}"
+            allowed = ("conveyor.store", "conveyor.registry", "conveyor.evaluate")
+            assert module.startswith(allowed) or module == "conveyor.exceptions", (
+                f"{path.relative_to(REPO)} imports {module}"
+            )
     for path in (SRC / "reports").rglob("*.py"):
         for module in _conveyor_imports(path):
             allowed = module in ("conveyor.exceptions", "conveyor.evaluate.values")
@@ -487,22 +488,6 @@ def test_actions_and_the_controller_stay_below_the_surfaces_and_train_in_a_child
         if path.name != "job.py":
             assert "conveyor.actions.ci" not in imported, path.relative_to(REPO)
     assert "conveyor.actions.ci" in _conveyor_imports(SRC / "controller" / "job.py")
-
-
-def test_dashboard_loads_nothing_from_elsewhere_and_writes_only_through_acts() -> None:
-    elsewhere = r"[\"']?(?:[a-z]+:)?//"  # an address with a host: http://, https://, //
-    external = re.compile(rf"<script|(?:src|href)\s*=\s*{elsewhere}|url\(\s*{elsewhere}")
-    folder = SRC / "dashboard"
-    assets = [*(folder / "templates").iterdir(), *(folder / "static").iterdir()]
-    assert len(assets) >= 5
-    for path in assets:
-        assert not external.search(path.read_text()), path.relative_to(REPO)
-    acts = {"promote", "pause", "resume", "abort", "rollback", "start", "step", "add_event"}
-    for path in _modules("dashboard"):
-        if "sqlalchemy" in {_top(m) for m in _imports(path)}:
-            assert path.name == "queries.py", path.relative_to(REPO)
-        if path.name != "acts.py":
-            assert not acts & _called(path), path.relative_to(REPO)
 
 
 def test_data_and_the_fast_path_import_nothing_heavy() -> None:
