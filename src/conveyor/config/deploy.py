@@ -74,9 +74,11 @@ class CanaryStep(ConfigModel):
 class AnalysisConfig(ConfigModel):
     """When the candidate is judged, and the bounds it must keep against the stable version.
 
-    Nothing is judged before ``min_requests`` requests reached the candidate (or its shadow).
-    Error rate is also compared with the stable version's by a one-sided test, so a handful of
-    errors in a small sample does not roll back on noise alone.
+    Each check has a test that fits its data (paired on mirrored requests where both versions
+    answered), with p-values that stay valid however often the judge looks; ``alpha`` is shared
+    among the checks and the steps, so it is the false-rollback rate of the whole release. A
+    check fails only when its test rejects and the effect crosses its bound
+    (``docs/release-judge.md``).
     """
 
     min_requests: int = Field(
@@ -90,7 +92,7 @@ class AnalysisConfig(ConfigModel):
         ge=0.0,
         le=1.0,
         description="The largest share of failed requests; above it, and shown worse than "
-        "stable by a one-sided test, the release rolls back.",
+        "stable by its test (paired on mirrored requests), the release rolls back.",
     )
     max_p99_ms: float | None = Field(
         default=None, gt=0.0, description="An absolute bound on the candidate's p99 latency, ms."
@@ -128,13 +130,20 @@ class AnalysisConfig(ConfigModel):
         ge=0.0,
         le=1.0,
         description="The largest fall of live accuracy below stable's, counted only when a "
-        "Fisher test shows it; null turns it off.",
+        "test on the same labelled requests (McNemar) shows it; null turns it off.",
+    )
+    max_latency_shift_ms: float | None = Field(
+        default=1.0,
+        ge=0.0,
+        description="How much slower (median shift, ms) the candidate may answer before a "
+        "Mann-Whitney test that shows it rolls back; null turns it off.",
     )
     alpha: float = Field(
-        default=0.05,
+        default=0.01,
         gt=0.0,
         lt=0.5,
-        description="Significance level of the analysis' tests (errors, predictions, accuracy).",
+        description="The false-rollback rate of the whole release: shared among the checks and "
+        "the canary's steps, valid however often the judge looks.",
     )
 
 

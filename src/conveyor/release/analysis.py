@@ -261,7 +261,7 @@ def judge(
     other = paired if paired is not None else stable
     n = candidate.requests
     enough = n >= analysis.min_requests
-    tolerance = getattr(analysis, "max_latency_shift_ms", 1.0)
+    tolerance = analysis.max_latency_shift_ms
     tested = [
         True,  # error rate
         tolerance is not None,

@@ -439,7 +439,10 @@ class Releases:
             view.step_started_at,
             [(a, "serve"), (b, "serve"), (a, "shadow")],
         )
-        return judge(sides[(a, "serve")], sides[(b, "serve")], analysis, sides[(a, "shadow")])
+        stages = max(1, len(view.plan.get("steps") or []))  # each step's window is judged
+        return judge(
+            sides[(a, "serve")], sides[(b, "serve")], analysis, sides[(a, "shadow")], stages=stages
+        )
 
     def _direct_checks(self, view: ReleaseView) -> dict[str, Any]:
         if self._checks is None:
