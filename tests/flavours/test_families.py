@@ -174,3 +174,44 @@ def test_lightgbm_category_column_is_refused_with_the_gateways_error(project) ->
 
     with open_registry(config) as registry, pytest.raises(ModelNotFound):
         registry.versions("lightgbm-binary")
+
+
+@pytest.mark.slow
+def test_multiclass_string_labels_through_comparison_fairness_and_compare(project) -> None:
+    """A second LightGBM version judged against production on K string classes: McNemar on
+    correctness, a paired bootstrap on log loss, demographic parity of one class, and
+    `models compare` over both versions."""
+    from conveyor.actions.models import compare_versions, open_registry
+
+    extra = "  positive_class: high\n"
+    config = _project(project, "lightgbm", "multiclass", extra=extra)
+    assert run_ci(config, jobs=1).version == 1
+    with open_registry(config) as registry:
+        registry.set_alias("lightgbm-multiclass", "production", 1)
+    text = (project.root / "conveyor.yaml").read_text()
+    text = text.replace(
+        "  - accuracy >= 0.6\n",
+        "  - accuracy >= 0.6\n"
+        "  - accuracy >= production.accuracy - 0.05\n"
+        "  - log_loss <= production.log_loss + 0.05\n"
+        "  - fairness: {group: region, metric: selection_rate, max_gap: 0.25}\n",
+    )
+    project.write("conveyor.yaml", text)
+    project.write("fam.py", STEPS.replace("num_leaves=8", "num_leaves=6"))  # a new candidate
+    outcome = run_ci(project.config(), jobs=1)
+    verdicts = {
+        g["name"]: (g["verdict"], g["evidence"].get("method")) for g in outcome.report["gates"]
+    }
+    assert outcome.passed and outcome.version == 2, outcome.report["gates"]
+    assert verdicts["accuracy >= production.accuracy - 0.05"][1].startswith("mcnemar")
+    assert verdicts["log_loss <= production.log_loss + 0.05"][1].startswith("paired-bootstrap")
+    fairness = next(g for g in outcome.report["gates"] if g["kind"] == "fairness")
+    assert fairness["verdict"] == "pass" and set(fairness["evidence"]["groups"]) == {
+        "east",
+        "north",
+        "south",
+    }
+    result = compare_versions(project.config(), None, "1", "2")
+    assert {c["metric"] for c in result["comparisons"]} >= {"accuracy", "log_loss", "roc_auc"}
+    assert all(c["ci_low"] <= c["diff"] <= c["ci_high"] for c in result["comparisons"])
+    assert result["not_compared"] == {}
