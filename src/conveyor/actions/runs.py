@@ -1,25 +1,158 @@
-"""Read-side views of the store for the CLI and the dashboard: runs, one run, logs, events."""
+"""Read-side views of the store for the CLI and the dashboard: runs, one run, logs, events.
+
+`conveyor runs`, `show` and `events` must answer at once, and SQLAlchemy alone takes longer to
+import than that budget. So when the store is a SQLite file already at the newest revision,
+these views read it with plain ``sqlite3``, read-only; anything else (another database, a file
+to create or migrate, any SQLite error) goes through the full store, which also reports what is
+wrong. Both give the same rows. ``quick_project`` likewise spares pydantic: the fast path's
+witness records the validated config's project and database, and holds while conveyor.yaml and
+the ``CONVEYOR_*`` variables are unchanged.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conveyor.exceptions import ConveyorError
+from conveyor.exceptions import ConveyorError, RunNotFound
 
 
 def _iso(value: Any) -> str | None:
-    from conveyor.store.metadata import as_utc
+    if not value:
+        return None
+    if isinstance(value, str):  # sqlite3 hands back SQLAlchemy's text form
+        value = datetime.fromisoformat(value)
+    stamp = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return stamp.isoformat(timespec="seconds")
 
-    stamp = as_utc(value) if value else None
-    return stamp.isoformat(timespec="seconds") if stamp else None
+
+@dataclass(frozen=True)
+class QuickProject:
+    """What the read views need of a project, taken from the fast path's witness."""
+
+    root: Path
+    project: str
+    db: str
+
+    def store_url(self) -> str:
+        return f"sqlite:///{self.db}"
+
+
+def quick_project(root: Path) -> QuickProject | None:
+    """The project's name and SQLite file as last validated, or None: load conveyor.yaml.
+
+    Trusted only while conveyor.yaml keeps the stamp (size, mtime, inode) it had when a
+    successful run wrote the witness, with the same ``CONVEYOR_*`` variables, and was not
+    modified within the racy margin of that moment: then the config validates to the same
+    project and store URL.
+    """
+    if os.environ.get("CONVEYOR_NO_FASTPATH"):
+        return None
+    from conveyor.pipeline import fastpath
+    from conveyor.project import CONFIG_FILE, Paths
+
+    paths = Paths(root)
+    if not paths.state_db.exists():
+        return None
+    from conveyor.data.state import StateDB
+
+    with StateDB(paths.state_db) as state:
+        raw = state.get(fastpath.KEY)
+    if not raw:
+        return None
+    try:
+        witness = json.loads(raw)
+        config_file = str(root / CONFIG_FILE)
+        stamp = witness["files"][config_file]
+        if (
+            witness.get("version") != fastpath.VERSION
+            or witness["root"] != str(root)
+            or witness["env_vars"] != {k: os.environ.get(k) for k in fastpath.ENV_VARS}
+            or stamp[1] >= witness["written_ns"] - fastpath.RACY_NS
+        ):
+            return None
+        st = os.stat(config_file)
+        if [st.st_size, st.st_mtime_ns, st.st_ino] != stamp:
+            return None
+        return QuickProject(root, str(witness["project"]), str(witness["db"]))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def read_project(project: Path | None) -> Any:
+    """The project for a read command: its witness when it holds, else the loaded config.
+
+    Raises:
+        ProjectError: no conveyor.yaml there or above.
+        ConfigError: conveyor.yaml cannot be used as written.
+    """
+    from conveyor.project import CONFIG_FILE, find_root
+
+    root = find_root(project)
+    quick = quick_project(root)
+    if quick is not None:
+        return quick
+    from conveyor.config import load_config
+
+    return load_config(root / CONFIG_FILE)
+
+
+@contextmanager
+def _plain(config: Any) -> Iterator[sqlite3.Connection | None]:
+    """A read-only sqlite3 connection to the store when it is a SQLite file at head, else None."""
+    from conveyor.store.records import HEAD_REVISION
+
+    url = config.store_url()
+    path = url[len("sqlite:///") :].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+    conn = None
+    try:
+        if path and path != ":memory:" and os.path.getsize(path) > 0:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            if row is None or row[0] != HEAD_REVISION:
+                conn.close()
+                conn = None
+    except (OSError, sqlite3.Error):
+        if conn is not None:
+            conn.close()
+        conn = None
+    try:
+        yield conn
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _full(config: Any) -> Any:
+    """The loaded config for the full store, when the read started from the witness."""
+    if not isinstance(config, QuickProject):
+        return config
+    from conveyor.config import load_config
+    from conveyor.project import CONFIG_FILE
+
+    return load_config(config.root / CONFIG_FILE)
+
+
+def _json(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
 
 
 def list_runs(config: Any, *, limit: int = 20) -> list[dict]:
     """The newest runs of this project with a count of steps by status."""
+    with _plain(config) as conn:
+        if conn is not None:
+            try:
+                return _plain_runs(conn, config.project, limit)
+            except sqlite3.Error:
+                pass  # the full store says what is wrong
+    config = _full(config)
     from conveyor.store.stores import open_stores
 
     with open_stores(config) as stores:
@@ -48,7 +181,18 @@ def list_runs(config: Any, *, limit: int = 20) -> list[dict]:
 
 
 def describe_run(config: Any, run_id: str) -> dict:
-    """Everything recorded about one run."""
+    """Everything recorded about one run.
+
+    Raises:
+        RunNotFound: no run, or more than one, matches ``run_id``.
+    """
+    with _plain(config) as conn:
+        if conn is not None:
+            try:
+                return _plain_describe(conn, run_id)
+            except sqlite3.Error:
+                pass  # the full store says what is wrong
+    config = _full(config)
     from conveyor.store.stores import open_stores
 
     with open_stores(config) as stores:
@@ -120,6 +264,221 @@ def describe_run(config: Any, run_id: str) -> dict:
         }
 
 
+_RUN_COLUMNS = (
+    "id, project, status, started_at, finished_at, host, workspace, git_commit, git_dirty, "
+    "env_hash, error"
+)
+
+
+def _plain_runs(conn: sqlite3.Connection, project: str, limit: int) -> list[dict]:
+    """``list_runs`` in plain SQL: the same rows, in the same order, with the same counts."""
+    runs = conn.execute(
+        "SELECT id, status, started_at, finished_at, git_commit, git_dirty FROM runs "
+        "WHERE project = ? ORDER BY started_at DESC, id DESC LIMIT ?",
+        (project, limit),
+    ).fetchall()
+    counts: dict[str, dict[str, int]] = {run[0]: {} for run in runs}
+    if runs:
+        marks = ",".join("?" * len(runs))
+        for run_id, status in conn.execute(
+            f"SELECT run_id, status FROM step_runs WHERE run_id IN ({marks}) ORDER BY id",
+            list(counts),
+        ):
+            counts[run_id][status] = counts[run_id].get(status, 0) + 1
+    rows = []
+    for run_id, status, started, finished, commit, dirty in runs:
+        duration = (
+            (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+            if finished
+            else None
+        )
+        rows.append(
+            {
+                "run_id": run_id,
+                "status": status,
+                "started_at": _iso(started),
+                "duration_s": duration,
+                "steps": counts[run_id],
+                "git_commit": commit,
+                "git_dirty": None if dirty is None else bool(dirty),
+            }
+        )
+    return rows
+
+
+def _plain_run(conn: sqlite3.Connection, run_id: str) -> tuple:
+    """``Store.run`` in plain SQL: by id or unique prefix, ``latest`` or ``-1`` the newest."""
+    if run_id in ("latest", "-1"):
+        found = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC LIMIT 1"
+        ).fetchall()
+    elif run_id and run_id.isascii() and not any(c in run_id for c in "%_"):
+        # The store matches with LIKE (ASCII case-insensitive); run ids are lower case, so a
+        # range on the primary key finds the same runs without reading them all.
+        low = run_id.lower()
+        found = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id >= ? AND id < ? LIMIT 2",
+            (low, low + "\uffff"),
+        ).fetchall()
+    else:
+        found = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id LIKE ? || '%' LIMIT 2", (run_id,)
+        ).fetchall()
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise RunNotFound(f"No run matches {run_id!r}. Run 'conveyor runs' to list them.")
+    raise RunNotFound(
+        f"Run id prefix {run_id!r} is ambiguous; give more characters (see 'conveyor runs')."
+    )
+
+
+def _plain_describe(conn: sqlite3.Connection, run_id: str) -> dict:
+    """``describe_run`` in plain SQL."""
+    (rid, project, status, started, finished, host, workspace, commit, dirty, env_hash, error) = (
+        _plain_run(conn, run_id)
+    )
+    metrics: dict[str, dict[str, Any]] = {}
+    for step, key, value in conn.execute(
+        "SELECT step, key, value FROM metrics WHERE run_id = ? ORDER BY id", (rid,)
+    ):
+        series = metrics.setdefault(step, {})
+        if key in series:
+            series[key] = {"last": value, "count": _count(series[key]) + 1}
+        else:
+            series[key] = value
+    steps = conn.execute(
+        "SELECT step, status, reason, duration_s, cache_key, outputs, error, traceback, "
+        "log_digest FROM step_runs WHERE run_id = ? ORDER BY id",
+        (rid,),
+    ).fetchall()
+    keys = sorted({s[4] for s in steps if s[1] == "cached"})
+    cached: dict[str, Any] = {}
+    if keys:
+        marks = ",".join("?" * len(keys))
+        cached = dict(
+            conn.execute(
+                f"SELECT cache_key, metrics FROM step_cache WHERE cache_key IN ({marks})", keys
+            ).fetchall()
+        )
+    for step in steps:
+        hit = _json(cached.get(step[4])) if step[1] == "cached" else None
+        if hit and step[0] not in metrics:
+            metrics[step[0]] = dict(hit)
+    params: dict[str, dict[str, Any]] = {}
+    for step, key, value in conn.execute(
+        "SELECT step, key, value FROM params WHERE run_id = ? ORDER BY step, key", (rid,)
+    ):
+        params.setdefault(step, {})[key] = json.loads(value)
+    artifacts = conn.execute(
+        "SELECT step, name, digest, size FROM logged_artifacts WHERE run_id = ? ORDER BY id",
+        (rid,),
+    ).fetchall()
+    snapshots = conn.execute(
+        "SELECT snapshots.source, snapshots.content_hash, snapshots.files, "
+        "snapshots.row_count, snapshots.schema FROM snapshots JOIN run_snapshots "
+        "ON run_snapshots.snapshot_id = snapshots.id WHERE run_snapshots.run_id = ?",
+        (rid,),
+    ).fetchall()
+    return {
+        "run_id": rid,
+        "project": project,
+        "status": status,
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "host": host,
+        "workspace": workspace,
+        "git_commit": commit,
+        "git_dirty": None if dirty is None else bool(dirty),
+        "env_hash": env_hash,
+        "error": error,
+        "steps": [
+            {
+                "step": step,
+                "status": status,
+                "reason": reason,
+                "duration_s": duration,
+                "cache_key": key,
+                "outputs": {
+                    name: {k: d[k] for k in ("format", "digest", "size") if k in d}
+                    for name, d in (_json(outputs) or {}).items()
+                },
+                "error": error,
+                "traceback": traceback,
+                "log_digest": log_digest,
+            }
+            for (
+                step,
+                status,
+                reason,
+                duration,
+                key,
+                outputs,
+                error,
+                traceback,
+                log_digest,
+            ) in steps
+        ],
+        "metrics": metrics,
+        "params": params,
+        "artifacts": [
+            {"step": step, "name": name, "digest": digest, "size": size}
+            for step, name, digest, size in artifacts
+        ],
+        "snapshots": [
+            {
+                "source": source,
+                "content_hash": content_hash,
+                "files": len(_json(files) or []),
+                "row_count": row_count,
+                "columns": len(_json(schema) or {}),
+            }
+            for source, content_hash, files, row_count, schema in snapshots
+        ],
+    }
+
+
+def _plain_events(
+    conn: sqlite3.Connection, limit: int, kind: str | None, entity_id: str | None
+) -> list[dict]:
+    """``list_events`` in plain SQL: the newest ``limit`` matching events, oldest first."""
+    where, args = _event_filter(kind, entity_id)
+    rows = conn.execute(
+        "SELECT id, at, kind, entity, entity_id, actor, payload FROM events"
+        f"{where} ORDER BY id DESC LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    return [
+        {
+            "id": id_,
+            "at": _iso(at),
+            "kind": kind_,
+            "entity": entity,
+            "entity_id": entity_id_,
+            "actor": actor,
+            "payload": _json(payload),
+        }
+        for id_, at, kind_, entity, entity_id_, actor, payload in reversed(rows)
+    ]
+
+
+def _event_filter(kind: str | None, entity_id: str | None) -> tuple[str, list[str]]:
+    """The WHERE clause of an events query: a kind (``run.`` for every kind it starts) and an
+    entity id, each only when given."""
+    clauses, args = [], []
+    if kind:
+        if kind.endswith("."):
+            clauses.append("kind >= ? AND kind < ?")
+            args += [kind, kind[:-1] + "/"]  # '/' sorts right after '.'
+        else:
+            clauses.append("kind = ?")
+            args.append(kind)
+    if entity_id:
+        clauses.append("entity_id = ?")
+        args.append(entity_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
 def _count(previous: Any) -> int:
     return previous["count"] if isinstance(previous, dict) else 1
 
@@ -141,11 +500,32 @@ def step_log(config: Any, run_id: str, step: str) -> str:
         return stores.artifacts.read_bytes(digest).decode(errors="replace")
 
 
-def list_events(config: Any, *, limit: int = 50) -> list[dict]:
+def list_events(
+    config: Any, *, limit: int = 50, kind: str | None = None, entity_id: str | None = None
+) -> list[dict]:
+    """The newest ``limit`` events, oldest first; only of ``kind`` (a kind, or a prefix ending
+    in '.' such as ``release.``) and about ``entity_id`` (a run id, release id, ...) if given."""
+    with _plain(config) as conn:
+        if conn is not None:
+            try:
+                return _plain_events(conn, limit, kind, entity_id)
+            except sqlite3.Error:
+                pass  # the full store says what is wrong
+    config = _full(config)
+    from sqlalchemy import select
+
+    from conveyor.store import models as m
     from conveyor.store.stores import open_stores
 
-    with open_stores(config) as stores:
-        store = stores.metadata
+    query = select(m.Event).order_by(m.Event.id.desc()).limit(limit)
+    if kind and kind.endswith("."):
+        query = query.where(m.Event.kind >= kind, m.Event.kind < kind[:-1] + "/")
+    elif kind:
+        query = query.where(m.Event.kind == kind)
+    if entity_id:
+        query = query.where(m.Event.entity_id == entity_id)
+    with open_stores(config) as stores, stores.metadata.session() as session:
+        found = list(reversed(session.scalars(query).all()))
         return [
             {
                 "id": e.id,
@@ -156,7 +536,7 @@ def list_events(config: Any, *, limit: int = 50) -> list[dict]:
                 "actor": e.actor,
                 "payload": e.payload,
             }
-            for e in store.events(limit=limit)
+            for e in found
         ]
 
 

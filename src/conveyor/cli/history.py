@@ -18,10 +18,10 @@ def runs(
     project: ProjectOpt = None,
 ) -> None:
     """List recent runs."""
-    from conveyor.actions.runs import list_runs
+    from conveyor.actions.runs import list_runs, read_project
     from conveyor.cli.console import print_runs
 
-    rows = list_runs(load_project(project), limit=limit)
+    rows = list_runs(read_project(project), limit=limit)
     if as_json:
         echo_json(rows)
     else:
@@ -39,14 +39,13 @@ def show(
     project: ProjectOpt = None,
 ) -> None:
     """Show one run: steps, why each ran, metrics, params, snapshots, errors."""
-    from conveyor.actions.runs import describe_run, step_log
+    from conveyor.actions.runs import describe_run, read_project, step_log
     from conveyor.cli.console import print_run
 
-    config = load_project(project)
     if log is not None:
-        sys.stdout.write(step_log(config, run_id, log))
+        sys.stdout.write(step_log(load_project(project), run_id, log))
         return
-    info = describe_run(config, run_id)
+    info = describe_run(read_project(project), run_id)
     if as_json:
         echo_json(info)
     else:
@@ -55,13 +54,27 @@ def show(
 
 def events(
     limit: Annotated[int, typer.Option(metavar="N", help="How many events to list.")] = 50,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KIND",
+            help="Only events of this kind, such as run.failed; 'release.' for every release.* "
+            "kind.",
+        ),
+    ] = None,
+    entity_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", metavar="ID", help="Only events about this run, release, model or source."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     project: ProjectOpt = None,
 ) -> None:
     """Print the audit log: every state change, oldest first."""
-    from conveyor.actions.runs import list_events
+    from conveyor.actions.runs import list_events, read_project
 
-    rows = list_events(load_project(project), limit=limit)
+    rows = list_events(read_project(project), limit=limit, kind=kind, entity_id=entity_id)
     if as_json:
         echo_json(rows)
         return
