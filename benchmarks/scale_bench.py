@@ -32,7 +32,7 @@ COMMANDS = [
     ["show", "latest", "--json"],
     ["events"],
     ["events", "--json", "--limit", "500"],
-    ["events", "--kind", "run.failed", "--limit", "20"],
+    ["events", "--id", "20250101-000042", "--limit", "20"],
     ["status"],
 ]
 

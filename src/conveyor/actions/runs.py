@@ -438,11 +438,9 @@ def _plain_describe(conn: sqlite3.Connection, run_id: str) -> dict:
     }
 
 
-def _plain_events(
-    conn: sqlite3.Connection, limit: int, kind: str | None, entity_id: str | None
-) -> list[dict]:
+def _plain_events(conn: sqlite3.Connection, limit: int, entity_id: str | None) -> list[dict]:
     """``list_events`` in plain SQL: the newest ``limit`` matching events, oldest first."""
-    where, args = _event_filter(kind, entity_id)
+    where, args = (" WHERE entity_id = ?", [entity_id]) if entity_id else ("", [])
     rows = conn.execute(
         "SELECT id, at, kind, entity, entity_id, actor, payload FROM events"
         f"{where} ORDER BY id DESC LIMIT ?",
@@ -452,31 +450,14 @@ def _plain_events(
         {
             "id": id_,
             "at": _iso(at),
-            "kind": kind_,
+            "kind": kind,
             "entity": entity,
             "entity_id": entity_id_,
             "actor": actor,
             "payload": _json(payload),
         }
-        for id_, at, kind_, entity, entity_id_, actor, payload in reversed(rows)
+        for id_, at, kind, entity, entity_id_, actor, payload in reversed(rows)
     ]
-
-
-def _event_filter(kind: str | None, entity_id: str | None) -> tuple[str, list[str]]:
-    """The WHERE clause of an events query: a kind (``run.`` for every kind it starts) and an
-    entity id, each only when given."""
-    clauses, args = [], []
-    if kind:
-        if kind.endswith("."):
-            clauses.append("kind >= ? AND kind < ?")
-            args += [kind, kind[:-1] + "/"]  # '/' sorts right after '.'
-        else:
-            clauses.append("kind = ?")
-            args.append(kind)
-    if entity_id:
-        clauses.append("entity_id = ?")
-        args.append(entity_id)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 def _count(previous: Any) -> int:
@@ -500,32 +481,20 @@ def step_log(config: Any, run_id: str, step: str) -> str:
         return stores.artifacts.read_bytes(digest).decode(errors="replace")
 
 
-def list_events(
-    config: Any, *, limit: int = 50, kind: str | None = None, entity_id: str | None = None
-) -> list[dict]:
-    """The newest ``limit`` events, oldest first; only of ``kind`` (a kind, or a prefix ending
-    in '.' such as ``release.``) and about ``entity_id`` (a run id, release id, ...) if given."""
+def list_events(config: Any, *, limit: int = 50, entity_id: str | None = None) -> list[dict]:
+    """The newest ``limit`` events, oldest first; only those about ``entity_id`` (a run id,
+    release id, ...) if given."""
     with _plain(config) as conn:
         if conn is not None:
             try:
-                return _plain_events(conn, limit, kind, entity_id)
+                return _plain_events(conn, limit, entity_id)
             except sqlite3.Error:
                 pass  # the full store says what is wrong
     config = _full(config)
-    from sqlalchemy import select
-
-    from conveyor.store import models as m
     from conveyor.store.stores import open_stores
 
-    query = select(m.Event).order_by(m.Event.id.desc()).limit(limit)
-    if kind and kind.endswith("."):
-        query = query.where(m.Event.kind >= kind, m.Event.kind < kind[:-1] + "/")
-    elif kind:
-        query = query.where(m.Event.kind == kind)
-    if entity_id:
-        query = query.where(m.Event.entity_id == entity_id)
-    with open_stores(config) as stores, stores.metadata.session() as session:
-        found = list(reversed(session.scalars(query).all()))
+    with open_stores(config) as stores:
+        found = stores.metadata.events(entity_id=entity_id, limit=limit)
         return [
             {
                 "id": e.id,

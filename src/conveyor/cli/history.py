@@ -54,14 +54,6 @@ def show(
 
 def events(
     limit: Annotated[int, typer.Option(metavar="N", help="How many events to list.")] = 50,
-    kind: Annotated[
-        str | None,
-        typer.Option(
-            metavar="KIND",
-            help="Only events of this kind, such as run.failed; 'release.' for every release.* "
-            "kind.",
-        ),
-    ] = None,
     entity_id: Annotated[
         str | None,
         typer.Option(
@@ -74,7 +66,7 @@ def events(
     """Print the audit log: every state change, oldest first."""
     from conveyor.actions.runs import list_events, read_project
 
-    rows = list_events(read_project(project), limit=limit, kind=kind, entity_id=entity_id)
+    rows = list_events(read_project(project), limit=limit, entity_id=entity_id)
     if as_json:
         echo_json(rows)
         return
