@@ -317,14 +317,14 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> ProjectConf
     return config
 
 
-def model_problems(config: ProjectConfig) -> list[tuple[tuple, str, tuple]]:
+def model_problems(config: ProjectConfig) -> list[tuple[YamlPath, str, tuple[Any, ...]]]:
     """References from ``model:``, ``validate:`` and ``gates:`` to steps, sources and each
     other, checked when the file loads so no training time is spent on a broken gate."""
-    problems: list[tuple[tuple, str, tuple]] = []
+    problems: list[tuple[YamlPath, str, tuple[Any, ...]]] = []
     steps, sources = config.pipeline, config.data
     at: YamlPath
 
-    def step_ref(ref: str, at: tuple) -> None:
+    def step_ref(ref: str, at: YamlPath) -> None:
         head = ref.partition(".")[0]
         if head not in steps:
             known = ", ".join(steps) or "none"

@@ -134,8 +134,7 @@ serve:
     body_timeout: float = Field(
         default=30.0,
         gt=0.0,
-        description="Seconds a request body may go without a byte before the connection is "
-        "closed.",
+        description="Seconds a request body may go without a byte before the connection is closed.",
     )
     max_header_bytes: int = Field(
         default=65_536, ge=1024, description="The largest request head, in bytes; 431 beyond."

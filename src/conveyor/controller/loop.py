@@ -66,7 +66,7 @@ class Controller:
         *,
         checks: Any = None,
         monitor_every: float = 30.0,
-        report: Callable[[dict], None] | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
         ci_reports: Path | None = None,
         stop_grace: float = 10.0,
     ) -> None:
@@ -79,7 +79,7 @@ class Controller:
         self.monitor_every = monitor_every
         self._report = report or (lambda _o: None)
         self._last_monitor: datetime | None = None
-        self.last_report: dict | None = None
+        self.last_report: dict[str, Any] | None = None
         self.metrics_text = ""  # the last report in Prometheus text format
         self._alerter: Any = None
         self.retrainer = Retrainer(
@@ -103,14 +103,14 @@ class Controller:
 
     # -- one turn --------------------------------------------------------------------------
 
-    def turn(self, now: datetime | None = None) -> list[dict]:
+    def turn(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Releases, monitoring, retraining and new releases, once; returns what happened.
 
         Never waits for a retraining: it starts one (``retrain_started``) and a later turn
         reports its end (``retrained`` or ``retrain_failed``).
         """
         now = now or utcnow()
-        done: list[dict] = []
+        done: list[dict[str, Any]] = []
         outcomes: list[dict[str, Any]] = self.releases.step(now=now)
         for outcome in outcomes:
             if outcome.get("action") not in ("wait", "paused"):
@@ -135,7 +135,7 @@ class Controller:
 
     # -- monitoring and alerts -------------------------------------------------------------
 
-    def _monitor(self, now: datetime) -> list[dict]:
+    def _monitor(self, now: datetime) -> list[dict[str, Any]]:
         from conveyor.monitor.alerts import Alerter, evaluate
         from conveyor.monitor.report import monitor_report, prometheus_text
 
@@ -170,7 +170,7 @@ class Controller:
 
     # -- releases the store calls for ------------------------------------------------------
 
-    def _start_releases(self) -> list[dict]:
+    def _start_releases(self) -> list[dict[str, Any]]:
         """Start each release the environments' order asks for and no release row records."""
         if self.config.model is None:
             return []
@@ -246,7 +246,7 @@ def run_controller(
     monitor_every: float = 30.0,
     once: bool = False,
     stop: threading.Event | None = None,
-    report: Callable[[dict], None] | None = None,
+    report: Callable[[dict[str, Any]], None] | None = None,
     metrics: tuple[str, int] | None = None,
 ) -> int:
     """Turn every ``interval`` seconds until stopped; returns the turns run.

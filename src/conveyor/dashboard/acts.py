@@ -83,7 +83,9 @@ def _why(act: str, fields: dict[str, str]) -> str:
     return f"{reason} (by {who}, via the dashboard)"
 
 
-def act_on_release(ctx: Context, release_id: str, act: str, fields: dict[str, str]) -> dict:
+def act_on_release(
+    ctx: Context, release_id: str, act: str, fields: dict[str, str]
+) -> dict[str, Any]:
     """Promote, pause, resume or abort; returns the release as it is afterwards.
 
     Raises:
@@ -103,7 +105,7 @@ def act_on_release(ctx: Context, release_id: str, act: str, fields: dict[str, st
     return {"act": act, "release": view.to_dict()}
 
 
-def roll_back(ctx: Context, model: str, environment: str, fields: dict[str, str]) -> dict:
+def roll_back(ctx: Context, model: str, environment: str, fields: dict[str, str]) -> dict[str, Any]:
     """Put an environment back on its previous version.
 
     Raises:

@@ -41,6 +41,11 @@ from conveyor.dashboard.params import (
 )
 from conveyor.evaluate.values import jsonable
 
+# The ASGI callables, as the server hands them over.
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
 __all__ = ["Dashboard"]
 
 HERE = Path(__file__).parent
@@ -175,7 +180,7 @@ class Dashboard:
 
     # -- ASGI -------------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -196,7 +201,7 @@ class Dashboard:
         response = await asyncio.to_thread(self.handle, request)
         await _send(send, response)
 
-    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -572,7 +577,7 @@ def _json(status: int, data: Any) -> Response:
     return Response(status, body, "application/json")
 
 
-async def _send(send: Callable[[dict], Awaitable[None]], response: Response) -> None:
+async def _send(send: Send, response: Response) -> None:
     headers = [
         (b"content-type", response.content_type.encode()),
         (b"content-length", str(len(response.body)).encode()),

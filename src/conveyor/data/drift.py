@@ -604,7 +604,7 @@ def _merge(a: numpy.ndarray, b: numpy.ndarray) -> tuple[numpy.ndarray, numpy.nda
     del both
     from_b = order >= n1
     del order
-    count_b = np.cumsum(from_b, dtype=np.int32 if total < 2**31 else np.int64)
+    count_b: numpy.ndarray = np.cumsum(from_b, dtype=np.int32 if total < 2**31 else np.int64)
     del from_b
     cdf_gap = np.arange(1, total + 1, dtype=np.float64)
     cdf_gap -= count_b  # the running count of a, exact in float64
@@ -670,7 +670,9 @@ def _categorical_stats(
     return {m: stats[m] for m in methods}, categories
 
 
-def chi2_table(ref_counts: Sequence[int], cur_counts: Sequence[int]) -> tuple[Any, int]:
+def chi2_table(
+    ref_counts: Sequence[int] | numpy.ndarray, cur_counts: Sequence[int] | numpy.ndarray
+) -> tuple[Any, int]:
     """The 2 x k table chi2 tests, after merging rare categories, and how many were merged.
 
     A category whose smaller expected count (smaller row total x its column total / all rows)

@@ -126,7 +126,7 @@ class Served:
 
 def warm_rows(signature: dict[str, Any], n: int = 8) -> list[list[Any]]:
     """Plausible rows for a first predict: the first category, zero, false, an epoch date."""
-    row = []
+    row: list[Any] = []
     for field in signature["inputs"]:
         kind = field["type"]
         if kind in ("number", "integer"):

@@ -368,7 +368,7 @@ def _guarded_protocol() -> type:
             self.too_large: str | None = None
 
         # -- connection lifecycle --
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             if len(self.connections) > self.cap:
                 victim = next(iter(self.waiting), None)

@@ -826,7 +826,7 @@ def _walk(schema: Any) -> set[str]:
     return names
 
 
-def _node_names(node: dict) -> set[str]:
+def _node_names(node: dict[str, Any]) -> set[str]:
     loader = node["__loader__"]
     if not isinstance(loader, str) or loader not in _LOADERS:
         raise _Unreadable(f"unknown loader {str(loader)[:80]!r}")

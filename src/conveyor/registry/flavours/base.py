@@ -29,7 +29,7 @@ class Flavour(Protocol):
         ``trusted_extra`` are the exact names the user trusts (``model.trusted_types``)."""
         ...
 
-    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple = ()) -> Any:
+    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple[str, ...] = ()) -> Any:
         """A model object with ``predict`` (and ``predict_proba``, ``classes_`` for a
         classifier) and ``feature_names_in_``, from bytes ``save`` wrote."""
         ...
@@ -38,7 +38,9 @@ class Flavour(Protocol):
         """The input and output schema requests are checked against."""
         ...
 
-    def export_onnx(self, model: Any, sample: Any, task: str) -> tuple[bytes | None, dict]:
+    def export_onnx(
+        self, model: Any, sample: Any, task: str
+    ) -> tuple[bytes | None, dict[str, Any]]:
         """ONNX bytes checked against the model on ``sample``, or None and the reason."""
         ...
 

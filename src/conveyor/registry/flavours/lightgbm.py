@@ -47,7 +47,7 @@ class LightGBM:
         }
         return FORMAT, json.dumps(envelope).encode("utf-8")
 
-    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple = ()) -> Any:
+    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple[str, ...] = ()) -> Any:
         lgb = require("lightgbm", "lightgbm", what)
         try:
             envelope = json.loads(data)
@@ -59,7 +59,9 @@ class LightGBM:
     def signature(self, model: Any, features: Any, task: str) -> dict[str, Any]:
         return infer(model, features, task)
 
-    def export_onnx(self, model: Any, sample: Any, task: str) -> tuple[bytes | None, dict]:
+    def export_onnx(
+        self, model: Any, sample: Any, task: str
+    ) -> tuple[bytes | None, dict[str, Any]]:
         from conveyor.registry.onnx import export_onnx
 
         reason = numeric_only(sample, "onnxmltools")

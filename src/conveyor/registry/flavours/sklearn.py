@@ -42,13 +42,15 @@ class ScikitLearn:
         check_names(names_in_file(data, what=what), trusted_extra, what=what, allowed=SKLEARN_TYPES)
         return "skops", data
 
-    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple = ()) -> Any:
+    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple[str, ...] = ()) -> Any:
         return load_skops(data, trusted_extra, what=what)
 
     def signature(self, model: Any, features: Any, task: str) -> dict[str, Any]:
         return infer(model, features, task)
 
-    def export_onnx(self, model: Any, sample: Any, task: str) -> tuple[bytes | None, dict]:
+    def export_onnx(
+        self, model: Any, sample: Any, task: str
+    ) -> tuple[bytes | None, dict[str, Any]]:
         from conveyor.registry.onnx import export_onnx
 
         return export_onnx(model, sample, task=task)

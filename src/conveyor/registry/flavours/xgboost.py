@@ -46,7 +46,7 @@ class XGBoost:
         }
         return FORMAT, json.dumps(envelope).encode("utf-8")
 
-    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple = ()) -> Any:
+    def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple[str, ...] = ()) -> Any:
         xgb = require("xgboost", "xgboost", what)
         try:
             envelope = json.loads(data)
@@ -60,7 +60,9 @@ class XGBoost:
     def signature(self, model: Any, features: Any, task: str) -> dict[str, Any]:
         return infer(model, features, task)
 
-    def export_onnx(self, model: Any, sample: Any, task: str) -> tuple[bytes | None, dict]:
+    def export_onnx(
+        self, model: Any, sample: Any, task: str
+    ) -> tuple[bytes | None, dict[str, Any]]:
         from conveyor.registry.onnx import export_onnx
 
         reason = numeric_only(sample, "onnxmltools")
