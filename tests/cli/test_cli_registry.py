@@ -583,6 +583,8 @@ def test_ci_wait_queues_behind_a_run_as_the_lock_message_says(one_version: Path)
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_export_writes_the_default_file_once_unless_forced(kind: str, shop: Path) -> None:
+    from conveyor import __version__ as conveyor_version
+
     target = shop / KINDS[kind]
     done = conveyor("export", kind, "-C", shop)
     assert done.code == 0, done.stderr
@@ -590,7 +592,8 @@ def test_export_writes_the_default_file_once_unless_forced(kind: str, shop: Path
     text = target.read_text()
     assert "conveyor ci --report conveyor-report.md --junit conveyor-junit.xml" in text
     assert "'shop'" in text  # the project, in the header
-    assert "pip install conveyor-ml" in text  # no requirements.txt in the project
+    # no requirements.txt in the project: the exact version that wrote the file
+    assert f'pip install "conveyor-ml=={conveyor_version}"' in text
 
     again = conveyor("export", kind, "-C", shop)
     assert again.code == 1 and again.stdout == ""
@@ -602,8 +605,8 @@ def test_export_writes_the_default_file_once_unless_forced(kind: str, shop: Path
     assert forced.code == 0, forced.stderr
     text = target.read_text()
     assert "conveyor ci" in text and "3.12" in text
-    assert "pip install -r requirements.txt" in text
-    assert "pip install conveyor-ml" not in text
+    # the project's requirements and the pinned Conveyor in one pip run
+    assert f'pip install -r requirements.txt "conveyor-ml=={conveyor_version}"' in text
 
 
 def test_export_output_is_relative_to_the_working_directory(

@@ -8,12 +8,12 @@ event with every verdict, and the report says why.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor.evaluate.values import jsonable
 from conveyor.exceptions import GateError, PipelineError
 from conveyor.gates.verdicts import GateResult
 from conveyor.store import events as ev
@@ -418,11 +418,11 @@ class _Job:
             task=candidate.task,
             file=self.file,
             signature=signature,
-            metrics=_finite(candidate.metrics),
+            metrics=jsonable(candidate.metrics),
             lineage=self._lineage(),
             holdout=self.holdout_desc,
             onnx=self._onnx_record(),
-            slices=_finite(_slice_numbers(self.evaluation.get("slices") or {})),
+            slices=jsonable(_slice_numbers(self.evaluation.get("slices") or {})),
             gates=gates,
             plots=plots,
             references=self._references(),
@@ -490,9 +490,9 @@ class _Job:
             "holdout": self.holdout_desc,
             "columns": names,
             "rows": len(rows),
-            "expected": _finite([[float(v) for v in r] for r in expected])
+            "expected": jsonable([[float(v) for v in r] for r in expected])
             if candidate.task == "classification"
-            else _finite([float(v) for v in expected]),
+            else jsonable([float(v) for v in expected]),
             "allow_pickle": self.config.registry.allow_pickle,
             "trusted_extra": list(self.model_cfg.trusted_types),
         }
@@ -546,16 +546,8 @@ class _Job:
         return out
 
     def _sources_upstream(self) -> list[str]:
-        step = self.model_cfg.from_.partition(".")[0]
-        seen, todo, sources = set(), [step], []
-        while todo:
-            current = todo.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            sources.extend(self.config.sources_of(current))
-            todo.extend(self.config.upstream(current))
-        return sorted(set(sources))
+        steps = self.config.upstream_closure([self.model_cfg.from_.partition(".")[0]])
+        return sorted({source for step in steps for source in self.config.sources_of(step)})
 
     def _lineage(self) -> dict[str, Any]:
         from conveyor.store import models as m
@@ -597,14 +589,7 @@ class _Job:
         evaluation = self.config.evaluation_step()
         if evaluation:
             roots.append(evaluation)
-        seen: set[str] = set()
-        todo = list(roots)
-        while todo:
-            current = todo.pop()
-            if current not in seen:
-                seen.add(current)
-                todo.extend(self.config.upstream(current))
-        return sorted(seen)
+        return sorted(self.config.upstream_closure(roots))
 
     def _report(
         self, candidate: Any, gates: list[dict], status: str, version: int | None
@@ -629,9 +614,9 @@ class _Job:
         if candidate is not None:
             parts.update(
                 run_id=self.run_id,
-                metrics=_finite(candidate.metrics),
+                metrics=jsonable(candidate.metrics),
                 baseline=self.baseline(candidate),
-                slices=_finite(_slice_numbers(evaluation.get("slices") or {})),
+                slices=jsonable(_slice_numbers(evaluation.get("slices") or {})),
                 confusion_matrix=evaluation.get("confusion_matrix"),
                 plots={k: v for k, v in (evaluation.get("plots") or {}).items()},
                 lineage=self._lineage(),
@@ -671,7 +656,7 @@ class _Job:
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        return {"alias": "production", "version": number, "metrics": _finite(numbers)}
+        return {"alias": "production", "version": number, "metrics": jsonable(numbers)}
 
 
 def _slice_numbers(slices: dict) -> dict:
@@ -687,16 +672,6 @@ def _slice_numbers(slices: dict) -> dict:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return _plain(value) if hasattr(value, "item") else value
 
 
 def _servable_result(answer: dict[str, Any], rows: int) -> GateResult:

@@ -14,13 +14,13 @@ missing or damaged at load time is named by the step to re-run, not only by its 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from conveyor.evaluate.values import jsonable
 from conveyor.exceptions import (
     ArtifactCorrupted,
     ArtifactNotFound,
@@ -158,7 +158,7 @@ def _store_one(where: str, value: Any, store: ArtifactStore) -> dict:
         return _store_path(where, value, store)
     if isinstance(value, dict | list | tuple | str | int | float | bool):
         try:
-            data = json.dumps(_finite(value), sort_keys=True, allow_nan=False).encode()
+            data = json.dumps(jsonable(value), sort_keys=True, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise UnsupportedOutput(
                 f"Step '{where}' returned a {type(value).__name__} that is not JSON: {exc}. "
@@ -170,17 +170,6 @@ def _store_one(where: str, value: Any, store: ArtifactStore) -> dict:
         f"Step '{where}' returned a {module}.{type(value).__qualname__}, which Conveyor cannot "
         f"store. Return {SUPPORTED}."
     )
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: store it as null rather than writing invalid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _is_estimator(value: Any) -> bool:
