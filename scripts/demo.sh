@@ -78,4 +78,7 @@ cat <<EOF
   gateway.log, controller.log      what conveyor serve and conveyor watch said
   conveyor releases; conveyor release show ID; conveyor events; conveyor monitor
   conveyor serve                   then http://127.0.0.1:8000/docs, /metrics, /v1/models
+  conveyor ui                      the dashboard at http://127.0.0.1:8090/ : the runs and their DAG,
+                                   the refused candidate's gates, the canary's traffic steps, the
+                                   drift alert and the automatic rollback (add --token-file for acts)
 EOF
