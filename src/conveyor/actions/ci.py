@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.evaluate.values import jsonable
 from conveyor.exceptions import GateError, PipelineError
 from conveyor.gates.verdicts import GateResult
 from conveyor.store import events as ev
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
+    from conveyor.config.model import ModelConfig
 
 SAMPLE_ROWS = 100_000  # rows of each source kept with a version as its drift reference
 ONNX_CHECK_ROWS = 500
@@ -42,7 +46,7 @@ class CiOutcome:
 
 
 def run_ci(
-    config: Any,
+    config: ProjectConfig,
     *,
     report_path: Path | None = None,
     junit_path: Path | None = None,
@@ -118,13 +122,14 @@ def run_ci(
         ctx.close()
 
 
-def preflight(config: Any) -> None:
+def preflight(config: ProjectConfig) -> None:
     """Problems that need the code of the gates to see, found before any data is read.
 
     Raises:
         GateError: a comparison of a metric no paired test covers, a bound on the wrong side
             of a metric, a threshold gate without an evaluation step, or a schema file missing.
     """
+    from conveyor.config.gates import Comparison
     from conveyor.evaluate.compare import HIGHER_IS_BETTER
     from conveyor.gates.data_gates import read_schema
 
@@ -137,7 +142,7 @@ def preflight(config: Any) -> None:
                 f"{where}: no step produces metrics for it; add an evaluation step (such as "
                 "'run: conveyor.evaluate:classification') or name one in model.evaluation"
             )
-        if gate.kind == "compare":
+        if gate.kind == "compare" and isinstance(gate.expression, Comparison):
             metric = gate.expression.metric
             if metric not in HIGHER_IS_BETTER:
                 problems.append(
@@ -160,11 +165,15 @@ def preflight(config: Any) -> None:
 class _Job:
     """The state of one CI job; split out of run_ci only to keep each stage readable."""
 
-    def __init__(self, config: Any, ctx: Any, notify: Callable[[GateResult], None]) -> None:
+    def __init__(
+        self, config: ProjectConfig, ctx: Any, notify: Callable[[GateResult], None]
+    ) -> None:
         from conveyor.registry.registry import Registry
 
+        if config.model is None:  # run_ci() refuses such a project before it gets here
+            raise GateError("conveyor ci needs a model: section in conveyor.yaml.")
         self.config = config
-        self.model_cfg = config.model
+        self.model_cfg: ModelConfig = config.model
         self.ctx = ctx
         self.registry = Registry(ctx.store, ctx.artifacts)
         self.notify = notify

@@ -12,17 +12,18 @@ from conveyor.exceptions import DataError
 from conveyor.store.atomic import write_text
 
 if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
     from conveyor.store.stores import Stores
 
 
-def _source(config: Any, name: str) -> None:
+def _source(config: ProjectConfig, name: str) -> None:
     if name not in config.data:
         known = ", ".join(config.data) or "none"
         raise DataError(f"No data source {name!r} in {config.file.name}; known sources: {known}.")
 
 
 def infer_source_schema(
-    config: Any, name: str, out: Path | None = None, *, force: bool = False
+    config: ProjectConfig, name: str, out: Path | None = None, *, force: bool = False
 ) -> tuple[Path, Any]:
     """Infer the schema of source ``name`` from its current data and write it as YAML.
 
@@ -58,7 +59,7 @@ def infer_source_schema(
     return path, schema
 
 
-def validate_source(config: Any, name: str, schema: Path | None = None) -> Any:
+def validate_source(config: ProjectConfig, name: str, schema: Path | None = None) -> Any:
     """Check source ``name`` against its schema file; returns the validation gate's result.
 
     Raises:
@@ -84,7 +85,7 @@ def validate_source(config: Any, name: str, schema: Path | None = None) -> Any:
     return validation_gate(config, name, load_source(config, name), parsed, str(schema))
 
 
-def diff_snapshots(config: Any, a: str, b: str) -> dict[str, Any]:
+def diff_snapshots(config: ProjectConfig, a: str, b: str) -> dict[str, Any]:
     """What changed from snapshot ``a`` to ``b``, from their recorded profiles.
 
     Each side is a snapshot id or a unique prefix of one (``loans:3fa2``), a source name (its
@@ -114,7 +115,7 @@ def _as_dict(snap: Any) -> dict[str, Any]:
     }
 
 
-def _snapshot(config: Any, stores: Stores, ref: str) -> Any:
+def _snapshot(config: ProjectConfig, stores: Stores, ref: str) -> Any:
     from conveyor.store import models as m
 
     with stores.metadata.session() as s:
@@ -150,7 +151,7 @@ def _snapshot(config: Any, stores: Stores, ref: str) -> Any:
     raise DataError(f"Snapshot prefix {ref!r} is ambiguous; give more characters.")
 
 
-def _trained(config: Any, stores: Stores, ref: str) -> Any:
+def _trained(config: ProjectConfig, stores: Stores, ref: str) -> Any:
     from conveyor.registry.registry import Registry
 
     source, _, alias = ref.partition("@")

@@ -7,14 +7,17 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import RegistryError
 from conveyor.store.atomic import write_text
 
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
+
 
 @contextmanager
-def open_registry(config: Any) -> Iterator[Any]:
+def open_registry(config: ProjectConfig) -> Iterator[Any]:
     """The project's registry over its stores (see ``open_stores``), closed with the block."""
     from conveyor.registry.registry import Registry
     from conveyor.store.stores import open_stores
@@ -23,7 +26,7 @@ def open_registry(config: Any) -> Iterator[Any]:
         yield Registry(stores.metadata, stores.artifacts)
 
 
-def _model_name(config: Any, name: str | None) -> str:
+def _model_name(config: ProjectConfig, name: str | None) -> str:
     if name:
         return name
     if config.model is None:
@@ -33,14 +36,14 @@ def _model_name(config: Any, name: str | None) -> str:
     return config.model.name
 
 
-def list_models(config: Any) -> list[dict[str, Any]]:
+def list_models(config: ProjectConfig) -> list[dict[str, Any]]:
     """One row per registered model of any project in the store."""
     with open_registry(config) as registry:
         rows = registry.models()
     return [{**row, "updated_at": row["updated_at"].isoformat()} for row in rows]
 
 
-def list_versions(config: Any, name: str | None = None) -> list[dict[str, Any]]:
+def list_versions(config: ProjectConfig, name: str | None = None) -> list[dict[str, Any]]:
     """Every version of a model, newest first, with its headline facts."""
     from conveyor.exceptions import ModelNotFound
 
@@ -75,7 +78,7 @@ def _headline(metrics: dict[str, Any]) -> list[str]:
     return [k for k in order if k in metrics]
 
 
-def version_story(config: Any, name: str | None, ref: str) -> dict[str, Any]:
+def version_story(config: ProjectConfig, name: str | None, ref: str) -> dict[str, Any]:
     """The whole story of one version (number, 'latest' or an alias)."""
     from conveyor.registry.story import version_report
 
@@ -83,7 +86,7 @@ def version_story(config: Any, name: str | None, ref: str) -> dict[str, Any]:
         return version_report(registry, registry.version(_model_name(config, name), ref))
 
 
-def compare_versions(config: Any, name: str | None, a: str, b: str) -> dict[str, Any]:
+def compare_versions(config: ProjectConfig, name: str | None, a: str, b: str) -> dict[str, Any]:
     """Versions ``a`` and ``b`` scored on ``b``'s holdout, every comparable metric judged with
     the paired test a gate would use.
 
@@ -145,7 +148,7 @@ def compare_versions(config: Any, name: str | None, a: str, b: str) -> dict[str,
 
 
 def render_card(
-    config: Any, name: str | None, ref: str, out: Path | None = None
+    config: ProjectConfig, name: str | None, ref: str, out: Path | None = None
 ) -> tuple[str, list[Path]]:
     """The model card of a version as Markdown, also written as ``.md`` and ``.html`` files
     into ``out`` (a folder) when given."""
@@ -166,14 +169,14 @@ def render_card(
     return markdown, written
 
 
-def set_alias(config: Any, name: str | None, version: int, alias: str) -> int | None:
+def set_alias(config: ProjectConfig, name: str | None, version: int, alias: str) -> int | None:
     """Point ``alias`` at ``version`` (an ``alias.moved`` event records it)."""
     with open_registry(config) as registry:
         return registry.set_alias(_model_name(config, name), alias, version, reason="cli")
 
 
 def register_fitted(
-    config: Any,
+    config: ProjectConfig,
     model: Any,
     features: Any,
     *,

@@ -19,9 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import ConveyorError, RunNotFound
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 
 def _iso(value: Any) -> str | None:
@@ -105,7 +108,7 @@ def read_project(project: Path | None) -> Any:
 
 
 @contextmanager
-def _plain(config: Any) -> Iterator[sqlite3.Connection | None]:
+def _plain(config: ProjectConfig) -> Iterator[sqlite3.Connection | None]:
     """A read-only sqlite3 connection to the store when it is a SQLite file at head, else None."""
     from conveyor.store.records import HEAD_REVISION
 
@@ -130,7 +133,7 @@ def _plain(config: Any) -> Iterator[sqlite3.Connection | None]:
             conn.close()
 
 
-def _full(config: Any) -> Any:
+def _full(config: ProjectConfig) -> Any:
     """The loaded config for the full store, when the read started from the witness."""
     if not isinstance(config, QuickProject):
         return config
@@ -144,7 +147,7 @@ def _json(text: str | None) -> Any:
     return json.loads(text) if text is not None else None
 
 
-def list_runs(config: Any, *, limit: int = 20) -> list[dict]:
+def list_runs(config: ProjectConfig, *, limit: int = 20) -> list[dict]:
     """The newest runs of this project with a count of steps by status."""
     with _plain(config) as conn:
         if conn is not None:
@@ -180,7 +183,7 @@ def list_runs(config: Any, *, limit: int = 20) -> list[dict]:
         return rows
 
 
-def describe_run(config: Any, run_id: str) -> dict:
+def describe_run(config: ProjectConfig, run_id: str) -> dict:
     """Everything recorded about one run.
 
     Raises:
@@ -464,7 +467,7 @@ def _count(previous: Any) -> int:
     return previous["count"] if isinstance(previous, dict) else 1
 
 
-def step_log(config: Any, run_id: str, step: str) -> str:
+def step_log(config: ProjectConfig, run_id: str, step: str) -> str:
     """The captured stdout/stderr of one step of a run, from the artifact store."""
     from conveyor.store.stores import open_stores
 
@@ -481,7 +484,9 @@ def step_log(config: Any, run_id: str, step: str) -> str:
         return stores.artifacts.read_bytes(digest).decode(errors="replace")
 
 
-def list_events(config: Any, *, limit: int = 50, entity_id: str | None = None) -> list[dict]:
+def list_events(
+    config: ProjectConfig, *, limit: int = 50, entity_id: str | None = None
+) -> list[dict]:
     """The newest ``limit`` events, oldest first; only those about ``entity_id`` (a run id,
     release id, ...) if given."""
     with _plain(config) as conn:
@@ -519,7 +524,7 @@ _GC_LEASE_TTL_S = 6 * 3600.0
 
 
 def collect_garbage(
-    config: Any,
+    config: ProjectConfig,
     *,
     dry_run: bool = False,
     runs_older_than_days: float | None = None,

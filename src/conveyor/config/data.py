@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from conveyor.config.base import ConfigModel, invalid
+from conveyor.exceptions import ConveyorError
 
 
 class SourceConfig(ConfigModel):
@@ -49,6 +50,18 @@ data:
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"source": data} if isinstance(data, str) else data
+
+    def files(self) -> str:
+        """The file or glob of a file source; validation keeps exactly one of it and ``sql``."""
+        if self.source is None:
+            raise ConveyorError("This data source is a SQL query, not files.")
+        return self.source
+
+    def database_url(self) -> str:
+        """The URL a SQL source's query runs against; validation gives every ``sql`` one."""
+        if self.url is None:
+            raise ConveyorError("This data source is files, not a SQL query.")
+        return self.url
 
     @model_validator(mode="after")
     def _one_kind(self) -> SourceConfig:

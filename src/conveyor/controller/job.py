@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from types import FrameType
 
+    from conveyor.config import ProjectConfig
+
 __all__ = ["RetrainJob", "describe_exit", "main"]
 
 STOPPED = 128 + signal.SIGTERM  # the child's exit status when it was stopped by SIGTERM
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _record(config: Any, kind: str, payload: dict[str, Any]) -> None:
+def _record(config: ProjectConfig, kind: str, payload: dict[str, Any]) -> None:
     from conveyor.store.stores import open_stores
 
     with open_stores(config) as stores, stores.metadata.session() as s:

@@ -239,7 +239,7 @@ class Controller:
 
 
 def run_controller(
-    config: Any,
+    config: ProjectConfig,
     *,
     checks: Any = None,
     interval: float = 1.0,

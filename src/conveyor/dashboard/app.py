@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -40,6 +40,9 @@ from conveyor.dashboard.params import (
     text_param,
 )
 from conveyor.evaluate.values import jsonable
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 # The ASGI callables, as the server hands them over.
 Scope = dict[str, Any]
@@ -122,7 +125,7 @@ class Dashboard:
             dashboard read-only.
     """
 
-    def __init__(self, config: Any, *, token: str | None = None) -> None:
+    def __init__(self, config: ProjectConfig, *, token: str | None = None) -> None:
         self.config = config
         self.token = token
         self._ctx: views.Context | None = None

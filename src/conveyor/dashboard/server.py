@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 __all__ = ["serve"]
 
 
 def serve(
-    config: Any,
+    config: ProjectConfig,
     *,
     host: str = "127.0.0.1",
     port: int = 8090,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.dashboard import charts, queries
 from conveyor.dashboard.errors import NotFound
 from conveyor.store import events as ev
 from conveyor.store.records import utcnow
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 __all__ = ["View", "Context"]
 
@@ -47,7 +50,7 @@ class View:
 class Context:
     """What every view reads: the project's config, its open stores and registry."""
 
-    config: Any
+    config: ProjectConfig
     stores: Any
     registry: Any
     references: dict[tuple[str, int], Any] = field(default_factory=dict)

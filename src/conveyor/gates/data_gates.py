@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from conveyor.exceptions import DataError
 from conveyor.gates.verdicts import GateResult, blocking
 
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
-def load_source(config: Any, name: str) -> pd.DataFrame:
+
+def load_source(config: ProjectConfig, name: str) -> pd.DataFrame:
     """The current data of source ``name``, as the pipeline would read it.
 
     Raises:
@@ -26,17 +29,19 @@ def load_source(config: Any, name: str) -> pd.DataFrame:
     src = config.data[name]
     root = Path(config.root)
     if src.sql is not None:
-        _, table = snap_mod.fingerprint_sql(name, resolve_sqlite_url(src.url, root), src.sql)
+        _, table = snap_mod.fingerprint_sql(
+            name, resolve_sqlite_url(src.database_url(), root), src.sql
+        )
         return table.to_pandas()
-    snap = snap_mod.fingerprint_files(name, src.source, root, FileHasher(None))
+    snap = snap_mod.fingerprint_files(name, src.files(), root, FileHasher(None))
     return snap_mod.load(snap, root, src.format, src.options)
 
 
-def schema_path(config: Any, name: str) -> Path:
+def schema_path(config: ProjectConfig, name: str) -> Path:
     return Path(config.root) / config.validate_[name].schema_
 
 
-def read_schema(config: Any, name: str) -> Any:
+def read_schema(config: ProjectConfig, name: str) -> Any:
     """The schema file ``validate.NAME`` names.
 
     Raises:
@@ -58,7 +63,11 @@ def read_schema(config: Any, name: str) -> Any:
 
 
 def validation_gate(
-    config: Any, name: str, frame: pd.DataFrame, schema: Any = None, schema_file: str | None = None
+    config: ProjectConfig,
+    name: str,
+    frame: pd.DataFrame,
+    schema: Any = None,
+    schema_file: str | None = None,
 ) -> GateResult:
     """Every check of the source's schema (``validate.NAME``, or ``schema`` when given); the
     evidence lists each failing check with its column, its number of failing rows and up to 5

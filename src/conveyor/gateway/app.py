@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -40,6 +40,9 @@ from conveyor.gateway.requestlog import RequestLog
 from conveyor.gateway.routes import CALLER_ROLES, PINNED, ROUTES, Route, RouteTable
 from conveyor.gateway.routing import Router, Watcher, read_desired
 from conveyor.gateway.runtime import Prediction, Served, load_served
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 __all__ = ["Gateway"]
 
@@ -67,7 +70,9 @@ def _default(value: Any) -> Any:
 class Gateway:
     """Serves the project's routed model versions; one instance per worker process."""
 
-    def __init__(self, config: Any, *, token: str | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, config: ProjectConfig, *, token: str | None = None, name: str | None = None
+    ) -> None:
         serve = config.serve
         self.config = config
         self.project = config.project

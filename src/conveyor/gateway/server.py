@@ -40,6 +40,8 @@ from conveyor.exceptions import GatewayError
 if TYPE_CHECKING:
     import asyncio
 
+    from conveyor.config import ProjectConfig
+
 __all__ = ["ConnectionLimits", "load_token", "serve", "uvicorn_options", "worker_app"]
 
 _CONFIG_ENV = "CONVEYOR_SERVE_CONFIG"
@@ -73,7 +75,7 @@ class ConnectionLimits:
         return max(16, min(soft - max(_FD_RESERVE, soft // 16), 10_000))
 
 
-def load_token(config: Any, token_file: Path | None = None) -> str | None:
+def load_token(config: ProjectConfig, token_file: Path | None = None) -> str | None:
     """The admin token: ``--token-file``, else ``serve.token_file``, else the environment.
 
     Raises:
@@ -107,7 +109,7 @@ def _thread_env(threads: int) -> None:
         os.environ.setdefault(var, str(threads))
 
 
-def limits_from(config: Any, **overrides: Any) -> ConnectionLimits:
+def limits_from(config: ProjectConfig, **overrides: Any) -> ConnectionLimits:
     """The connection limits: keyword overrides, else ``serve:`` settings, else the defaults."""
     serve = config.serve
     defaults = ConnectionLimits()
@@ -119,7 +121,7 @@ def limits_from(config: Any, **overrides: Any) -> ConnectionLimits:
 
 
 def uvicorn_options(
-    config: Any,
+    config: ProjectConfig,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -146,7 +148,7 @@ def uvicorn_options(
 
 
 def serve(
-    config: Any,
+    config: ProjectConfig,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,

@@ -28,6 +28,7 @@ from conveyor.store.metadata import as_utc
 if TYPE_CHECKING:
     import pandas
 
+    from conveyor.config import ProjectConfig
     from conveyor.config.monitor import DriftSettings, WindowConfig
     from conveyor.registry.registry import Registry, Version
 
@@ -54,7 +55,7 @@ class Monitoring:
 
 
 def monitor_report(
-    config: Any,
+    config: ProjectConfig,
     registry: Registry,
     *,
     model: str | None = None,
@@ -91,7 +92,7 @@ def monitor_report(
 
 
 def observe(
-    config: Any,
+    config: ProjectConfig,
     registry: Registry,
     *,
     model: str | None = None,
@@ -108,7 +109,7 @@ def observe(
     from conveyor.config.monitor import MonitorConfig
 
     settings = config.monitor or MonitorConfig()
-    model = model or (config.model.name if getattr(config, "model", None) else None)
+    model = model or (config.model.name if config.model is not None else None)
     if not model:
         raise MonitorError(
             "Name the model to monitor (conveyor.yaml has no 'model:' section to take it from)."

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import ArtifactNotFound, ExecutorError, PipelineError
 from conveyor.pipeline import keys
@@ -22,6 +22,9 @@ from conveyor.pipeline.executors import Executor, LocalExecutor, make_executor
 from conveyor.pipeline.plan import Context, Planner, snapshot_sources
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
 from conveyor.project import git_state
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 Listener = Callable[[str, str, dict], None]  # (step, status, details)
 
@@ -72,7 +75,7 @@ class RunSummary:
 
 
 def run_pipeline(
-    config: Any,
+    config: ProjectConfig,
     *,
     steps: list[str] | None = None,
     force: bool = False,
@@ -129,7 +132,7 @@ def run_pipeline(
         lock.release()
 
 
-def _selection(config: Any, steps: list[str] | None) -> tuple[list[str], set[str]]:
+def _selection(config: ProjectConfig, steps: list[str] | None) -> tuple[list[str], set[str]]:
     order = config.topological_order()
     if not steps:
         return order, set(order)

@@ -16,10 +16,13 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.store import events as ev
 from conveyor.store import records
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 KEY = "fastpath"
 VERSION = 4
@@ -116,7 +119,7 @@ def remember(ctx: Any, planner: Any, order: list[str], snapshots: dict, summary:
     ctx.state.put(KEY, json.dumps(witness))
 
 
-def _config_hash(config: Any) -> str:
+def _config_hash(config: ProjectConfig) -> str:
     from conveyor.pipeline.keys import digest_of
 
     return digest_of(config.to_json())

@@ -24,7 +24,7 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def digest_of(parts: dict) -> str:
+def digest_of(parts: Any) -> str:
     return hashlib.sha256(canonical(parts).encode()).hexdigest()
 
 

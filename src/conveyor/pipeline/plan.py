@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import PipelineError
 from conveyor.pipeline import keys
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 
 class Context:
     """The open stores and caches of one project, shared by run and status."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: ProjectConfig) -> None:
         from conveyor.data.hashing import FileHasher
         from conveyor.data.state import StateDB
         from conveyor.project import Paths
@@ -57,7 +60,7 @@ class Planner:
             parts["deps"] = self._deps(step, cfg.deps)
             parts["outs"] = list(cfg.outs)
             parts["metrics"] = cfg.metrics
-        else:
+        elif cfg.run is not None:  # validation gives every step a cmd or a run
             parts["run"] = cfg.run
             parts["code"] = self.ctx.code.closure(cfg.run.split(":", 1)[0])
         inputs: dict[str, Any] = {}
@@ -123,12 +126,12 @@ def snapshot_sources(
         src = ctx.config.data[name]
         if src.sql is not None:
             snap, table = snap_mod.fingerprint_sql(
-                name, resolve_sqlite_url(src.url, ctx.root), src.sql
+                name, resolve_sqlite_url(src.database_url(), ctx.root), src.sql
             )
             digest = _table_digest(ctx, table)
             snapshots[name] = {**snap.to_dict(), "data_digest": digest}
             continue
-        snap = snap_mod.fingerprint_files(name, src.source, ctx.root, ctx.hasher)
+        snap = snap_mod.fingerprint_files(name, src.files(), ctx.root, ctx.hasher)
         data = snap.to_dict()
         snapshots[name] = data
         existing = ctx.store.snapshot(f"{name}:{snap.content_hash}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from conveyor.exceptions import PipelineError
 from conveyor.pipeline import keys
 from conveyor.pipeline.plan import Context, Planner, snapshot_sources
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 
 @dataclass
@@ -20,7 +23,7 @@ class StepStatus:
         return {"step": self.step, "state": self.state, "reason": self.reason}
 
 
-def pipeline_status(config: Any) -> list[StepStatus]:
+def pipeline_status(config: ProjectConfig) -> list[StepStatus]:
     """Compare each step's current key with the cache, without running anything."""
     ctx = Context(config)
     try:

@@ -17,7 +17,7 @@ import builtins
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,9 @@ from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
 from conveyor.store.records import utcnow
+
+if TYPE_CHECKING:
+    from conveyor.config import ProjectConfig
 
 __all__ = ["ACTIVE", "ReleaseView", "Releases"]
 
@@ -117,7 +120,7 @@ def _view(row: m.Release) -> ReleaseView:
 class Releases:
     """Start, advance, pause, resume, promote, abort and roll back releases over one store."""
 
-    def __init__(self, config: Any, registry: Any, *, checks: Any = None) -> None:
+    def __init__(self, config: ProjectConfig, registry: Any, *, checks: Any = None) -> None:
         self.config = config
         self.registry = registry
         self.store = registry.store
