@@ -163,7 +163,7 @@ def load_served(
             data = registry.artifacts.read_bytes(record.onnx["digest"])  # checks the sha256
         except ArtifactError as exc:
             raise RegistryError(f"The ONNX copy of {record.label} cannot be read: {exc}") from exc
-        onnx = OnnxModel(data, intra_op_threads=threads)
+        onnx = OnnxModel(data, intra_op_threads=threads, what=record.label)
     served = Served(
         model=model,
         version=version,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from conveyor.exceptions import RegistryError
@@ -103,29 +103,49 @@ class OnnxModel:
     """
 
     def __init__(
-        self, data: bytes, *, intra_op_threads: int = 1, inter_op_threads: int = 1
+        self,
+        data: bytes,
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        what: str | None = None,
     ) -> None:
-        """Build the session (CPU only).
+        """Build the session (CPU only), refusing a model that reads files beside it.
 
         Args:
             data: the ONNX model's bytes, as ``export_onnx`` returned them.
             intra_op_threads: threads inside one operator; 1 suits a gateway that runs many
                 requests at once, more suits large batches.
             inter_op_threads: threads across operators.
+            what: the version the bytes belong to (``"model 'num' version 3"``), for errors.
 
         Raises:
-            RegistryError: the bytes are not an ONNX model ONNX Runtime can run.
+            RegistryError: the bytes are not an ONNX model ONNX Runtime can run, or a tensor
+                in them keeps its data in an external file.
         """
+        import tempfile
+
         import onnxruntime as ort
 
+        _refuse_external_data(data, what)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.log_severity_level = 3  # errors only: ONNX Runtime's warnings go to stderr
-        try:
-            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise RegistryError(f"Cannot load the ONNX model: {_first(exc)}") from exc
+        # A second guard: were a tensor with external data to slip past the check, ONNX Runtime
+        # would look for its file in this empty folder, not in the process's working directory.
+        with tempfile.TemporaryDirectory(prefix="conveyor-onnx-") as empty:
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", empty
+            )
+            try:
+                self._session = ort.InferenceSession(
+                    data, options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:
+                raise RegistryError(
+                    f"Cannot load the ONNX model{_of(what)}: {_first(exc)}"
+                ) from exc
         meta = self._session.get_modelmeta().custom_metadata_map
         graph_inputs = self._session.get_inputs()
         if _META_COLUMNS in meta:
@@ -220,6 +240,82 @@ class OnnxModel:
                 f"The frame lacks the column {exc} that the ONNX model reads; it reads "
                 f"{', '.join(self.input_names)}."
             ) from None
+
+
+def _of(what: str | None) -> str:
+    return f" of {what}" if what else ""
+
+
+def _refuse_external_data(data: bytes, what: str | None) -> None:
+    """Refuse a model any of whose tensors keeps its data in a file outside the bytes.
+
+    ONNX Runtime refuses an absolute location or one with ``..``, but reads a relative one
+    from the process's working directory: a crafted artifact could pull a gateway's local file
+    into a tensor (and from there into predictions). Our exports never use external data.
+
+    Raises:
+        RegistryError: the bytes do not parse as ONNX, or a tensor uses external data.
+    """
+    import onnx
+
+    try:
+        # Parsed from the bytes only: nothing here reads a file, external or not.
+        proto = onnx.ModelProto.FromString(data)
+    except Exception as exc:
+        raise RegistryError(f"Cannot load the ONNX model{_of(what)}: {_first(exc)}") from exc
+    for tensor in _all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            name = tensor.name or "(unnamed)"
+            raise RegistryError(
+                f"The ONNX model{_of(what)} is refused: its tensor {name!r} keeps its data in an "
+                "external file, which would be read from the server's disk. Export the model "
+                "with every tensor inside the file (conveyor's exports always are)."
+            )
+
+
+def _all_tensors(proto: Any) -> Iterator[Any]:
+    """Every TensorProto of a model: onnx's own walk (private, so guarded) and ours.
+
+    Ours adds what onnx's skips: sparse initializers and sparse tensor attributes (their
+    values and indices are tensors that can be external too), and training graphs.
+    """
+    try:
+        from onnx.external_data_helper import _get_all_tensors
+
+        yield from _get_all_tensors(proto)
+    except (ImportError, AttributeError, TypeError):
+        pass  # a later onnx moved it: our walk below covers the same ground
+    graphs = [proto.graph]
+    for info in proto.training_info:
+        graphs += [info.initialization, info.algorithm]
+    for graph in graphs:
+        yield from _graph_tensors(graph)
+    for function in proto.functions:
+        yield from _node_tensors(function.node)
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Any) -> Iterator[Any]:
+    """The tensors in nodes' attributes, down through If/Loop/Scan subgraphs."""
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sparse in [attr.sparse_tensor, *attr.sparse_tensors]:
+                yield sparse.values
+                yield sparse.indices
+            if attr.HasField("g"):
+                yield from _graph_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _graph_tensors(sub)
 
 
 def _column_array(col: Any, kind: str) -> Any:
