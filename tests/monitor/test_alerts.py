@@ -200,14 +200,15 @@ def test_evaluate_reads_a_real_drift_report() -> None:
 
 def test_signature_round_trip_and_refusals() -> None:
     body = b'{"alert":"data drift"}'
-    header = sign(body, SECRET)
-    assert header.startswith("sha256=") and len(header) == 7 + 64
-    assert verify_signature(body, header, SECRET)
-    assert not verify_signature(body + b" ", header, SECRET)
-    assert not verify_signature(body, header, "other-key")
-    assert not verify_signature(body, header[7:], SECRET)  # no "sha256=" prefix
-    assert not verify_signature(body, "sha256=ünïcode", SECRET)
-    assert not verify_signature(body, "", SECRET)
+    at = 1_700_000_000  # signatures cover a timestamp (tests/monitor/test_webhook_signing.py)
+    header = sign(body, SECRET, at)
+    assert header.startswith("t=1700000000,v1=") and len(header) == 16 + 64
+    assert verify_signature(body, header, SECRET, now=at)
+    assert not verify_signature(body + b" ", header, SECRET, now=at)
+    assert not verify_signature(body, header, "other-key", now=at)
+    assert not verify_signature(body, header[13:], SECRET, now=at)  # no "t=" field
+    assert not verify_signature(body, "t=1700000000,v1=ünïcode", SECRET, now=at)
+    assert not verify_signature(body, "", SECRET, now=at)
 
 
 # -- a real webhook receiver ------------------------------------------------------------------

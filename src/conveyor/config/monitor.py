@@ -169,8 +169,10 @@ class AlertRule(ConfigModel):
     )
     secret_env: str | None = Field(
         default=None,
-        description="The environment variable holding the key that signs the webhook's body "
-        "(HMAC-SHA256).",
+        description="The environment variable holding the key that signs each webhook call: "
+        "X-Conveyor-Signature is t=<unix time>,v1=<HMAC-SHA256 of '<t>.<body>'>, and a "
+        "receiver refuses a call more than five minutes old. Without it the webhook is sent "
+        "unsigned and the controller warns once.",
     )
     severity: Literal["info", "warning", "critical"] = Field(
         default="warning", description="How urgent the alert is, passed on to the webhook."

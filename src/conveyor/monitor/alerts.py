@@ -10,6 +10,26 @@ a metric that hovers at its bound pages once, not on every crossing. The wait is
 neither pages twice nor restarts a wait. A rule with a webhook
 also POSTs each change as JSON, signed with HMAC-SHA256 when the rule names a secret, so that the
 receiver can tell Conveyor's calls from anyone else's (see :func:`verify_signature`).
+
+Signing (as Stripe's and Slack's webhooks do): each call carries ``X-Conveyor-Timestamp``, the
+Unix time in whole seconds when it was sent, and ``X-Conveyor-Signature: t=<timestamp>,v1=<hex>``,
+where ``<hex>`` is the HMAC-SHA256, keyed by the secret, of the bytes ``<timestamp>.<body>`` (the
+timestamp's decimal digits, a dot, then the raw body exactly as received). The timestamp is under
+the signature, so a captured call cannot be replayed later with a fresh time. A receiver:
+
+1. reads the raw body before parsing any JSON;
+2. takes ``t`` and ``v1`` from the signature header (a ``v1`` it does not recognise, or no ``t``,
+   means reject);
+3. recomputes the HMAC over ``f"{t}.".encode() + body`` and compares it with ``v1`` in constant
+   time (``hmac.compare_digest``);
+4. rejects a call whose ``t`` is more than five minutes from its own clock (either way), which
+   bounds how long a captured call could be replayed; a receiver that must refuse every replay
+   also remembers the signatures it accepted within that window.
+
+:func:`verify_signature` does steps 2 to 4 (it remembers no past calls). A rule with a webhook but no
+``secret_env`` still sends, unsigned (no signature or timestamp header), and the controller logs
+a warning naming the rule once when it starts: such a receiver cannot tell Conveyor's calls
+from a forgery.
 """
 
 from __future__ import annotations
@@ -17,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import time
@@ -44,6 +65,8 @@ __all__ = [
     "PENDING",
     "RESOLVED",
     "SIGNATURE_HEADER",
+    "SIGNATURE_TOLERANCE",
+    "TIMESTAMP_HEADER",
     "AlertState",
     "Alerter",
     "evaluate",
@@ -55,7 +78,11 @@ ENTITY = "alert"
 FIRED, RESOLVED, PENDING = ev.ALERT_FIRED, ev.ALERT_RESOLVED, ev.ALERT_PENDING
 EVENT_HEADER = "X-Conveyor-Event"
 SIGNATURE_HEADER = "X-Conveyor-Signature"
-_SIGNATURE_PREFIX = "sha256="
+TIMESTAMP_HEADER = "X-Conveyor-Timestamp"
+SIGNATURE_TOLERANCE = 300.0  # seconds a receiver accepts between a call's timestamp and its clock
+_SCHEME = "v1"
+
+log = logging.getLogger("conveyor.monitor.alerts")
 
 
 @dataclass(frozen=True)
@@ -229,6 +256,15 @@ class Alerter:
         self.retries = retries
         self.backoff = backoff
         self._sleep = sleep
+        self._clock = time.time
+        for rule in rules:
+            if rule.webhook is not None and rule.secret_env is None:
+                log.warning(
+                    "alert %r sends its webhook unsigned: it has no secret_env, so the receiver "
+                    "cannot tell Conveyor's calls from a forged or replayed one; set secret_env "
+                    "to the name of an environment variable holding a shared key.",
+                    rule.name,
+                )
 
     def entity_id(self, name: str) -> str:
         """The alert's id in the audit log: ``<model>@<environment>:<name>``."""
@@ -387,6 +423,7 @@ class Alerter:
         result: dict[str, Any] = {"delivered": False, "attempts": 0, "status": None, "error": None}
         headers = {"Content-Type": "application/json", EVENT_HEADER: event}
         data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        secret: str | None = None
         if rule.secret_env is not None:
             secret = os.environ.get(rule.secret_env)
             if not secret:
@@ -397,13 +434,16 @@ class Alerter:
                     "the receiver checks signatures with."
                 )
                 return result
-            headers[SIGNATURE_HEADER] = sign(data, secret)
         url = str(rule.webhook)
         with httpx.Client(timeout=self.timeout) as client:
             for attempt in range(1, self.retries + 2):
                 if attempt > 1:
                     self._sleep(self.backoff * 2 ** (attempt - 2))
                 result["attempts"] = attempt
+                if secret is not None:  # each attempt is stamped when it leaves, retries too
+                    stamp = int(self._clock())
+                    headers[TIMESTAMP_HEADER] = str(stamp)
+                    headers[SIGNATURE_HEADER] = sign(data, secret, stamp)
                 try:
                     response = client.post(url, content=data, headers=headers)
                 except httpx.TransportError as exc:
@@ -424,30 +464,59 @@ class Alerter:
         return result
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-Conveyor-Signature`` of a body: ``"sha256=" +`` hex HMAC-SHA256 keyed by secret."""
-    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return _SIGNATURE_PREFIX + digest
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The ``X-Conveyor-Signature`` of a call sent at ``timestamp`` (Unix seconds):
+    ``t=<timestamp>,v1=<hex>``, the hex HMAC-SHA256 of ``b"<timestamp>." + body`` keyed by
+    secret."""
+    stamp = int(timestamp)
+    digest = hmac.new(
+        secret.encode("utf-8"), f"{stamp}.".encode("ascii") + body, hashlib.sha256
+    ).hexdigest()
+    return f"t={stamp},{_SCHEME}={digest}"
 
 
-def verify_signature(body: bytes, header: str, secret: str) -> bool:
-    """Whether a webhook call came from Conveyor: check its signature before trusting it.
+def verify_signature(
+    body: bytes,
+    header: str,
+    secret: str,
+    *,
+    tolerance: float = SIGNATURE_TOLERANCE,
+    now: float | None = None,
+) -> bool:
+    """Whether a webhook call came from Conveyor, recently: check it before trusting the call.
 
-    Compute it over the raw request body, exactly as received (before any JSON parsing), in
-    constant time. A receiver in Flask, for example::
+    Compute it over the raw request body, exactly as received (before any JSON parsing). The
+    timestamp is read from the signature header itself (``t=``), where the HMAC covers it; the
+    ``X-Conveyor-Timestamp`` header repeats it for logs and must not be trusted on its own. A
+    receiver in Flask, for example::
 
         ok = verify_signature(request.get_data(), request.headers.get(SIGNATURE_HEADER, ""),
                               os.environ["CONVEYOR_WEBHOOK_SECRET"])
 
     Args:
         body: the request's body bytes.
-        header: the ``X-Conveyor-Signature`` header, ``"sha256=<hex>"``.
+        header: the ``X-Conveyor-Signature`` header, ``"t=<unix seconds>,v1=<hex>"``.
         secret: the key named by the alert's ``secret_env``.
+        tolerance: the most seconds the timestamp may be from ``now``, either way (five
+            minutes by default); an older call is refused as a possible replay.
+        now: the receiver's clock in Unix seconds; ``time.time()`` by default.
 
     Returns:
-        True only when the header is the body's HMAC-SHA256 under the secret.
+        True only when the header's ``v1`` is the HMAC-SHA256 of ``<t>.<body>`` under the
+        secret and ``t`` is within ``tolerance`` of ``now``.
     """
     if not isinstance(header, str):
         return False
-    expected = sign(body, secret).encode("ascii")
-    return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
+    fields: dict[str, str] = {}
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if sep and key not in fields:
+            fields[key] = value
+    stamp, given = fields.get("t", ""), fields.get(_SCHEME)
+    if given is None or not stamp.isascii() or not stamp.isdigit():
+        return False
+    clock = time.time() if now is None else now
+    if abs(clock - int(stamp)) > tolerance:
+        return False
+    expected = sign(body, secret, int(stamp)).encode("ascii")
+    return hmac.compare_digest(expected, f"t={stamp},{_SCHEME}={given}".encode("utf-8", "replace"))
