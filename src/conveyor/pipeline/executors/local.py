@@ -1,21 +1,8 @@
-"""Where steps run: worker processes on this machine by default, Ray for a cluster.
-
-An executor takes a ``StepTask`` and returns a future of its ``StepResult``; it never touches the
-metadata store, so any backend that can run a picklable function can be one. The contract, which
-``tests/pipeline/test_executors.py`` checks for every backend:
-
-- at most ``jobs`` steps run at once; more submissions wait in a queue;
-- a step that fails is a result with ``ok=False``; only a lost worker (killed, ``os._exit``, out
-  of memory) fails the future, with an ``ExecutorError``, and it fails no other step's future;
-- ``close()`` waits for what was submitted; ``close(cancel=True)`` returns at once and kills the
-  workers of running steps; either way the executor can be used again afterwards.
-"""
+"""Steps in worker processes on this machine: the default executor (``executor: {kind: local}``)."""
 
 from __future__ import annotations
 
 import atexit
-import functools
-import importlib
 import multiprocessing
 import os
 import signal
@@ -25,30 +12,14 @@ import weakref
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
-from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
-from typing import Any, Protocol
+from typing import Any
 
 from conveyor.exceptions import ExecutorError
+from conveyor.pipeline.executors.base import FIX_DIED, closing_error, run_task
 from conveyor.pipeline.task import StepResult, StepTask
-
-_CANCEL_WAIT_S = 30.0  # how long close(cancel=True) waits for Ray to confirm the kills
-_FIX_DIED = (
-    "If it ran out of memory, lower 'jobs' or the data it loads; otherwise look for os._exit() "
-    "or a crash in native code in the step."
-)
-
-
-class Executor(Protocol):
-    """Runs steps somewhere and hands back futures of their results."""
-
-    jobs: int
-
-    def submit(self, task: StepTask) -> Future[StepResult]: ...
-
-    def close(self, *, cancel: bool = False) -> None: ...
 
 
 class LocalExecutor:
@@ -108,7 +79,7 @@ class LocalExecutor:
         future: Future[StepResult] = Future()
         with self._cond:
             if self._closing:
-                raise _closing_error(task)
+                raise closing_error(task)
             self._queue.append((task, future))
             self._dispatch()
         return future
@@ -231,13 +202,6 @@ def _main_module_hidden() -> Iterator[None]:
             main.__dict__.update(saved)
 
 
-def _closing_error(task: StepTask) -> ExecutorError:
-    return ExecutorError(
-        f"Cannot run step {task.name!r}: the executor is closing. Submit steps before close(), "
-        "or after it returns."
-    )
-
-
 class _WorkerLost(Exception):
     """The worker process ended before it sent the step's result."""
 
@@ -275,9 +239,11 @@ class _Worker:
         ready = wait_ready([self.conn, self.process.sentinel])
         if self.conn in ready:
             try:
-                return self.conn.recv()
+                result: StepResult = self.conn.recv()
             except (EOFError, ConnectionResetError):
                 pass
+            else:
+                return result
         raise _WorkerLost
 
     def obituary(self, task: StepTask) -> str:
@@ -300,7 +266,7 @@ class _Worker:
         else:
             how = f"exit code {code}"
         step = task.name
-        return f"The worker process (pid {pid}) running step {step!r} died ({how}). {_FIX_DIED}"
+        return f"The worker process (pid {pid}) running step {step!r} died ({how}). {FIX_DIED}"
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -347,7 +313,7 @@ def _serve(conn: Connection, owner: int) -> None:
     watch_owner(owner)
     try:
         while (task := conn.recv()) is not None:
-            result = _run(task)
+            result = run_task(task)
             try:
                 conn.send(result)
             except Exception as exc:  # e.g. a logged param that cannot be pickled
@@ -362,234 +328,3 @@ def _serve(conn: Connection, owner: int) -> None:
                 )
     except (EOFError, KeyboardInterrupt):
         return  # the executor went away, or Ctrl-C while idle: nothing left to finish
-
-
-def _run(task: StepTask) -> StepResult:
-    """Run one step in this (reused) worker, then undo what the step did to the process."""
-    from conveyor.pipeline.worker import run_step
-
-    try:
-        cwd: str | None = os.getcwd()
-    except OSError:  # an earlier step's project folder was deleted under us
-        cwd = None
-    path = list(sys.path)
-    before = set(sys.modules)
-    try:
-        return run_step(task)
-    finally:
-        _forget_modules(task.root, before)
-        sys.path[:] = path
-        if cwd is not None:
-            try:
-                os.chdir(cwd)
-            except OSError:
-                pass
-
-
-def _forget_modules(root: str, before: set[str]) -> None:
-    """Drop the modules a step imported from its project, so the next step sees edits to them.
-
-    Installed packages stay imported (that is what reusing a worker is for), also when the
-    virtual environment lives inside the project (``.venv/``), and so does Conveyor itself.
-    """
-    project = os.path.join(os.path.realpath(root), "")
-    installed = tuple(os.path.join(os.path.realpath(p), "") for p in {sys.prefix, sys.exec_prefix})
-
-    def from_project(place: object) -> bool:
-        if not isinstance(place, str) or not os.path.isabs(place):
-            return False  # built-in, frozen, or a namespace package's relative entry
-        real = os.path.realpath(place)
-        return (
-            real.startswith(project)
-            and not real.startswith(installed)
-            and f"{os.sep}site-packages{os.sep}" not in real
-        )
-
-    for name in set(sys.modules) - before:
-        if name == "conveyor" or name.startswith("conveyor."):
-            continue
-        module = sys.modules.get(name)
-        file = getattr(module, "__file__", None)
-        places = [file] if file else list(getattr(module, "__path__", None) or [])
-        if any(from_project(p) for p in places):
-            del sys.modules[name]
-    importlib.invalidate_caches()  # a module file added to the project is found next time
-
-
-class RayExecutor:
-    """Steps as Ray tasks, on a local Ray instance or a cluster (``executor: {kind: ray}``).
-
-    Uses the Ray instance this process is already connected to, if any; otherwise starts (or, with
-    ``address``, joins) one and shuts it down on ``close()``. Workers must see the project root
-    and the artifact store at the same paths or URLs, and have Conveyor installed: on one machine
-    that is automatic; on a cluster, use a shared filesystem or an s3:// artifact store.
-    """
-
-    def __init__(self, jobs: int | None = None, address: str | None = None) -> None:
-        self.jobs = max(1, jobs or os.cpu_count() or 1)
-        self.address = address
-        self._remote: Any = None
-        self._started = False
-        self._cond = threading.Condition()
-        self._queue: deque[tuple[StepTask, Future[StepResult]]] = deque()
-        self._running: dict[Any, tuple[StepTask, Future[StepResult]]] = {}  # ObjectRef → step
-        self._cancelled: set[Any] = set()
-        self._closing = False
-
-    def _ensure(self) -> None:
-        if self._remote is not None:
-            return
-        try:
-            import ray
-        except ImportError as exc:
-            raise ExecutorError(
-                "executor: ray needs Ray installed: pip install 'conveyor-ml[ray]'"
-            ) from exc
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=self.address,
-                    num_cpus=None if self.address else self.jobs,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-                raise ExecutorError(
-                    f"Cannot start or reach Ray at {self.address or 'a new local instance'}: "
-                    f"{exc}. Check 'executor.address' in conveyor.yaml, or use 'local'."
-                ) from exc
-            self._started = True
-        # max_retries=0: a step is not idempotent enough to be re-run behind the user's back.
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_run)
-
-    def submit(self, task: StepTask) -> Future[StepResult]:
-        """Queue a step as a Ray task; at most ``jobs`` are handed to Ray at once.
-
-        Raises:
-            ExecutorError: Ray is not installed or cannot start, or the executor is closing.
-        """
-        future: Future[StepResult] = Future()
-        with self._cond:
-            if self._closing:
-                raise _closing_error(task)
-            self._ensure()
-            self._queue.append((task, future))
-            self._dispatch()
-        return future
-
-    def close(self, *, cancel: bool = False) -> None:
-        """Wait for submitted steps, or with ``cancel`` kill their Ray workers; then disconnect
-        from Ray if this executor started it."""
-        with self._cond:
-            self._closing = True
-            queued = list(self._queue) if cancel else []
-            running = dict(self._running) if cancel else {}
-            if cancel:
-                self._queue.clear()
-                self._cancelled.update(running)
-        for _task, future in queued:
-            future.cancel()
-        if running:
-            import ray
-
-            for ref in running:
-                ray.cancel(ref, force=True)  # force: kill the worker, whatever the step does
-            wait_futures([future for _task, future in running.values()], timeout=_CANCEL_WAIT_S)
-        with self._cond:
-            if cancel:  # Ray did not confirm some kills in time: settle those futures anyway
-                for ref in list(self._running):
-                    self._settle(ref, None)
-            while self._queue or self._running:
-                self._cond.wait()
-            self._closing = False
-        if self._started:
-            import ray
-
-            ray.shutdown()
-            self._started = False
-        self._remote = None
-
-    def _dispatch(self) -> None:
-        with self._cond:
-            while self._queue and len(self._running) < self.jobs:
-                task, future = self._queue.popleft()
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    ref = self._remote.remote(task)
-                except Exception as exc:  # e.g. the task cannot be serialised
-                    future.set_exception(_ray_error(task, exc))
-                    continue
-                self._running[ref] = (task, future)
-                ref.future().add_done_callback(functools.partial(self._settle, ref))
-
-    def _settle(self, ref: Any, done: Future[StepResult] | None) -> None:
-        """Pass a Ray task's outcome to the step's future (``done`` None: give up waiting)."""
-        with self._cond:
-            entry = self._running.pop(ref, None)
-            cancelled = ref in self._cancelled
-            self._cancelled.discard(ref)
-            self._cond.notify_all()
-        if entry is None:
-            return  # settled already
-        task, future = entry
-        exc = None if done is None else done.exception()
-        if done is not None and exc is None:
-            future.set_result(done.result())
-        elif exc is None or cancelled:  # exc None here: Ray never answered the cancel
-            future.set_exception(
-                ExecutorError(
-                    f"Step {task.name!r} was stopped: the executor was closed with cancel=True "
-                    "and Ray killed its worker."
-                )
-            )
-        else:
-            future.set_exception(_ray_error(task, exc))
-        self._dispatch()
-
-
-def _ray_error(task: StepTask, exc: BaseException) -> ExecutorError:
-    import ray.exceptions as rex
-
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    lost = (
-        rex.WorkerCrashedError,
-        rex.OutOfMemoryError,
-        rex.NodeDiedError,
-        rex.LocalRayletDiedError,
-        rex.ObjectLostError,
-    )
-    if isinstance(exc, lost):
-        error = ExecutorError(
-            f"The Ray worker running step {task.name!r} died ({what}). {_FIX_DIED}"
-        )
-    else:
-        error = ExecutorError(
-            f"Ray could not run step {task.name!r} ({what}). Check that every Ray node has "
-            "Conveyor installed and sees the project and the artifact store."
-        )
-    error.__cause__ = exc
-    return error
-
-
-def make_executor(
-    kind: str, jobs: int | None, address: str | None = None, preload: tuple[str, ...] = ()
-) -> Executor:
-    """The executor named in conveyor.yaml's ``executor.kind``.
-
-    Args:
-        kind: ``"local"`` or ``"ray"``.
-        jobs: how many steps may run at once (None: the number of CPUs).
-        address: for Ray, the cluster to join (``ray://host:10001``); None starts a local one.
-        preload: modules local workers start with already imported (Ray workers ignore it).
-
-    Raises:
-        ExecutorError: ``kind`` is neither.
-    """
-    if kind == "ray":
-        return RayExecutor(jobs, address)
-    if kind == "local":
-        return LocalExecutor(jobs, preload)
-    raise ExecutorError(f"Unknown executor {kind!r}; use 'local' or 'ray'.")
