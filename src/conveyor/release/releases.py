@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError
 
 from conveyor.config.deploy import EnvironmentConfig
 from conveyor.exceptions import ReleaseError, StoreError
-from conveyor.release.analysis import Verdict, collect, judge
+from conveyor.release.analysis import Verdict
+from conveyor.release.strategies import Split, strategy_for
 from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
@@ -32,6 +33,7 @@ from conveyor.store.records import utcnow
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
+    from conveyor.config.deploy import AnalysisConfig
 
 __all__ = ["ACTIVE", "ReleaseView", "Releases"]
 
@@ -70,12 +72,7 @@ class ReleaseView:
             return 100.0
         if not self.active:
             return 0.0
-        if self.strategy == "canary":
-            steps = self.plan.get("steps") or []
-            return float(steps[min(self.step, len(steps) - 1)]["weight"]) if steps else 0.0
-        if self.strategy == "blue-green" and self.step >= 1:
-            return 100.0
-        return 0.0
+        return strategy_for(self.strategy).weight(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,32 +269,31 @@ class Releases:
         """Set the traffic of ``step`` (and the alias where the step moves it)."""
         row.step = step
         row.step_started_at = row.updated_at = utcnow()
-        strategy = row.strategy
-        if strategy == "direct":
-            self.registry.move_alias(
-                s, row.model, row.environment, row.to_version, reason=f"release {row.id}"
-            )
-            self._set_traffic(s, row, None)
-            if not self._needs_checks(row):
-                self._finish(s, row, "promoted", "released directly")
-        elif strategy == "canary":
-            weight = row.plan["steps"][step]["weight"]
-            self._set_traffic(s, row, ("canary", row.to_version, weight))
-        elif strategy == "shadow":
-            self._set_traffic(s, row, ("shadow", row.to_version, 0.0))
-        elif strategy == "blue-green":
-            if step == 0:  # B loaded and warmed beside A, answering no one yet
-                self._set_traffic(s, row, ("warm", row.to_version, 0.0))
-            else:  # all traffic to B at once; A stays loaded for an instant rollback
-                self.registry.move_alias(
-                    s, row.model, row.environment, row.to_version, reason=f"release {row.id}"
-                )
-                previous = row.from_version
-                if previous is None:  # a release from nothing is always direct (start())
-                    raise ReleaseError(f"Release {row.id} is blue-green with no version to keep.")
-                self._set_traffic(s, row, ("warm", previous, 0.0))
+        strategy_for(row.strategy).enter_step(self, s, row, step)
 
-    def _set_traffic(self, s: Any, row: m.Release, split: tuple[str, int, float] | None) -> None:
+    # -- what strategies act through (strategies.Host) -------------------------------------
+
+    def move_alias(self, s: Any, row: m.Release, version: int) -> None:
+        """Point the environment's alias at ``version`` as part of release ``row``."""
+        self.registry.move_alias(s, row.model, row.environment, version, reason=f"release {row.id}")
+
+    def run_checks(self, view: ReleaseView) -> tuple[bool | None, dict[str, Any]] | None:
+        """Smoke requests and integration tests against the gateway; None without one."""
+        if self._checks is None:
+            return None
+        ok, evidence = self._checks(view)
+        return ok, evidence
+
+    def analysis_for(self, view: ReleaseView) -> AnalysisConfig:
+        """The bounds the release was started with (its plan), else the environment's."""
+        from conveyor.config.deploy import AnalysisConfig
+
+        if view.plan.get("analysis"):
+            return AnalysisConfig.model_validate(view.plan["analysis"])
+        return self.environment(view.environment).analysis
+
+    def set_traffic(self, s: Any, row: m.Release, split: Split) -> None:
+        """Write the environment's one traffic row (None: the alias alone), with its event."""
         current = s.get(m.Traffic, (row.model, row.environment))
         if split is None:
             if current is not None:  # nothing beside the alias already: nothing to record
@@ -318,7 +314,8 @@ class Releases:
             s, row, ev.TRAFFIC_CHANGED, {"mode": mode, "version": version, "weight": weight}
         )
 
-    def _finish(self, s: Any, row: m.Release, state: str, why: str) -> None:
+    def finish(self, s: Any, row: m.Release, state: str, why: str) -> None:
+        """End release ``row`` in ``state`` (it is no longer the environment's active one)."""
         row.state = state
         row.active = None
         row.finished_at = row.updated_at = utcnow()
@@ -337,9 +334,6 @@ class Releases:
             row.id,
             {"model": row.model, "environment": row.environment, **payload},
         )
-
-    def _needs_checks(self, row: m.Release) -> bool:
-        return bool(row.plan.get("smoke") or row.plan.get("tests"))
 
     # -- advancing -------------------------------------------------------------------------
 
@@ -360,32 +354,7 @@ class Releases:
         if failure is not None:  # a replica cannot load B: it keeps serving A; hold here
             self.pause(view.id, failure)
             return {"id": view.id, "action": "paused", "why": failure}
-        strategy = view.strategy
-        if strategy == "direct":
-            return self._direct_checks(view)
-        if strategy == "blue-green":
-            return self._blue_green(view, now)
-        verdict = self._analyse(view)
-        elapsed = (now - view.step_started_at).total_seconds()
-        comparison = strategy == "shadow" and not view.plan.get("promote", False)
-        if verdict.decision == "rollback":
-            # a comparison moved no traffic: finding the candidate worse is its result
-            action = "completed" if comparison else "rolled_back"
-            return self._transition(view, action, verdict.summary, verdict)
-        if strategy == "shadow":
-            if elapsed < view.plan["duration"] or verdict.decision == "wait":
-                return self._note(view, "wait", verdict)
-            if not view.plan.get("promote", False):  # a comparison: the verdict is the result
-                return self._transition(view, "completed", verdict.summary, verdict)
-            return self._transition(view, "promoted", verdict.summary, verdict)
-        steps = view.plan["steps"]
-        if elapsed < steps[view.step]["for"]:
-            return self._note(view, "wait", verdict)
-        if verdict.decision == "wait":
-            return self._note(view, "wait", verdict)
-        if view.step + 1 < len(steps):
-            return self._transition(view, "next", verdict.summary, verdict)
-        return self._transition(view, "promoted", verdict.summary, verdict)
+        return strategy_for(view.strategy).advance(self, view, now)
 
     def _load_failure(self, view: ReleaseView) -> str | None:
         """Why a gateway could not load the candidate since the release began, if one could not."""
@@ -413,88 +382,7 @@ class Releases:
             f"{view.from_version}. Fix the version, then abort or resume."
         )
 
-    def _analyse(self, view: ReleaseView) -> Verdict:
-        env = self.environment(view.environment)
-        analysis = env.analysis
-        if view.plan.get("analysis"):
-            from conveyor.config.deploy import AnalysisConfig
-
-            analysis = AnalysisConfig.model_validate(view.plan["analysis"])
-        a, b = view.from_version, view.to_version
-        if a is None:  # only releases that replace a version are judged against it
-            raise ReleaseError(
-                f"Release {view.id} has no version it replaces, so there is nothing to judge "
-                "it against; release it with the direct strategy."
-            )
-        if view.strategy == "shadow":  # B answered copies; A's own answers pair with them
-            sides = collect(
-                self.store,
-                view.model,
-                view.environment,
-                view.step_started_at,
-                [(a, "serve"), (b, "shadow")],
-            )
-            return judge(sides[(a, "serve")], sides[(b, "shadow")], analysis)
-        sides = collect(
-            self.store,
-            view.model,
-            view.environment,
-            view.step_started_at,
-            [(a, "serve"), (b, "serve"), (a, "shadow")],
-        )
-        stages = max(1, len(view.plan.get("steps") or []))  # each step's window is judged
-        return judge(
-            sides[(a, "serve")], sides[(b, "serve")], analysis, sides[(a, "shadow")], stages=stages
-        )
-
-    def _direct_checks(self, view: ReleaseView) -> dict[str, Any]:
-        if self._checks is None:
-            return {"id": view.id, "action": "wait", "why": "checks need a gateway to run against"}
-        ok, evidence = self._checks(view)
-        if ok is None:  # the gateway does not serve it yet: judge later
-            return {"id": view.id, "action": "wait", "why": evidence.get("summary", "")}
-        state = "promoted" if ok else "rolled_back"
-        return self._transition(view, state, evidence.get("summary", ""), None, evidence)
-
-    def _blue_green(self, view: ReleaseView, now: datetime) -> dict[str, Any]:
-        elapsed = (now - view.step_started_at).total_seconds()
-        if view.step == 0:
-            if self._checks is not None and self._needs_checks_view(view):
-                ok, evidence = self._checks(view)
-                if ok is None:
-                    return {"id": view.id, "action": "wait", "why": evidence["summary"]}
-                if not ok:
-                    return self._transition(
-                        view, "rolled_back", evidence["summary"], None, evidence
-                    )
-            if elapsed < view.plan.get("duration", 0.0):
-                return {"id": view.id, "action": "wait", "why": "warming before the switch"}
-            return self._transition(view, "next", "switched all traffic", None)
-        # after the switch: B alone serves; A is kept warm until keep_warm has passed
-        analysis = self.environment(view.environment).analysis
-        side = collect(
-            self.store,
-            view.model,
-            view.environment,
-            view.step_started_at,
-            [(view.to_version, "serve")],
-        )[(view.to_version, "serve")]
-        if side.requests >= analysis.min_requests and side.error_rate > analysis.max_error_rate:
-            why = (
-                f"error rate {side.error_rate:.4f} over {analysis.max_error_rate} on "
-                f"{side.requests} requests after the switch"
-            )
-            return self._transition(view, "rolled_back", why, None, {"candidate": side.summary()})
-        if elapsed < view.plan.get("keep_warm", 600.0):
-            return {"id": view.id, "action": "wait", "why": "keeping the old version warm"}
-        return self._transition(
-            view, "promoted", "kept warm long enough; old version unloaded", None
-        )
-
-    def _needs_checks_view(self, view: ReleaseView) -> bool:
-        return bool(view.plan.get("smoke") or view.plan.get("tests"))
-
-    def _note(self, view: ReleaseView, action: str, verdict: Verdict) -> dict[str, Any]:
+    def note(self, view: ReleaseView, action: str, verdict: Verdict) -> dict[str, Any]:
         """Keep the latest verdict on the release (not an event: nothing changed)."""
         with self.store.session() as s:
             row = s.get(m.Release, view.id)
@@ -506,7 +394,7 @@ class Releases:
                 row.updated_at = utcnow()
         return {"id": view.id, "action": action, "verdict": verdict.to_dict()}
 
-    def _transition(
+    def transition(
         self,
         view: ReleaseView,
         action: str,
@@ -536,9 +424,9 @@ class Releases:
             elif action == "rolled_back":
                 self._rollback_row(s, row, why, detail)
             elif action == "completed":
-                self._set_traffic(s, row, None)
+                self.set_traffic(s, row, None)
                 self._event(s, row, ev.RELEASE_ANALYSIS, detail)
-                self._finish(s, row, "completed", why)
+                self.finish(s, row, "completed", why)
         return {
             "id": view.id,
             "action": action,
@@ -552,10 +440,10 @@ class Releases:
             self.registry.move_alias(
                 s, row.model, row.environment, row.to_version, reason=f"release {row.id}"
             )
-        self._set_traffic(s, row, None)
+        self.set_traffic(s, row, None)
         if detail:
             self._event(s, row, ev.RELEASE_ANALYSIS, detail)
-        self._finish(s, row, "promoted", why)
+        self.finish(s, row, "promoted", why)
 
     def _rollback_row(self, s: Any, row: m.Release, why: str, detail: dict | None = None) -> None:
         alias = s.get(m.Alias, (row.model, row.environment))
@@ -571,10 +459,10 @@ class Releases:
             self.registry.unset_alias(
                 s, row.model, row.environment, reason=f"rollback of release {row.id}"
             )
-        self._set_traffic(s, row, None)
+        self.set_traffic(s, row, None)
         if detail:
             self._event(s, row, ev.RELEASE_ANALYSIS, detail)
-        self._finish(s, row, "rolled_back", why)
+        self.finish(s, row, "rolled_back", why)
 
     # -- by hand ---------------------------------------------------------------------------
 
