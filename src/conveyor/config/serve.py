@@ -119,6 +119,14 @@ serve:
         le=60.0,
         description="How often the gateway looks for alias moves (a new version to serve).",
     )
+    load_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="Seconds one read of a model's file may block while a version loads (a "
+        "FIFO in place of the file, a hung network mount) before the load fails; /readyz then "
+        "answers 503 naming it, as it does while any load runs longer than this.",
+    )
     threads: int = Field(
         default=1,
         ge=1,

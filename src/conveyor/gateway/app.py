@@ -114,7 +114,11 @@ class Gateway:
         # 1 ms instead of 5: the difference shows in the p99 of every request.
         sys.setswitchinterval(0.001)
         self.store = Store(self.config.store_url()).open()
-        self.artifacts = ArtifactStore(self.config.artifacts_url()).open()
+        # A model file that blocks on read (a FIFO, a hung mount) fails its load after the
+        # timeout instead of freezing the watcher while /readyz still says ready.
+        self.artifacts = ArtifactStore(
+            self.config.artifacts_url(), read_timeout_s=self.config.serve.load_timeout_s
+        ).open()
         self.registry = Registry(self.store, self.artifacts)
         logcfg = self.config.serve.log
         self.request_log = RequestLog(
@@ -139,6 +143,7 @@ class Gateway:
             load=self._load,
             report_failure=self._load_failed,
             poll_seconds=self.config.serve.poll_seconds,
+            stuck_after=self.config.serve.load_timeout_s,
         )
         self.watcher.start()
         self.started = True
@@ -161,10 +166,20 @@ class Gateway:
         """Wait until every routed environment has a loaded version (tests, the CLI)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.router.ready()[0]:
+            if self.readiness()[0]:
                 return True
             await asyncio.sleep(0.02)
         return False
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """The router's answer, and not ready while a load hangs longer than its timeout.
+
+        A load that blocks outside an artifact read (whose timeout turns it into a failure the
+        router reports) holds the watcher: nothing new is followed until it returns.
+        """
+        ready, missing = self.router.ready()
+        stuck = self.watcher.stuck() if self.watcher is not None else []
+        return ready and not stuck, [*stuck, *missing]
 
     def _load(self, model: str, version: int) -> Served:
         served = load_served(
@@ -314,7 +329,7 @@ class Gateway:
     async def _readyz(
         self, scope: dict, receive: Any, rid: str, start: float, params: dict
     ) -> Answer:
-        ready, missing = self.router.ready()
+        ready, missing = self.readiness()
         if ready:
             routes = {f"{m}@{e}": r.served.version for (m, e), r in self.router.routes.items()}
             return _ok({"ready": True, "routes": routes})
@@ -750,7 +765,7 @@ class Gateway:
         self, scope: dict, receive: Any, rid: str, start: float, params: dict
     ) -> Answer:
         # The protocol's health answers are 200 (true) or a 4xx (false), never a 5xx.
-        ready, missing = self.router.ready()
+        ready, missing = self.readiness()
         if not ready:
             raise HttpError(400, "not_ready", "Not ready: " + "; ".join(missing))
         return _ok({"ready": True})

@@ -5,7 +5,9 @@ serve. A ``Watcher`` thread polls it every ``poll_seconds``; a version not yet l
 its hash verified and warmed off the event loop, and only then does ``Router.apply`` switch the
 routes, in one assignment on the loop's thread. A request that already holds the old route
 finishes on it. A version that fails to load is reported once (event and metric) and never
-receives traffic; the environment keeps its previous version.
+receives traffic; the environment keeps its previous version. A load whose file read timed
+out (a FIFO in place of the file, a hung mount) is such a failure too, but it also makes the
+gateway not ready: the store it follows is not answering, even if an old version still serves.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from conveyor.exceptions import ArtifactTimeout
 from conveyor.gateway.batching import Batcher
 from conveyor.gateway.runtime import Served
 from conveyor.store import models as m
@@ -82,6 +85,7 @@ class Router:
     desired: dict[tuple[str, str], int] = field(default_factory=dict)
     splits: dict[tuple[str, str], Split] = field(default_factory=dict)
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
+    timed_out: frozenset[tuple[str, int]] = frozenset()
     synced: bool = False
     loaded_keys: frozenset[tuple[str, int]] = frozenset()
 
@@ -97,8 +101,11 @@ class Router:
         loaded: dict[tuple[str, int], Served],
         failed: dict[tuple[str, int], str],
         splits: dict[tuple[str, str], Split] | None = None,
+        timed_out: frozenset[tuple[str, int]] = frozenset(),
     ) -> None:
         """Switch to ``desired`` where its versions are loaded; keep old routes elsewhere.
+
+        ``timed_out`` names the failed versions whose file read did not finish in time.
 
         A split whose version is not loaded is left out: its traffic stays on the stable
         version until the candidate is ready, never on a version that cannot answer.
@@ -136,6 +143,7 @@ class Router:
         self.desired = dict(desired)
         self.splits = dict(splits)
         self.failed = dict(failed)
+        self.timed_out = frozenset(k for k in timed_out if k in failed)
         keep = {(r.model, r.served.version) for r in routes.values()}
         keep |= {(model, s.version) for (model, _env), s in splits.items()}
         for key in [k for k in self.batchers if k not in keep]:
@@ -144,7 +152,8 @@ class Router:
         self.synced = True
 
     def ready(self) -> tuple[bool, list[str]]:
-        """Ready when every environment the store names has a loaded version to answer it."""
+        """Ready when every environment the store names has a loaded version to answer it,
+        and no version it asks for (alias or split) failed because its read timed out."""
         if not self.synced:
             return False, ["the gateway has not read the store yet"]
         if not self.desired:
@@ -161,6 +170,14 @@ class Router:
             )
             for (model, env), version in sorted(self.desired.items())
             if (model, env) not in self.routes
+        ]
+        asked = {(model, env, "", v) for (model, env), v in self.desired.items()}
+        asked |= {(model, env, f"{s.mode} ", s.version) for (model, env), s in self.splits.items()}
+        missing += [
+            f"{model}@{env} ({what}version {version} could not be loaded, its read timed out: "
+            f"{self.failed[(model, version)]})"
+            for model, env, what, version in sorted(asked)
+            if (model, version) in self.timed_out and (model, env) in self.routes
         ]
         return not missing, missing
 
@@ -200,14 +217,19 @@ class Watcher:
         load: Callable[[str, int], Served],
         report_failure: Callable[[str, int, str], None],
         poll_seconds: float,
+        stuck_after: float | None = None,
     ) -> None:
+        """``stuck_after``: seconds after which a load still running is reported by ``stuck``."""
         self.router = router
         self.loop = loop
         self._read = read
         self._load = load
         self._report = report_failure
         self.poll_seconds = poll_seconds
+        self.stuck_after = stuck_after
         self._failed: dict[tuple[str, int], tuple[str, float]] = {}
+        self._timed_out: set[tuple[str, int]] = set()
+        self._loading: tuple[str, int, float] | None = None  # set by the thread, read by others
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -223,6 +245,22 @@ class Watcher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
+
+    def stuck(self) -> list[str]:
+        """The load under way, if it has run longer than ``stuck_after`` (it holds the watcher:
+        nothing else is followed until it returns)."""
+        loading = self._loading  # one read: the watcher thread replaces it whole
+        if loading is None or self.stuck_after is None:
+            return []
+        model, version, started = loading
+        took = time.monotonic() - started
+        if took <= self.stuck_after:
+            return []
+        return [
+            f"the load of {model} version {version} is stuck: running for {took:.0f} s, past "
+            f"the load timeout of {self.stuck_after:g} s (serve.load_timeout_s); no alias move "
+            "is followed until it returns"
+        ]
 
     def wake(self) -> None:
         """Poll now (an admin asked for a reload)."""
@@ -254,33 +292,56 @@ class Watcher:
                 continue
             if key in self._failed and now - self._failed[key][1] < RETRY_FAILED_SECONDS:
                 continue
+            self._loading = (model, version, time.monotonic())
             try:
                 loaded[key] = self._load(model, version)
                 self._failed.pop(key, None)
+                self._timed_out.discard(key)
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 first = key not in self._failed
                 self._failed[key] = (reason, now)
+                if _timed_out(exc):
+                    self._timed_out.add(key)
+                else:
+                    self._timed_out.discard(key)
                 if first:
                     log.error("model %r version %d cannot be served: %s", model, version, reason)
                     self._report(model, version, reason)
+            finally:
+                self._loading = None
         for key in [k for k in self._failed if k not in wanted]:
             del self._failed[key]  # no longer asked for: no longer a failure to report
+        self._timed_out &= set(self._failed)
         failed = {k: v[0] for k, v in self._failed.items()}
+        timed_out = frozenset(self._timed_out)
         if (
             desired != self.router.desired
             or splits != self.router.splits
             or loaded
             or failed != self.router.failed
+            or timed_out != self.router.timed_out
             or not (self.router.synced)
         ):
             done = threading.Event()
 
             def apply() -> None:
                 try:
-                    self.router.apply(desired, loaded, failed, splits)
+                    self.router.apply(desired, loaded, failed, splits, timed_out)
                 finally:
                     done.set()
 
             self.loop.call_soon_threadsafe(apply)
             done.wait(10)  # the next poll must see what this one loaded
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a read timeout caused the failure (the registry wraps it in its own error)."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a cause chain is short; a cycle must not loop
+        if seen is None:
+            return False
+        if isinstance(seen, ArtifactTimeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
