@@ -148,8 +148,9 @@ def test_the_schema_check_rejects_a_misspelt_field(config) -> None:
 
 @pytest.mark.slow
 def test_the_written_file_passes_the_kubernetes_validate_command(config) -> None:
-    (path,) = write_deploy(config, "k8s", image=IMAGE, namespace="ml")
+    path, kustomization = write_deploy(config, "k8s", image=IMAGE, namespace="ml")
     assert path == config.root / DEFAULT_K8S_PATH
+    assert kustomization == path.with_name("kustomization.yaml")
     result = subprocess.run(
         [str(BIN / "kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", str(path)],
         capture_output=True,
@@ -157,8 +158,14 @@ def test_the_written_file_passes_the_kubernetes_validate_command(config) -> None
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for kind in ("deployment", "service", "horizontalpodautoscaler"):
-        assert f"passed for resource {kind}/loans against version {KUBERNETES_VERSION}" in (
+    for resource in (
+        "deployment/loans",
+        "service/loans",
+        "horizontalpodautoscaler/loans",
+        "deployment/loans-controller",
+        "service/loans-controller",
+    ):
+        assert f"passed for resource {resource} against version {KUBERNETES_VERSION}" in (
             result.stdout
         )
 

@@ -26,7 +26,14 @@ def test_export_docker_and_k8s(tmp_path: Path) -> None:
     made = conveyor("export", "k8s", "-C", root, "--image", "registry.example/gw:1")
     assert made.code == 0, made.stderr
     docs = list(yaml.safe_load_all((root / "deploy" / "k8s.yaml").read_text()))
-    assert [d["kind"] for d in docs] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    # the gateway (Deployment, Service, autoscaler), then the controller and its metrics Service
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("Deployment", "gw"),
+        ("Service", "gw"),
+        ("HorizontalPodAutoscaler", "gw"),
+        ("Deployment", "gw-controller"),
+        ("Service", "gw-controller"),
+    ]
     again = conveyor("export", "k8s", "-C", root, "--image", "registry.example/gw:1")
     assert again.code == 0 and "Up to date" in again.stdout
     changed = conveyor("export", "k8s", "-C", root, "--image", "registry.example/gw:2")
