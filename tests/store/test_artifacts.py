@@ -231,7 +231,7 @@ def test_corrupted_local_object_is_detected(local: ArtifactStore, tmp_path: Path
 def test_corrupted_remote_object_is_detected(tmp_path: Path) -> None:
     with _make_store("memory", tmp_path) as store:
         artifact = store.put_bytes(b"weights")
-        key = f"{store._remote_root}/objects/{artifact.digest[:2]}/{artifact.digest[2:]}"
+        key = store.backend.key(artifact.digest)
         MemoryFileSystem().pipe_file(key, b"Weights")
 
         for read in (store.read_bytes, store.verify, store.path):

@@ -1,18 +1,10 @@
 """Content-addressed artifact store: an object's name is the sha256 of its bytes.
 
 Integrity is the point, so the hash is sha256 (not a fast non-cryptographic hash) and every read
-that hands bytes to a caller can re-check it. Objects are immutable and written atomically: the
-bytes go to a temp file, are fsynced, then renamed into place, so a crash leaves at worst a temp
-file that ``gc`` removes later. A local store uses os/pathlib directly and never imports fsspec;
-any other URL (``s3://bucket/prefix``, ``memory://x``) goes through fsspec, imported on ``open()``.
-
-Local layout::
-
-    <root>/objects/<2 hex>/<62 hex>   the objects, read-only (0o444)
-    <root>/tmp/                       in-progress writes and callers' temp files
-
-A remote store keeps the same ``objects/`` keys remotely; its ``tmp/`` and the copies that
-``path()`` downloads live in a local cache directory (``~/.cache/conveyor/artifacts`` by default).
+that hands bytes to a caller can re-check it. ``ArtifactStore`` owns the naming, the checks, the
+read timeouts and ``gc``; a backend (``base.Backend``) moves the bytes: ``local.LocalBackend`` for
+a folder (never importing fsspec), ``fsspec.FsspecBackend`` for any other URL (``s3://bucket/
+prefix``, ``memory://x``), imported on ``open()``, with a local cache for downloaded copies.
 
 An object's age, for ``gc``'s grace period, is its inode change time: set when it is written,
 linked or renamed in, and renewed (by a no-op chmod) each time a put finds it already stored, so
@@ -27,17 +19,13 @@ import errno
 import functools
 import hashlib
 import os
-import re
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from conveyor.exceptions import (
@@ -49,30 +37,25 @@ from conveyor.exceptions import (
     ConveyorError,
     safe_url,
 )
+from conveyor.store.artifacts.base import (
+    DIGEST,
+    WRITABLE,
+    Artifact,
+    Backend,
+    DigestMismatch,
+    fsync_dir,
+    pump,
+    write_temp,
+)
+from conveyor.store.artifacts.local import LocalBackend
 from conveyor.store.disk import DISK_ERRNOS, explain
 
-if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
+__all__ = ["Artifact", "ArtifactStore", "Backend", "GCReport"]
 
-__all__ = ["Artifact", "ArtifactStore", "GCReport"]
-
-CHUNK = 1024 * 1024  # 1 MiB: large enough that syscalls and hashlib overhead vanish
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-_HEX = re.compile(r"[0-9a-f]+")
-_READ_ONLY = 0o444
-_WRITABLE = 0o644
 _FIX_CORRUPTED = (
     "The object was modified or damaged on disk; remove it and re-run the step that produced "
     "it with `conveyor run --force --step STEP`."
 )
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """An object in the store: its sha256 hex digest (its name) and its size in bytes."""
-
-    digest: str
-    size: int
 
 
 @dataclass
@@ -114,73 +97,12 @@ def _default_cache_dir() -> Path:
 
 def _check_digest(digest: object) -> str:
     # Also the guard that keeps a caller's string from ever becoming an arbitrary path.
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
         raise ArtifactError(
             f"{digest!r} is not an artifact digest: expected 64 lowercase hexadecimal characters "
             "(a sha256). Pass the digest returned by put_file or put_bytes."
         )
     return digest
-
-
-def _pump(src: IO[bytes], dst: IO[bytes] | None = None) -> tuple[str, int]:
-    """Hash ``src`` to its end, copying it to ``dst`` in the same pass; return (hex, size)."""
-    hasher = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    readinto: Callable[[Any], int | None] | None = getattr(src, "readinto", None)
-    size = 0
-    while True:
-        if readinto is not None:
-            n = readinto(view) or 0
-            chunk: Any = view[:n]
-        else:
-            chunk = src.read(CHUNK)
-            n = len(chunk)
-        if not n:
-            break
-        hasher.update(chunk)
-        if dst is not None:
-            dst.write(chunk)
-        size += n
-    return hasher.hexdigest(), size
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is durable only once the directory holding the new entry is flushed.
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _ensure_dir(path: Path) -> None:
-    """Create ``path`` (one level) if needed; fsync its parent when the entry is new."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        return
-    _fsync_dir(path.parent)
-
-
-def _write_temp(directory: Path, fill: Callable[[IO[bytes]], Any], mode: int) -> tuple[Path, Any]:
-    """Create a temp file in ``directory``, ``fill`` it, chmod and fsync it; return (path, result).
-
-    The temp file is removed if ``fill`` or the flush fails, so only a hard crash leaves one.
-    """
-    fd, name = tempfile.mkstemp(dir=directory, prefix="put-", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with open(fd, "wb", buffering=0) as out:
-            result = fill(out)
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp, result
 
 
 class ArtifactStore:
@@ -219,24 +141,20 @@ class ArtifactStore:
         """
         self.url = url
         self.read_timeout_s = read_timeout_s
-        self._storage_options = dict(storage_options or {})
-        self._fs: AbstractFileSystem | None = None
         self._opened = False
-        self._objects_dev: int | None = None
+        self.backend: Backend
         local = _local_root(url)
         self.remote = local is None
         if local is not None:
             self.root = Path(os.path.abspath(os.path.expanduser(local)))
-            self.location = str(self.root)
-            self._objects_dir = self.root / "objects"
-            self._tmp_dir = self.root / "tmp"
+            self.backend = LocalBackend(self.root)
         else:
-            self.location = safe_url(url)
+            from conveyor.store.artifacts.fsspec import FsspecBackend  # fsspec itself on open()
+
             cache = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
             self.cache_dir = Path(os.path.abspath(cache))
-            self._objects_dir = self.cache_dir / "objects"
-            self._tmp_dir = self.cache_dir / "tmp"
-            self._remote_root = ""
+            self.backend = FsspecBackend(url, dict(storage_options or {}), self.cache_dir)
+        self.location = self.backend.location
 
     def __repr__(self) -> str:
         return f"ArtifactStore({safe_url(self.url)!r})"
@@ -254,37 +172,13 @@ class ArtifactStore:
                 (unknown protocol, missing driver such as s3fs, refused credentials).
         """
         with self._errors("open"):
-            for directory in (self._objects_dir.parent, self._objects_dir, self._tmp_dir):
-                directory.mkdir(parents=True, exist_ok=True)
-            self._objects_dev = os.stat(self._objects_dir).st_dev
-        if self.remote:
-            self._connect()
+            self.backend.open()
         self._opened = True
         return self
 
-    def _connect(self) -> None:
-        import fsspec.core  # imported here: ~0.1 s that a local store never pays
-
-        try:
-            fs, root = fsspec.core.url_to_fs(self.url, **self._storage_options)
-        except ImportError as exc:
-            raise ArtifactError(
-                f"Cannot open the artifact store at {self.location!r}: its fsspec driver is "
-                f"missing ({exc}). Install it, e.g. `pip install 'conveyor-ml[s3]'` for s3://."
-            ) from exc
-        except Exception as exc:
-            raise ArtifactError(
-                f"Cannot open the artifact store at {self.location!r}: {exc}. "
-                "Check the URL's protocol and storage options."
-            ) from exc
-        self._fs = fs
-        self._remote_root = root.rstrip("/")
-        with self._errors("open"):
-            fs.makedirs(f"{self._remote_root}/objects", exist_ok=True)
-
     def close(self) -> None:
         """Release the connection to a remote store; the store can be opened again."""
-        self._fs = None
+        self.backend.close()
         self._opened = False
 
     def __enter__(self) -> ArtifactStore:
@@ -302,7 +196,7 @@ class ArtifactStore:
             ArtifactError: the store is not open.
         """
         self._require_open()
-        return self._tmp_dir
+        return self.backend.tmp_dir()
 
     def put_bytes(self, data: bytes) -> Artifact:
         """Store ``data`` and return its artifact; storing the same bytes again is free.
@@ -313,18 +207,9 @@ class ArtifactStore:
         self._require_open()
         data = bytes(data)
         digest = hashlib.sha256(data).hexdigest()
-        artifact = Artifact(digest, len(data))
-        if self._fs is not None:
-            with self._errors(f"write artifact {digest}"):
-                if self._remote_size(digest) != len(data):
-                    self._fs.pipe_file(self._key(digest), data)
-            return artifact
         with self._errors(f"write artifact {digest}"):
-            if self._present(digest, len(data)):
-                return artifact
-            tmp, _ = _write_temp(self._tmp_dir, lambda out: out.write(data), _READ_ONLY)
-            self._install(tmp, digest)
-        return artifact
+            self.backend.put_bytes(digest, data)
+        return Artifact(digest, len(data))
 
     def put_file(
         self, path: str | os.PathLike[str], *, move: bool = False, link: bool = False
@@ -348,124 +233,7 @@ class ArtifactStore:
         self._require_open()
         src = Path(path)
         with self._errors(f"store {str(src)!r}"):
-            if self._fs is not None:
-                return self._put_remote(src, move)
-            if move or link:
-                artifact = self._rename_in(src) if move else self._link_in(src)
-                if artifact is not None:
-                    return artifact
-            with open(src, "rb", buffering=0) as source:
-                tmp, (digest, size) = _write_temp(
-                    self._tmp_dir, lambda out: _pump(source, out), _READ_ONLY
-                )
-            if self._present(digest, size):
-                tmp.unlink()  # dedupe: the object is already there
-            else:
-                self._install(tmp, digest)
-            if move:
-                src.unlink()
-            return Artifact(digest, size)
-
-    def _hash_in_place(self, src: Path) -> tuple[str, int, os.stat_result] | None:
-        """(digest, size, stat) of a file that can become an object without a copy, else None.
-
-        A symlink would be stored as a link, a file with other hard links could still be edited
-        through them, and a file on another filesystem cannot be renamed or linked in.
-        """
-        st = os.lstat(src)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_dev != self._objects_dev:
-            return None
-        with open(src, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-            size = os.fstat(f.fileno()).st_size
-            os.fsync(f.fileno())
-        return digest, size, st
-
-    def _rename_in(self, src: Path) -> Artifact | None:
-        """Hash ``src`` in place and rename it into ``objects/``; None if it must be copied."""
-        hashed = self._hash_in_place(src)
-        if hashed is None:
-            return None
-        digest, size, _st = hashed
-        if self._present(digest, size):
-            src.unlink()
-            return Artifact(digest, size)
-        os.chmod(src, _READ_ONLY)
-        try:
-            self._install(src, digest)
-        except OSError as exc:
-            if exc.errno == errno.EXDEV:  # e.g. a bind mount of the same filesystem
-                return None
-            raise
-        return Artifact(digest, size)
-
-    def _link_in(self, src: Path) -> Artifact | None:
-        """Hash ``src`` in place and hard-link it into ``objects/``; None if it must be copied."""
-        hashed = self._hash_in_place(src)
-        if hashed is None:
-            return None
-        digest, size, st = hashed
-        if self._present(digest, size):
-            return Artifact(digest, size)  # already stored; the file stays the caller's
-        tmp = self._tmp_dir / f"link-{os.getpid()}-{digest[:16]}-{time.monotonic_ns()}"
-        try:
-            os.link(src, tmp)
-        except OSError:
-            return None  # no hard links here (some filesystems, mounts): copy instead
-        after = os.lstat(tmp)
-        if (after.st_size, after.st_mtime_ns) != (size, st.st_mtime_ns):
-            tmp.unlink()  # written to while we hashed it: take a copy instead
-            return None
-        os.chmod(tmp, _READ_ONLY)
-        self._install(tmp, digest)
-        return Artifact(digest, size)
-
-    def _present(self, digest: str, size: int) -> bool:
-        """Whether the object is stored whole; if so, renew its age, since the caller is about
-        to rely on it and a concurrent ``gc`` must see it as young (see the module docstring)."""
-        if self._local_size(digest) != size:
-            return False
-        try:
-            os.chmod(self._object_path(digest), _READ_ONLY)
-        except FileNotFoundError:
-            return False  # removed meanwhile: store it again
-        except PermissionError:
-            pass  # another user's object in a shared store: it keeps its own age
-        return True
-
-    def _install(self, tmp: Path, digest: str) -> None:
-        """Atomically rename a finished, fsynced temp file to the object's path."""
-        final = self._object_path(digest)
-        _ensure_dir(final.parent)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-
-    def _put_remote(self, src: Path, move: bool) -> Artifact:
-        assert self._fs is not None
-        # The key is the digest, so the file is hashed before upload. Object stores (S3, GCS,
-        # Azure) make an upload visible only once complete, which is what makes this atomic.
-        with open(src, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-            size = os.fstat(f.fileno()).st_size
-        if self._remote_size(digest) != size:
-            self._fs.put_file(str(src), self._key(digest))
-        if move:
-            self._adopt_into_cache(src, digest)
-        return Artifact(digest, size)
-
-    def _adopt_into_cache(self, src: Path, digest: str) -> None:
-        # A consumed file on the cache's filesystem becomes the cached copy for free.
-        st = os.lstat(src)
-        cached = self._object_path(digest)
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and not cached.exists():
-            os.chmod(src, _READ_ONLY)
-            try:
-                self._install(src, digest)
-                return
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-        src.unlink()
+            return self.backend.put_file(src, move=move, link=link)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -479,9 +247,7 @@ class ArtifactStore:
         _check_digest(digest)
         self._require_open()
         with self._errors(f"look up artifact {digest}"):
-            if self._fs is not None:
-                return bool(self._fs.exists(self._key(digest)))
-            return self._object_path(digest).is_file()
+            return self.backend.exists(digest)
 
     @_bounded
     def size(self, digest: str) -> int:
@@ -494,7 +260,7 @@ class ArtifactStore:
         _check_digest(digest)
         self._require_open()
         with self._errors(f"look up artifact {digest}"):
-            found = self._remote_size(digest) if self._fs is not None else self._local_size(digest)
+            found = self.backend.size(digest)
         if found is None:
             raise self._not_found(digest)
         return found
@@ -517,32 +283,13 @@ class ArtifactStore:
         """
         _check_digest(digest)
         self._require_open()
-        local = self._object_path(digest)
         with self._errors(f"read artifact {digest}"):
-            if self._fs is None:
-                if not local.is_file():
-                    raise self._not_found(digest)
-                if verify:
-                    self._check_file(local, digest)
-                return local
-            if local.is_file():
-                if not verify or self._hash_file(local) == digest:
-                    return local
-                local.unlink()  # a damaged cached copy: fetch it again from the store
-            self._download(digest)
-        return local
-
-    def _download(self, digest: str) -> None:
-        assert self._fs is not None
-
-        def fill(out: IO[bytes]) -> None:
-            with self._open_remote(digest) as source:
-                actual, _ = _pump(source, out)
-            if actual != digest:
-                raise self._corrupted(digest, self._remote_location(digest), actual)
-
-        tmp, _ = _write_temp(self._tmp_dir, fill, _READ_ONLY)
-        self._install(tmp, digest)
+            try:
+                return self.backend.local_copy(digest, verify=verify)
+            except FileNotFoundError:
+                raise self._not_found(digest) from None
+            except DigestMismatch as bad:
+                raise self._corrupted(digest, bad.where, bad.actual) from None
 
     @_bounded
     def read_bytes(self, digest: str) -> bytes:
@@ -557,16 +304,12 @@ class ArtifactStore:
         self._require_open()
         with self._errors(f"read artifact {digest}"):
             try:
-                if self._fs is not None:
-                    data = bytes(self._fs.cat_file(self._key(digest)))
-                else:
-                    data = self._object_path(digest).read_bytes()
+                data = self.backend.get(digest)
             except FileNotFoundError:
                 raise self._not_found(digest) from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
-            where = self._remote_location(digest) if self._fs else str(self._object_path(digest))
-            raise self._corrupted(digest, where, actual)
+            raise self._corrupted(digest, self.backend.location_of(digest), actual)
         return data
 
     @_bounded
@@ -581,14 +324,9 @@ class ArtifactStore:
         _check_digest(digest)
         self._require_open()
         with self._errors(f"read artifact {digest}"):
-            if self._fs is not None:  # check the store's copy, not the local cache
-                where = self._remote_location(digest)
-                with self._open_remote(digest) as source:
-                    actual, _ = _pump(source)
-            else:
-                where = str(self._object_path(digest))
-                with self._open_source(digest) as source:
-                    actual, _ = _pump(source)
+            where = self.backend.location_of(digest)  # the store's copy, not a local cache
+            with self._source(digest, self.backend.open_object) as source:
+                actual, _ = pump(source)
         if actual != digest:
             raise self._corrupted(digest, where, actual)
 
@@ -616,20 +354,20 @@ class ArtifactStore:
         target = Path(dest)
 
         def fill(out: IO[bytes]) -> None:
-            with self._open_source(digest) as source:
-                actual, _ = _pump(source, out)
+            with self._source(digest, self.backend.open_nearest) as source:
+                actual, _ = pump(source, out)
             if actual != digest:
-                raise self._corrupted(digest, self._source_location(digest), actual)
+                raise self._corrupted(digest, self.backend.source_of(digest), actual)
 
         with self._errors(f"write artifact {digest} to {str(target)!r}"):
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp, _ = _write_temp(target.parent, fill, _WRITABLE)
+            tmp, _ = write_temp(target.parent, fill, WRITABLE)
             try:
                 os.replace(tmp, target)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         return target
 
     def digests(self) -> Iterator[str]:
@@ -640,31 +378,8 @@ class ArtifactStore:
         """
         self._require_open()
         with self._errors("list objects"):
-            found = self._remote_digests() if self._fs is not None else self._local_digests()
+            found = self.backend.list()
         yield from found
-
-    def _local_digests(self) -> list[str]:
-        out: list[str] = []
-        for prefix in sorted(os.listdir(self._objects_dir)):
-            folder = self._objects_dir / prefix
-            if len(prefix) != 2 or not _HEX.fullmatch(prefix) or not folder.is_dir():
-                continue
-            for rest in sorted(os.listdir(folder)):
-                if _DIGEST.fullmatch(prefix + rest):
-                    out.append(prefix + rest)
-        return out
-
-    def _remote_digests(self) -> list[str]:
-        assert self._fs is not None
-        base = f"{self._remote_root}/objects"
-        if not self._fs.exists(base):
-            return []
-        out = []
-        for key in self._fs.find(base):
-            parts = key.rstrip("/").split("/")
-            if len(parts) >= 2 and len(parts[-2]) == 2 and _DIGEST.fullmatch(parts[-2] + parts[-1]):
-                out.append(parts[-2] + parts[-1])
-        return sorted(out)
 
     # -- garbage collection ----------------------------------------------------------------
 
@@ -710,45 +425,22 @@ class ArtifactStore:
             with self._errors(f"remove artifact {digest}"):
                 # Asked per object, just before removing it, so an object re-used while the
                 # listing was walked is seen as young.
-                if grace_s > 0 and self._age_s(digest) < grace_s:
+                if grace_s > 0 and self.backend.age_s(digest) < grace_s:
                     report.kept_young += 1
                     continue
-                size = (
-                    self._remote_size(digest) if self._fs is not None else self._local_size(digest)
-                )
+                size = self.backend.size(digest)
                 if not dry_run:
-                    self._remove(digest)
+                    self.backend.delete(digest)
             report.removed.append(digest)
             report.freed_bytes += size or 0
         report.tmp_removed = self._gc_tmp(dry_run, tmp_older_than_s)
         return report
 
-    def _age_s(self, digest: str) -> float:
-        """Seconds since the object was stored or last re-used; 0 when the store cannot say."""
-        if self._fs is None:
-            try:
-                return time.time() - os.stat(self._object_path(digest)).st_ctime
-            except FileNotFoundError:
-                return 0.0
-        try:
-            modified = self._fs.modified(self._key(digest))
-        except (NotImplementedError, FileNotFoundError, OSError):
-            return 0.0  # unknown age: never old enough to delete
-        if modified.tzinfo is None:  # fsspec's local and memory file systems answer naive UTC
-            modified = modified.replace(tzinfo=UTC)
-        return time.time() - modified.timestamp()
-
-    def _remove(self, digest: str) -> None:
-        # Prefix directories stay: removing one could race a concurrent put renaming into it.
-        if self._fs is not None:
-            self._fs.rm_file(self._key(digest))
-        self._object_path(digest).unlink(missing_ok=True)
-
     def _gc_tmp(self, dry_run: bool, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s
         removed = 0
         with self._errors("clean temp files"):
-            for entry in os.scandir(self._tmp_dir):
+            for entry in os.scandir(self.backend.tmp_dir()):
                 try:
                     if entry.stat(follow_symlinks=False).st_mtime > cutoff:
                         continue
@@ -786,7 +478,7 @@ class ArtifactStore:
         worker.join(timeout)
         if not outcome:
             # Named without touching the file system, which may be what hangs.
-            where = self._remote_location(digest) if self._fs else str(self._object_path(digest))
+            where = self.backend.location_of(digest)
             raise ArtifactTimeout(
                 f"Reading artifact {digest} from {where} did not finish "
                 f"within {timeout:g} s: the file blocks (a FIFO in place of the object, or a hung "
@@ -804,68 +496,15 @@ class ArtifactStore:
                 "Call open() first or use it as a context manager."
             )
 
-    def _object_path(self, digest: str) -> Path:
-        """Where the object (local store) or its cached copy (remote store) lives."""
-        return self._objects_dir / digest[:2] / digest[2:]
-
-    def _key(self, digest: str) -> str:
-        return f"{self._remote_root}/objects/{digest[:2]}/{digest[2:]}"
-
-    def _remote_location(self, digest: str) -> str:
-        assert self._fs is not None
-        return str(self._fs.unstrip_protocol(self._key(digest)))
-
-    def _source_location(self, digest: str) -> str:
-        if self._fs is None or self._object_path(digest).is_file():
-            return str(self._object_path(digest))
-        return self._remote_location(digest)
-
-    def _local_size(self, digest: str) -> int | None:
-        try:
-            return os.stat(self._object_path(digest)).st_size
-        except FileNotFoundError:
-            return None
-
-    def _remote_size(self, digest: str) -> int | None:
-        assert self._fs is not None
-        try:
-            return int(self._fs.size(self._key(digest)))
-        except FileNotFoundError:
-            return None
-
     @contextmanager
-    def _open_remote(self, digest: str) -> Iterator[IO[bytes]]:
-        assert self._fs is not None
+    def _source(self, digest: str, opener: Callable[[str], IO[bytes]]) -> Iterator[IO[bytes]]:
+        """``opener(digest)`` as a context; a missing object is ArtifactNotFound."""
         try:
-            f = self._fs.open(self._key(digest), "rb")
+            f = opener(digest)
         except FileNotFoundError:
             raise self._not_found(digest) from None
         with f:
             yield f
-
-    @contextmanager
-    def _open_source(self, digest: str) -> Iterator[IO[bytes]]:
-        """The object's bytes: the local object, a remote store's cached copy, or the remote."""
-        local = self._object_path(digest)
-        try:
-            f = open(local, "rb", buffering=0)
-        except FileNotFoundError:
-            if self._fs is None:
-                raise self._not_found(digest) from None
-            with self._open_remote(digest) as remote:
-                yield remote
-            return
-        with f:
-            yield f
-
-    def _hash_file(self, path: Path) -> str:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-
-    def _check_file(self, path: Path, digest: str) -> None:
-        actual = self._hash_file(path)
-        if actual != digest:
-            raise self._corrupted(digest, str(path), actual)
 
     def _not_found(self, digest: str) -> ArtifactNotFound:
         return ArtifactNotFound(
@@ -888,7 +527,7 @@ class ArtifactStore:
         except ConveyorError:
             raise
         except Exception as exc:
-            if self._fs is None and not isinstance(exc, OSError):
+            if not self.backend.remote and not isinstance(exc, OSError):
                 raise
             code = getattr(exc, "errno", None)
             reads = action.startswith(("read", "look up", "list"))
