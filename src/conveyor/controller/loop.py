@@ -111,18 +111,25 @@ class Controller:
         """
         now = now or utcnow()
         done: list[dict[str, Any]] = []
+
+        def tell(acts: list[dict[str, Any]]) -> None:
+            # each part is told as it ends, not with the turn's: the first monitoring report
+            # loads the model (importing scikit-learn, seconds), and a release step must not
+            # look delayed behind it
+            done.extend(acts)
+            for act in acts:
+                self._report(act)
+
         outcomes: list[dict[str, Any]] = self.releases.step(now=now)
-        for outcome in outcomes:
-            if outcome.get("action") not in ("wait", "paused"):
-                done.append({"act": "release", **outcome})
+        tell(
+            [{"act": "release", **o} for o in outcomes if o.get("action") not in ("wait", "paused")]
+        )
         if self.config.monitor is not None and self._due(now):
-            done += self._monitor(now)
+            tell(self._monitor(now))
         if self.config.model is not None and self.config.monitor is not None:
-            done += self.retrainer.turn(now, self.last_report)
+            tell(self.retrainer.turn(now, self.last_report))
         if self.config.model is not None and self.config.deploy:
-            done += self._start_releases()
-        for item in done:
-            self._report(item)
+            tell(self._start_releases())
         return done
 
     def _due(self, now: datetime) -> bool:
@@ -197,10 +204,14 @@ class Controller:
             serving = self.registry.alias(model, env_name)
             if serving is not None and serving >= candidate:
                 continue
+            reason = "controller"
             if self._release_exists(model, candidate, env_name):
-                continue
+                retry = self._retry_reason(model, candidate, env_name, env.retry_inconclusive)
+                if retry is None:
+                    continue
+                reason = f"controller: {retry}"
             try:
-                release = self.releases.start(model, candidate, env_name, reason="controller")
+                release = self.releases.start(model, candidate, env_name, reason=reason)
             except ReleaseError as exc:  # another release of this environment is active
                 log.info("release of %s v%d to %s waits: %s", model, candidate, env_name, exc)
                 continue
@@ -214,6 +225,28 @@ class Controller:
                 }
             )
         return started
+
+    def _retry_reason(self, model: str, version: int, environment: str, limit: int) -> str | None:
+        """Why ``version`` may be released to ``environment`` again, or None: its last release
+        was rolled back on a verdict that re-judging no longer supports, and fewer than
+        ``limit`` retries (``retry_inconclusive``) were made."""
+        if limit <= 0:
+            return None
+        with self.store.session() as s:
+            rows = s.scalars(
+                select(m.Release)
+                .where(m.Release.model == model)
+                .where(m.Release.environment == environment)
+                .where(m.Release.to_version == version)
+                .order_by(m.Release.created_at)
+            ).all()
+            made, last = len(rows) - 1, rows[-1].id if rows else None
+        if last is None or made >= limit:
+            return None
+        allowed, why = self.releases.rejudge(last)
+        if not allowed:
+            return None
+        return f"retry {made + 1} of {limit}: {why}"
 
     def _promoted_in(self, model: str, environment: str) -> int | None:
         with self.store.session() as s:
