@@ -29,7 +29,15 @@ from conveyor.gateway.batching import Batcher
 from conveyor.gateway.runtime import Served
 from conveyor.store import models as m
 
-__all__ = ["Route", "Router", "Split", "Watcher", "read_desired"]
+__all__ = [
+    "Route",
+    "Router",
+    "Split",
+    "Watcher",
+    "read_desired",
+    "sticky_bucket",
+    "sticky_shortfall",
+]
 
 log = logging.getLogger("conveyor.gateway")
 
@@ -68,10 +76,45 @@ class Route:
         if self.candidate is None:
             return self.batcher
         if key is not None:
-            bucket = (zlib.crc32(key.encode()) % 10_000) / 100.0
+            bucket = sticky_bucket(key, self.model, self.candidate.served.version)
         else:
             bucket = random.random() * 100.0
         return self.candidate if bucket < self.weight else self.batcher
+
+
+def sticky_bucket(key: str, model: str, version: int) -> float:
+    """Where a sticky key falls in [0, 100): the canary takes the keys below its weight.
+
+    The hash is salted with the candidate (``<model>@<version>``), so each release splits the
+    callers afresh: the same few keys are not the guinea pigs of every canary, and a field whose
+    few values all miss one canary's share need not miss the next.
+    """
+    salt = zlib.crc32(f"{model}@{version}".encode())
+    return (zlib.crc32(key.encode(), salt) % 10_000) / 100.0
+
+
+def sticky_shortfall(
+    field: str, values: list[str], weight: float, model: str, version: int
+) -> str | None:
+    """Why a sticky canary over a field with these known values routes no caller to the
+    candidate, or None when at least one value reaches it (or the values are not known).
+
+    Each value goes wholly to one version, so with k values the candidate's share is 0 or at
+    least 1/k of the callers, whatever the weight; with few values and a small weight all of
+    them can fall on the stable side, and the canary is judged on no traffic at all.
+    """
+    if not values or weight <= 0:
+        return None
+    hits = [v for v in values if sticky_bucket(v, model, version) < weight]
+    if hits:
+        return None
+    return (
+        f"The sticky canary of {model} v{version} at {weight:g}% sends no caller to the "
+        f"candidate: its sticky field {field!r} has {len(values)} known values "
+        f"({', '.join(map(repr, values[:5]))}{', ...' if len(values) > 5 else ''}) and none "
+        "falls in the canary's share. Choose a sticky field with many values (a customer id), "
+        f"or a weight of at least {100 / len(values):.0f}%, or no sticky field."
+    )
 
 
 @dataclass
@@ -91,6 +134,18 @@ class Router:
 
     def route(self, model: str, environment: str) -> Route | None:
         return self.routes.get((model, environment))
+
+    def _check_sticky(self, route: Route) -> None:
+        """Warn when the candidate's signature lists the sticky field's values and none of them
+        reaches the candidate (a new route is checked once, when it is applied)."""
+        served = route.candidate.served if route.candidate is not None else None
+        if served is None or route.sticky is None:
+            return
+        fields = {f.get("name"): f for f in served.signature.get("inputs", [])}
+        values = [str(v) for v in (fields.get(route.sticky) or {}).get("categories") or []]
+        why = sticky_shortfall(route.sticky, values, route.weight, route.model, served.version)
+        if why is not None:
+            log.warning("%s (environment %s)", why, route.environment)
 
     def models(self) -> list[str]:
         return sorted({model for model, _env in self.desired} | {m for m, _ in self.routes})
@@ -137,6 +192,8 @@ class Router:
                 routes[(model, env)] = old
                 continue
             routes[(model, env)] = route
+            if route.candidate is not None and route.sticky is not None:
+                self._check_sticky(route)
             if self.on_switch is not None and (old is None or old.batcher is not batcher):
                 self.on_switch(model, env, version, old.served.version if old else None)
         self.routes = routes
