@@ -205,6 +205,13 @@ deploy:
         description="A pytest path run against the gateway (CONVEYOR_URL) before the version "
         "takes traffic.",
     )
+    retry_inconclusive: int = Field(
+        default=0,
+        ge=0,
+        description="How many times the controller may start a version again after a live "
+        "verdict rolled it back, when the same window re-judged with the labels known now "
+        "shows no failing check; 0 never retries.",
+    )
     analysis: AnalysisConfig = Field(
         default_factory=AnalysisConfig,
         description="The live bounds the candidate must keep against the stable version.",

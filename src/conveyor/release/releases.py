@@ -464,6 +464,61 @@ class Releases:
             self._event(s, row, ev.RELEASE_ANALYSIS, detail)
         self.finish(s, row, "rolled_back", why)
 
+    # -- retrying a rollback the evidence no longer supports -------------------------------
+
+    def rejudge(self, release_id: str) -> tuple[bool, str]:
+        """Judge a rolled-back release's last step again, on the labels and rows known now.
+
+        A live verdict can roll a release back on evidence that later proves inconclusive: the
+        first labels to arrive were wrong and were corrected, or were an unlucky subset. The
+        rollback's recorded verdict (its ``release.analysis`` event) names the checks that
+        failed; the same strategy's judge over the same window, read again, either still shows
+        a failing check or shows none. Only a rollback by a live verdict can be re-judged: one
+        by hand, by an abort, or by smoke requests and tests rests on nothing to re-read.
+
+        Returns:
+            (allowed, why): whether a retry is justified, and a sentence saying why or why not.
+
+        Raises:
+            ReleaseError: no release has that id.
+        """
+        view = self.get(release_id)
+        if view.state != "rolled_back":
+            return False, f"release {view.id} is {view.state}, not rolled back"
+        recorded = self._rollback_verdict(view)
+        if recorded is None:
+            return False, f"release {view.id} was not rolled back by a live verdict"
+        failed = [c["name"] for c in recorded.get("checks", []) if c.get("result") == "fail"]
+        now = strategy_for(view.strategy).judged(self, view, view.step_started_at)
+        still = [c["name"] for c in now.checks if c.get("result") == "fail"]
+        if still:
+            return False, f"re-judged, {', '.join(still)} still fails"
+        return True, (
+            f"release {view.id} was rolled back on {', '.join(failed) or 'its verdict'}; "
+            f"re-judged on step {view.step}'s window no check fails ({now.summary})"
+        )
+
+    def retry_allowed(self, release_id: str) -> bool:
+        """Whether rolled-back release ``release_id`` rested only on evidence now inconclusive
+        (:meth:`rejudge`)."""
+        return self.rejudge(release_id)[0]
+
+    def _rollback_verdict(self, view: ReleaseView) -> dict[str, Any] | None:
+        with self.store.session() as s:
+            event = s.scalar(
+                select(m.Event)
+                .where(m.Event.kind == ev.RELEASE_ANALYSIS)
+                .where(m.Event.entity == "release")
+                .where(m.Event.entity_id == view.id)
+                .order_by(m.Event.id.desc())
+                .limit(1)
+            )
+            payload = dict(event.payload or {}) if event is not None else {}
+        verdict = payload.get("verdict")
+        if not verdict or verdict.get("decision") != "rollback":
+            return None
+        return dict(verdict)
+
     # -- by hand ---------------------------------------------------------------------------
 
     def pause(self, release_id: str, reason: str = "") -> ReleaseView:
