@@ -511,3 +511,34 @@ def test_gc_of_old_runs_frees_what_only_they_used_and_keeps_the_newest_cached(de
     again = demo.run()
     assert demo.statuses(again) == {"prepare": "cached", "train": "ran", "report": "ran"}
     assert calls(demo) == ["train", "report"]
+
+
+def test_an_unknown_output_of_a_dict_step_names_what_the_step_returned(project):
+    project.write(
+        "conveyor.yaml",
+        """
+        project: p
+        pipeline:
+          prepare: {run: "steps:prepare"}
+          train: {run: "steps:train", inputs: [prepare.trian]}
+        """,
+    )
+    project.write(
+        "steps.py",
+        """
+        import numpy as np
+
+        def prepare():
+            return {"train": np.arange(2), "test": np.arange(1)}
+
+        def train(rows):
+            return len(rows)
+        """,
+    )
+    summary = project.run()
+    assert not summary.ok
+    failed = {s.name: s.error for s in summary.steps if s.status == "failed"}
+    assert set(failed) == {"train"}
+    assert (
+        "'prepare.trian', but step 'prepare' returned the outputs: test, train" in failed["train"]
+    )

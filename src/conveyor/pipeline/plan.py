@@ -76,6 +76,16 @@ class Planner:
             return self.snapshots[ref[5:]]["content_hash"]
         step, _, name = ref.partition(".")
         digests = self._output_digests(step)
+        if name and step in self.outputs and name not in digests:
+            if set(digests) == {"return"}:  # one stored value (a JSON dict is one value too)
+                returned = "one value, not a dict of outputs"
+            else:
+                returned = "the outputs: " + (", ".join(sorted(digests)) or "none")
+            raise PipelineError(
+                f"An input refers to {ref!r}, but step '{step}' returned {returned}. Fix the "
+                f"reference in conveyor.yaml, or return a dict with the key {name!r} from "
+                f"'{step}' (its values DataFrames, arrays, models or paths)."
+            )
         return digests.get(name) if name else digests
 
     def _output_digests(self, step: str) -> dict[str, str]:
