@@ -26,10 +26,10 @@ the signature, so a captured call cannot be replayed later with a fresh time. A 
    bounds how long a captured call could be replayed; a receiver that must refuse every replay
    also remembers the signatures it accepted within that window.
 
-:func:`verify_signature` does steps 2 to 4 (it remembers no past calls). A rule with a webhook but no
-``secret_env`` still sends, unsigned (no signature or timestamp header), and the controller logs
-a warning naming the rule once when it starts: such a receiver cannot tell Conveyor's calls
-from a forgery.
+:func:`verify_signature` does steps 2 to 4 (it remembers no past calls). A rule with a webhook
+but no ``secret_env`` still sends, unsigned (no signature or timestamp header), and the
+controller logs a warning naming the rule once when it starts: such a receiver cannot tell
+Conveyor's calls from a forgery.
 """
 
 from __future__ import annotations
