@@ -13,6 +13,7 @@ few operations of :class:`Host`, so a strategy never writes a traffic row that n
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -65,22 +66,22 @@ def needs_checks(plan: dict[str, Any]) -> bool:
     return bool(plan.get("smoke") or plan.get("tests"))
 
 
-class Strategy:
+class Strategy(ABC):
     """The base: a strategy judged live on its steps' windows (canary, shadow override)."""
 
     name: ClassVar[str]
 
+    @abstractmethod
     def enter_step(self, host: Host, s: Any, row: m.Release, step: int) -> None:
         """Set the traffic (and the alias where it moves) that ``step`` means."""
-        raise NotImplementedError
 
     def weight(self, view: ReleaseView) -> float:
         """The candidate's share of requests, in percent, while the release is active."""
         return 0.0
 
+    @abstractmethod
     def advance(self, host: Host, view: ReleaseView, now: datetime) -> Outcome:
         """Move a running release on as far as its evidence allows right now."""
-        raise NotImplementedError
 
     def judged(self, host: Host, view: ReleaseView, since: datetime) -> Verdict:
         """The live verdict on the window that began at ``since``: the candidate as served
