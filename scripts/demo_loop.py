@@ -98,8 +98,16 @@ class Hooks(ThreadingHTTPServer):
 class HookHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(want, self.headers.get("x-conveyor-signature", ""))
+        # as any receiver would: "t=<unix>,v1=<hex>", the HMAC of "<t>.<body>", and a fresh t
+        fields = dict(
+            part.split("=", 1)
+            for part in self.headers.get("x-conveyor-signature", "").split(",")
+            if "=" in part
+        )
+        stamp = fields.get("t", "")
+        want = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        fresh = stamp.isdigit() and abs(time.time() - int(stamp)) <= 300
+        ok = fresh and hmac.compare_digest(want, fields.get("v1", ""))
         payload = json.loads(body)
         self.server.received.append({"signed": ok, **payload})
         note(f"webhook received: alert {payload.get('alert')!r} {payload.get('state')} "
