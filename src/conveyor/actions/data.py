@@ -123,7 +123,7 @@ def _snapshot(config: ProjectConfig, stores: Stores, ref: str) -> Any:
             return _trained(config, stores, ref)
         source, tilde, back = ref.partition("~")
         if source in config.data and ":" not in ref:
-            if tilde and not back.isdigit():
+            if tilde and not (back.isascii() and back.isdigit()):
                 raise DataError(f"{ref!r}: write SOURCE~N with N a number, such as 'loans~1'.")
             rows = list(
                 s.scalars(

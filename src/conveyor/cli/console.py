@@ -93,7 +93,7 @@ def _plain_width() -> int | None:
         except (AttributeError, ValueError, OSError):
             pass
     columns = os.environ.get("COLUMNS")
-    if columns is not None and columns.isdigit():
+    if columns is not None and columns.isascii() and columns.isdigit():
         width = int(columns)
     return width or 80
 

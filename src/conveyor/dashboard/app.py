@@ -532,7 +532,7 @@ def _after_param() -> Any:
 
     def read(raw: str) -> tuple[str, int]:
         name, _, number = raw.rpartition(":")
-        if not name or not number.isdigit() or not re.fullmatch(_ID, name):
+        if not name or not (number.isascii() and number.isdigit()) or not re.fullmatch(_ID, name):
             raise ValueError(raw)
         return name, int(number)
 

@@ -62,7 +62,7 @@ def parse(query: bytes | str, params: Mapping[str, Param]) -> dict[str, Any]:
 
 def int_param(name: str, lo: int, hi: int) -> Param:
     def read(raw: str) -> int:
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise ValueError(raw)
         value = int(raw)
         if not lo <= value <= hi:

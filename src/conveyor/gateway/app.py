@@ -412,7 +412,7 @@ class Gateway:
         version = None
         text = params.get("version")
         if text is not None:
-            if not text.isdigit() or len(text) > 9:
+            if not (text.isascii() and text.isdigit()) or len(text) > 9:
                 raise HttpError(
                     404, "version_not_found", f"Versions are positive integers, not {_shown(text)}."
                 )
@@ -625,7 +625,7 @@ class Gateway:
                 env = params["env"][-1]
             if params.get("version"):
                 text = params["version"][-1]
-                if not text.isdigit() or len(text) > 9:
+                if not (text.isascii() and text.isdigit()) or len(text) > 9:
                     raise HttpError(
                         400, "invalid_request", f"version must be a number, not {_shown(text)}."
                     )
@@ -797,7 +797,7 @@ class Gateway:
             if route is None:
                 raise self._no_route(name, env)
             return route
-        if not text.isdigit() or len(text) > 9:
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise HttpError(404, "version_not_found", "Versions are positive integers.")
         version = int(text)
         for (model, _env), route in self.router.routes.items():

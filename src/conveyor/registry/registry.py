@@ -311,7 +311,7 @@ class Registry:
     # -- helpers ---------------------------------------------------------------------------
 
     def _resolve(self, s: Any, model: str, ref: int | str) -> int:
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
             return int(ref)
         if ref == "latest":
             latest = s.scalar(
@@ -385,7 +385,7 @@ def _check_alias(alias: str) -> None:
             f"{alias!r} is not an alias name; use lowercase letters, digits, '-' and '_', "
             "starting with a letter (such as 'staging' or 'production')."
         )
-    if alias == "latest" or alias.isdigit():
+    if alias == "latest" or (alias.isascii() and alias.isdigit()):
         raise RegistryError(f"{alias!r} is reserved; pick another alias name.")
 
 

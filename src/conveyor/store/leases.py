@@ -116,7 +116,7 @@ def _busy(name: str, holder: str, until: datetime) -> StoreBusy:
 def _dead(holder: str) -> bool:
     """Whether a holder is a process of this machine that no longer exists (it was killed)."""
     host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != socket.gethostname() or not (pid.isascii() and pid.isdigit()):
         return False
     try:
         os.kill(int(pid), 0)
