@@ -4,20 +4,82 @@ Inside a pipeline step::
 
     import conveyor
     conveyor.log_metric("roc_auc", 0.83)
+
+From a notebook or a script (``docs/python.md``)::
+
+    model = conveyor.load_model("loans-risk@production")
+    model.predict(frame)
+
+    with conveyor.start_run("tuning") as run:
+        run.log_param("max_depth", 6)
+        conveyor.register(fitted, name="loans-risk", data=(X_test, y_test))
+
+The names below ``log_param`` are resolved on first use (module ``__getattr__``): a step that
+only logs metrics imports neither pandas nor the store.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from conveyor.exceptions import ConveyorError
 from conveyor.pipeline.tracking import log_artifact, log_metric, log_metrics, log_param
+
+if TYPE_CHECKING:
+    from conveyor.actions.python_api import (
+        LoadedModel,
+        Project,
+        RegistrationRefused,
+        Run,
+        load_model,
+        open_project,
+        register,
+        start_run,
+    )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConveyorError",
+    "LoadedModel",
+    "Project",
+    "RegistrationRefused",
+    "Run",
     "__version__",
+    "load_model",
     "log_artifact",
     "log_metric",
     "log_metrics",
     "log_param",
+    "open_project",
+    "register",
+    "start_run",
 ]
+
+# The public names that live in conveyor.actions.python_api, imported when first asked for.
+_LAZY = frozenset(
+    {
+        "LoadedModel",
+        "Project",
+        "RegistrationRefused",
+        "Run",
+        "load_model",
+        "open_project",
+        "register",
+        "start_run",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from conveyor.actions import python_api
+
+        value = getattr(python_api, name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)
