@@ -11,11 +11,24 @@ $(UV):
 	$(PY) -m venv .tools
 	.tools/bin/pip install --quiet uv==0.13.8
 
+# --inexact: a sync keeps what it did not install itself (PyTorch, below).
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras
+	$(UV) sync --frozen --all-extras --inexact
 	touch $@
 
+# PyTorch's CPU build is not on PyPI, so it is kept out of uv.lock (tool.uv exclude-dependencies)
+# and installed from a folder of wheels after the sync: $(TORCH_WHEELS) (PIP_FIND_LINKS, else
+# /opt/wheels, where our machines and CI's have it). Without the wheel the torch tests skip.
+# --no-config: the project's exclude-dependencies must not exclude torch from this install too.
+TORCH := torch==2.13.0+cpu
+TORCH_WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
+
 setup: $(VENV)/.synced
+	@if ls $(TORCH_WHEELS)/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then \
+		$(UV) pip install --no-config --quiet --python $(VENV)/bin/python --find-links $(TORCH_WHEELS) '$(TORCH)'; \
+	else \
+		echo "setup: no $(TORCH) wheel in $(TORCH_WHEELS); the PyTorch flavour's tests will skip"; \
+	fi
 
 demo: setup
 	bash scripts/demo.sh
