@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+import json
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Protocol
 
 from conveyor.exceptions import RegistryError
 
@@ -94,3 +96,63 @@ def unloadable(what: str, cls: str, fmt: str, exc: Exception) -> RegistryError:
         "It may need the framework version it was saved with; install that, or retrain and "
         "register a new version."
     )
+
+
+def plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value JSON writes."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def classes_of(model: Any) -> list[Any] | None:
+    """``classes_`` as plain values, or None for a regressor."""
+    classes = getattr(model, "classes_", None)
+    return None if classes is None else [plain(c) for c in classes]
+
+
+def not_exported(sample: Any, reason: str) -> tuple[None, dict[str, Any]]:
+    """The ONNX report of a model that is not exported, keeping why (for the card)."""
+    columns = [str(c) for c in getattr(sample, "columns", ())]
+    report = {"supported": False, "reason": reason, "max_abs_diff": None, "rows_checked": 0}
+    return None, {**report, "inputs": columns, "tolerance": None}
+
+
+class BoosterFlavour(ABC):
+    """What the XGBoost and LightGBM flavours share: a framework's own model text inside a JSON
+    envelope that keeps the estimator's class and classes, a signature from the feature columns,
+    and an ONNX copy through onnxmltools over numeric columns."""
+
+    name: ClassVar[str]
+    format: ClassVar[str]
+    module: ClassVar[str]  # the framework's package: owns its classes, names its extra
+    formats: tuple[str, ...]
+    extra: str | None
+    trusted_types: frozenset[str]
+
+    def owns(self, cls: str) -> bool:
+        return cls.startswith(self.module + ".")
+
+    def envelope(self, estimator: Any, **parts: Any) -> bytes:
+        """The JSON envelope around the framework's own model text (``parts``)."""
+        fields = {
+            "flavour": self.name,
+            "class": class_name(estimator),
+            "classes": classes_of(estimator),
+        }
+        return json.dumps({**fields, **parts}).encode("utf-8")
+
+    def signature(self, model: Any, features: Any, task: str) -> dict[str, Any]:
+        return infer(model, features, task)
+
+    def export_onnx(
+        self, model: Any, sample: Any, task: str
+    ) -> tuple[bytes | None, dict[str, Any]]:
+        from conveyor.registry.onnx import export_onnx
+
+        reason = numeric_only(sample, "onnxmltools")
+        if reason is not None:
+            return not_exported(sample, reason)
+        return export_onnx(model, sample, task=task, convert=self.convert, tool="onnxmltools")
+
+    @abstractmethod
+    def convert(self, model: Any, columns: list[str], kinds: list[str], task: str) -> bytes:
+        """ONNX bytes of the model through onnxmltools, with the column layout."""

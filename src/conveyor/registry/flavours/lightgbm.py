@@ -10,20 +10,19 @@ from typing import Any
 import numpy as np
 
 from conveyor.exceptions import RegistryError
-from conveyor.registry.flavours.base import class_name, infer, numeric_only, require, unloadable
+from conveyor.registry.flavours.base import BoosterFlavour, class_name, require, unloadable
 from conveyor.store.trusted import LIGHTGBM_TYPES
 
 FORMAT = "lightgbm-text"
 
 
-class LightGBM:
+class LightGBM(BoosterFlavour):
     name = "lightgbm"
+    format = FORMAT
+    module = "lightgbm"
     formats: tuple[str, ...] = (FORMAT,)
     extra: str | None = "lightgbm"
     trusted_types = LIGHTGBM_TYPES
-
-    def owns(self, cls: str) -> bool:
-        return cls.startswith("lightgbm.")
 
     def save(self, model: Any, *, trusted_extra: tuple[str, ...] = ()) -> tuple[str, bytes]:
         """The booster's text model with the estimator's class and classes.
@@ -31,21 +30,14 @@ class LightGBM:
         Raises:
             RegistryError: not a fitted LightGBM scikit-learn estimator.
         """
-        cls = class_name(model)
         booster = getattr(model, "booster_", None)
         if booster is None:
             raise RegistryError(
-                f"The {cls} is not a fitted LightGBM scikit-learn estimator (LGBMClassifier, "
-                "LGBMRegressor); return one of those from the step, not a bare Booster."
+                f"The {class_name(model)} is not a fitted LightGBM scikit-learn estimator "
+                "(LGBMClassifier, LGBMRegressor); return one of those from the step, not a bare "
+                "Booster."
             )
-        classes = getattr(model, "classes_", None)
-        envelope = {
-            "flavour": self.name,
-            "class": cls,
-            "classes": None if classes is None else [_plain(c) for c in classes],
-            "model": booster.model_to_string(),
-        }
-        return FORMAT, json.dumps(envelope).encode("utf-8")
+        return FORMAT, self.envelope(model, model=booster.model_to_string())
 
     def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple[str, ...] = ()) -> Any:
         lgb = require("lightgbm", "lightgbm", what)
@@ -56,19 +48,16 @@ class LightGBM:
         except Exception as exc:
             raise unloadable(what, "lightgbm", fmt, exc) from exc
 
-    def signature(self, model: Any, features: Any, task: str) -> dict[str, Any]:
-        return infer(model, features, task)
+    def convert(self, model: Any, columns: list[str], kinds: list[str], task: str) -> bytes:
+        from onnxmltools import convert_lightgbm
+        from onnxmltools.convert.common.data_types import FloatTensorType
 
-    def export_onnx(
-        self, model: Any, sample: Any, task: str
-    ) -> tuple[bytes | None, dict[str, Any]]:
-        from conveyor.registry.onnx import export_onnx
+        from conveyor.registry.onnx import with_layout
 
-        reason = numeric_only(sample, "onnxmltools")
-        if reason is None:
-            return export_onnx(model, sample, task=task, convert=_convert, tool="onnxmltools")
-        report = {"supported": False, "reason": reason, "max_abs_diff": None, "rows_checked": 0}
-        return None, {**report, "inputs": [str(c) for c in sample.columns], "tolerance": None}
+        converted = convert_lightgbm(
+            model, initial_types=[("X", FloatTensorType([None, len(columns)]))], zipmap=False
+        )
+        return with_layout(converted, columns, kinds, "matrix", task)
 
 
 class LightGBMModel:
@@ -96,19 +85,3 @@ class LightGBMModel:
         if hasattr(self, "classes_"):
             return self.classes_[self.predict_proba(X).argmax(axis=1)]
         return np.asarray(self.booster.predict(X), dtype=np.float64)
-
-
-def _convert(model: Any, columns: list[str], kinds: list[str], task: str) -> bytes:
-    from onnxmltools import convert_lightgbm
-    from onnxmltools.convert.common.data_types import FloatTensorType
-
-    from conveyor.registry.onnx import with_layout
-
-    converted = convert_lightgbm(
-        model, initial_types=[("X", FloatTensorType([None, len(columns)]))], zipmap=False
-    )
-    return with_layout(converted, columns, kinds, "matrix", task)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

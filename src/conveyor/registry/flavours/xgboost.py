@@ -8,20 +8,19 @@ import json
 from typing import Any
 
 from conveyor.exceptions import RegistryError
-from conveyor.registry.flavours.base import class_name, infer, numeric_only, require, unloadable
+from conveyor.registry.flavours.base import BoosterFlavour, class_name, require, unloadable
 from conveyor.store.trusted import XGBOOST_TYPES
 
 FORMAT = "xgboost-json"
 
 
-class XGBoost:
+class XGBoost(BoosterFlavour):
     name = "xgboost"
+    format = FORMAT
+    module = "xgboost"
     formats: tuple[str, ...] = (FORMAT,)
     extra: str | None = "xgboost"
     trusted_types = XGBOOST_TYPES
-
-    def owns(self, cls: str) -> bool:
-        return cls.startswith("xgboost.")
 
     def save(self, model: Any, *, trusted_extra: tuple[str, ...] = ()) -> tuple[str, bytes]:
         """The booster's JSON, with whether it is a classifier and its classes.
@@ -29,22 +28,15 @@ class XGBoost:
         Raises:
             RegistryError: not an XGBoost scikit-learn estimator.
         """
-        cls = class_name(model)
         if not hasattr(model, "get_booster"):
             raise RegistryError(
-                f"The {cls} is not an XGBoost scikit-learn estimator (XGBClassifier, "
-                "XGBRegressor); return one of those from the step, not a bare Booster."
+                f"The {class_name(model)} is not an XGBoost scikit-learn estimator "
+                "(XGBClassifier, XGBRegressor); return one of those from the step, not a bare "
+                "Booster."
             )
         raw = bytes(model.get_booster().save_raw(raw_format="json"))
-        classes = getattr(model, "classes_", None)
-        envelope = {
-            "flavour": self.name,
-            "class": cls,
-            "kind": "classifier" if classes is not None else "regressor",
-            "classes": None if classes is None else [_plain(c) for c in classes],
-            "booster": raw.decode("utf-8"),
-        }
-        return FORMAT, json.dumps(envelope).encode("utf-8")
+        kind = "classifier" if getattr(model, "classes_", None) is not None else "regressor"
+        return FORMAT, self.envelope(model, kind=kind, booster=raw.decode("utf-8"))
 
     def load(self, fmt: str, data: bytes, *, what: str, trusted_extra: tuple[str, ...] = ()) -> Any:
         xgb = require("xgboost", "xgboost", what)
@@ -57,37 +49,18 @@ class XGBoost:
             raise unloadable(what, "xgboost", fmt, exc) from exc
         return model
 
-    def signature(self, model: Any, features: Any, task: str) -> dict[str, Any]:
-        return infer(model, features, task)
+    def convert(self, model: Any, columns: list[str], kinds: list[str], task: str) -> bytes:
+        from onnxmltools import convert_xgboost
+        from onnxmltools.convert.common.data_types import FloatTensorType
 
-    def export_onnx(
-        self, model: Any, sample: Any, task: str
-    ) -> tuple[bytes | None, dict[str, Any]]:
-        from conveyor.registry.onnx import export_onnx
+        from conveyor.registry.onnx import with_layout
 
-        reason = numeric_only(sample, "onnxmltools")
-        if reason is None:
-            return export_onnx(model, sample, task=task, convert=_convert, tool="onnxmltools")
-        report = {"supported": False, "reason": reason, "max_abs_diff": None, "rows_checked": 0}
-        return None, {**report, "inputs": [str(c) for c in sample.columns], "tolerance": None}
-
-
-def _convert(model: Any, columns: list[str], kinds: list[str], task: str) -> bytes:
-    from onnxmltools import convert_xgboost
-    from onnxmltools.convert.common.data_types import FloatTensorType
-
-    from conveyor.registry.onnx import with_layout
-
-    # onnxmltools reads features named f0, f1, ...: a copy of the booster without names.
-    booster = model.get_booster().copy()
-    booster.feature_names = None
-    unnamed = copy.copy(model)
-    unnamed._Booster = booster
-    converted = convert_xgboost(
-        unnamed, initial_types=[("X", FloatTensorType([None, len(columns)]))]
-    )
-    return with_layout(converted, columns, kinds, "matrix", task)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+        # onnxmltools reads features named f0, f1, ...: a copy of the booster without names.
+        booster = model.get_booster().copy()
+        booster.feature_names = None
+        unnamed = copy.copy(model)
+        unnamed._Booster = booster
+        converted = convert_xgboost(
+            unnamed, initial_types=[("X", FloatTensorType([None, len(columns)]))]
+        )
+        return with_layout(converted, columns, kinds, "matrix", task)
