@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from conveyor.exceptions import RegistryError
 
@@ -121,9 +121,9 @@ class BoosterFlavour(ABC):
     envelope that keeps the estimator's class and classes, a signature from the feature columns,
     and an ONNX copy through onnxmltools over numeric columns."""
 
-    name: ClassVar[str]
-    format: ClassVar[str]
-    module: ClassVar[str]  # the framework's package: owns its classes, names its extra
+    name: str
+    format: str
+    module: str  # the framework's package, whose classes this flavour owns
     formats: tuple[str, ...]
     extra: str | None
     trusted_types: frozenset[str]
