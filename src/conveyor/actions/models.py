@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.exceptions import RegistryError
 from conveyor.store.atomic import write_text
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
+    from conveyor.registry.story import VersionStory
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -36,10 +40,56 @@ def _model_name(config: ProjectConfig, name: str | None) -> str:
     return config.model.name
 
 
+def _read(config: ProjectConfig, read: Callable[[Any], T]) -> T:
+    """``read(registry)`` through a plain ``sqlite3`` reader when the store is a SQLite file at
+    head (``actions.runs.plain_store``), else through the registry itself.
+
+    Both answer ``models``, ``versions``, ``version`` and ``alias`` alike and have ``artifacts``;
+    a ``sqlite3.Error`` is retried once through the full registry, which says what is wrong.
+    """
+    from conveyor.actions.runs import full_config, plain_store
+
+    with plain_store(config) as conn:
+        if conn is not None:
+            from conveyor.registry.registry import PlainReader
+
+            reader = _PlainRegistry(PlainReader(conn), config)
+            try:
+                return read(reader)
+            except sqlite3.Error:
+                pass
+            finally:
+                reader.close()
+    with open_registry(full_config(config)) as registry:
+        return read(registry)
+
+
+class _PlainRegistry:
+    """A ``PlainReader`` with the project's artifact store opened on first use (the plots)."""
+
+    def __init__(self, reader: Any, config: Any) -> None:
+        self._reader = reader
+        self._config = config
+        self._artifacts: Any = None
+        self.models, self.versions = reader.models, reader.versions
+        self.version, self.alias = reader.version, reader.alias
+
+    @property
+    def artifacts(self) -> Any:
+        if self._artifacts is None:
+            from conveyor.store.artifacts import ArtifactStore
+
+            self._artifacts = ArtifactStore(self._config.artifacts_url()).open()
+        return self._artifacts
+
+    def close(self) -> None:
+        if self._artifacts is not None:
+            self._artifacts.close()
+
+
 def list_models(config: ProjectConfig) -> list[dict[str, Any]]:
     """One row per registered model of any project in the store."""
-    with open_registry(config) as registry:
-        rows = registry.models()
+    rows = _read(config, lambda registry: registry.models())
     return [{**row, "updated_at": row["updated_at"].isoformat()} for row in rows]
 
 
@@ -48,13 +98,12 @@ def list_versions(config: ProjectConfig, name: str | None = None) -> list[dict[s
     from conveyor.exceptions import ModelNotFound
 
     model = _model_name(config, name)
-    with open_registry(config) as registry:
-        try:
-            versions = registry.versions(model)
-        except ModelNotFound:
-            if name is not None:  # a name typed by hand that matches nothing is a mistake
-                raise
-            versions = []
+    try:
+        versions = _read(config, lambda registry: registry.versions(model))
+    except ModelNotFound:
+        if name is not None:  # a name typed by hand that matches nothing is a mistake
+            raise
+        versions = []
     return [
         {
             "model": v.model,
@@ -73,17 +122,47 @@ def list_versions(config: ProjectConfig, name: str | None = None) -> list[dict[s
     ]
 
 
+def list_releases(
+    config: ProjectConfig, *, model: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Releases, newest first (only ``model``'s if given), as ``ReleaseView.to_dict``."""
+    from conveyor.release.releases import Releases
+
+    with open_registry(config) as registry:
+        return [r.to_dict() for r in Releases(config, registry).list(model=model, limit=limit)]
+
+
+def describe_release(
+    config: ProjectConfig, release_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A release (``ReleaseView.to_dict``) and its timeline: at, kind, payload of each event.
+
+    Raises:
+        ReleaseError: no release has that id.
+    """
+    from conveyor.release.releases import Releases
+
+    with open_registry(config) as registry:
+        releases = Releases(config, registry)
+        release = releases.get(release_id).to_dict()
+        events = [
+            {"at": e.at.isoformat(), "kind": e.kind, "payload": e.payload or {}}
+            for e in releases.timeline(release_id)
+        ]
+    return release, events
+
+
 def _headline(metrics: dict[str, Any]) -> list[str]:
     order = ("roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2")
     return [k for k in order if k in metrics]
 
 
-def version_story(config: ProjectConfig, name: str | None, ref: str) -> dict[str, Any]:
+def version_story(config: ProjectConfig, name: str | None, ref: str) -> VersionStory:
     """The whole story of one version (number, 'latest' or an alias)."""
     from conveyor.registry.story import version_report
 
-    with open_registry(config) as registry:
-        return version_report(registry, registry.version(_model_name(config, name), ref))
+    model = _model_name(config, name)
+    return _read(config, lambda registry: version_report(registry, registry.version(model, ref)))
 
 
 def compare_versions(config: ProjectConfig, name: str | None, a: str, b: str) -> dict[str, Any]:

@@ -37,15 +37,29 @@ def _iso(value: Any) -> str | None:
 
 
 @dataclass(frozen=True)
+class QuickModel:
+    """``model:`` of conveyor.yaml as far as the read views need it: its name."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class QuickProject:
     """What the read views need of a project, taken from the fast path's witness."""
 
     root: Path
     project: str
     db: str
+    artifacts: str
+    model: QuickModel | None
+    #: False when the witness predates recording the model: ``model`` is then unknown
+    model_known: bool = True
 
     def store_url(self) -> str:
         return f"sqlite:///{self.db}"
+
+    def artifacts_url(self) -> str:
+        return self.artifacts
 
 
 def quick_project(root: Path) -> QuickProject | None:
@@ -84,13 +98,26 @@ def quick_project(root: Path) -> QuickProject | None:
         st = os.stat(config_file)
         if [st.st_size, st.st_mtime_ns, st.st_ino] != stamp:
             return None
-        return QuickProject(root, str(witness["project"]), str(witness["db"]))
+        model = witness.get("model")
+        return QuickProject(
+            root,
+            str(witness["project"]),
+            str(witness["db"]),
+            str(witness["artifacts"]),
+            QuickModel(str(model)) if model is not None else None,
+            model_known="model" in witness,
+        )
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
 
 
-def read_project(project: Path | None) -> Any:
+def read_project(project: Path | None, *, need_model: bool = False) -> Any:
     """The project for a read command: its witness when it holds, else the loaded config.
+
+    Args:
+        project: the project folder (default: found upwards from here).
+        need_model: the command reads ``model.name``: load the config unless the witness
+            recorded it.
 
     Raises:
         ProjectError: no conveyor.yaml there or above.
@@ -100,7 +127,7 @@ def read_project(project: Path | None) -> Any:
 
     root = find_root(project)
     quick = quick_project(root)
-    if quick is not None:
+    if quick is not None and (quick.model_known or not need_model):
         return quick
     from conveyor.config import load_config
 
@@ -108,7 +135,7 @@ def read_project(project: Path | None) -> Any:
 
 
 @contextmanager
-def _plain(config: ProjectConfig) -> Iterator[sqlite3.Connection | None]:
+def plain_store(config: ProjectConfig | QuickProject) -> Iterator[sqlite3.Connection | None]:
     """A read-only sqlite3 connection to the store when it is a SQLite file at head, else None."""
     from conveyor.store.records import HEAD_REVISION
 
@@ -133,7 +160,7 @@ def _plain(config: ProjectConfig) -> Iterator[sqlite3.Connection | None]:
             conn.close()
 
 
-def _full(config: ProjectConfig) -> Any:
+def full_config(config: ProjectConfig | QuickProject) -> Any:
     """The loaded config for the full store, when the read started from the witness."""
     if not isinstance(config, QuickProject):
         return config
@@ -149,13 +176,13 @@ def _json(text: str | None) -> Any:
 
 def list_runs(config: ProjectConfig, *, limit: int = 20) -> list[dict]:
     """The newest runs of this project with a count of steps by status."""
-    with _plain(config) as conn:
+    with plain_store(config) as conn:
         if conn is not None:
             try:
                 return _plain_runs(conn, config.project, limit)
             except sqlite3.Error:
                 pass  # the full store says what is wrong
-    config = _full(config)
+    config = full_config(config)
     from conveyor.store.stores import open_stores
 
     with open_stores(config) as stores:
@@ -189,13 +216,13 @@ def describe_run(config: ProjectConfig, run_id: str) -> dict:
     Raises:
         RunNotFound: no run, or more than one, matches ``run_id``.
     """
-    with _plain(config) as conn:
+    with plain_store(config) as conn:
         if conn is not None:
             try:
                 return _plain_describe(conn, run_id)
             except sqlite3.Error:
                 pass  # the full store says what is wrong
-    config = _full(config)
+    config = full_config(config)
     from conveyor.store.stores import open_stores
 
     with open_stores(config) as stores:
@@ -489,13 +516,13 @@ def list_events(
 ) -> list[dict]:
     """The newest ``limit`` events, oldest first; only those about ``entity_id`` (a run id,
     release id, ...) if given."""
-    with _plain(config) as conn:
+    with plain_store(config) as conn:
         if conn is not None:
             try:
                 return _plain_events(conn, limit, entity_id)
             except sqlite3.Error:
                 pass  # the full store says what is wrong
-    config = _full(config)
+    config = full_config(config)
     from conveyor.store.stores import open_stores
 
     with open_stores(config) as stores:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
@@ -70,9 +69,10 @@ def events(
     if as_json:
         echo_json(rows)
         return
+    from conveyor.cli.reads import event_line
+
     for row in rows:
-        payload = json.dumps(row["payload"], sort_keys=True) if row["payload"] else ""
-        typer.echo(f"{row['at']}  {row['kind']:<18} {row['entity_id']}  {payload}")
+        typer.echo(event_line(row))
 
 
 def gc(

@@ -1,5 +1,5 @@
-"""The `conveyor` executable: a no-op `conveyor run` and `--version` are answered before the CLI
-loads.
+"""The `conveyor` executable: a no-op `conveyor run`, `--version` and the read commands in
+their plain forms (``cli/reads.py``) are answered before the CLI loads.
 
 Typer and pydantic alone take ~0.2 s to import here, more than the whole budget of a run in
 which nothing changed; so a plain `conveyor run [--json] [-C DIR]` first asks the fast path,
@@ -53,6 +53,21 @@ def run(argv: list[str]) -> int:
         project, as_json = plain
         try:
             return run_command(project, as_json=as_json)
+        except ConveyorError as exc:
+            sys.stderr.write(f"Error: {exc}\n")
+            return exc.exit_code
+        except KeyboardInterrupt:
+            sys.stderr.write("Interrupted.\n")
+            return 130
+    from conveyor.cli import reads
+
+    read = reads.parse(argv)
+    if read is not None:
+        from conveyor.exceptions import ConveyorError
+
+        try:
+            reads.answer(read)
+            return 0
         except ConveyorError as exc:
             sys.stderr.write(f"Error: {exc}\n")
             return exc.exit_code

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from conveyor.cli.options import JobsOpt, JsonOpt, ProjectOpt, WaitOpt, echo_json, load_project
+from conveyor.cli.options import JobsOpt, JsonOpt, ProjectOpt, WaitOpt, echo_json
 
 
 def init(
@@ -56,23 +54,9 @@ def run(
 
 def status(as_json: JsonOpt = False, project: ProjectOpt = None) -> None:
     """Show which steps are stale and why (which input, param, code or environment changed)."""
-    from conveyor.pipeline.fastpath import check
-    from conveyor.project import find_root
+    from conveyor.cli.reads import status_rows
 
-    root = find_root(project)
-    # The fast path's witness still holds: every step is cached, and SQLAlchemy, pydantic and
-    # the planner need not load to say so.
-    if not os.environ.get("CONVEYOR_NO_FASTPATH") and check(root) is not None:
-        from conveyor.data.state import StateDB
-        from conveyor.project import Paths
-
-        with StateDB(Paths(root).state_db) as state:
-            steps = [s[0] for s in json.loads(state.get("fastpath") or "{}").get("steps", [])]
-        rows = [{"step": s, "state": "up-to-date", "reason": "cached"} for s in steps]
-    else:
-        from conveyor.pipeline.status import pipeline_status
-
-        rows = [s.to_dict() for s in pipeline_status(load_project(project))]
+    rows = status_rows(project)
     if as_json:
         echo_json(rows)
         return

@@ -108,13 +108,11 @@ def releases(
     project: ProjectOpt = None,
 ) -> None:
     """Releases, newest first, with their state and the candidate's share of traffic."""
-    from conveyor.actions.models import open_registry
+    from conveyor.actions.models import list_releases
+    from conveyor.actions.runs import read_project
     from conveyor.cli.console import print_releases
-    from conveyor.release.releases import Releases
 
-    config = load_project(project)
-    with open_registry(config) as registry:
-        rows = [r.to_dict() for r in Releases(config, registry).list(model=name, limit=limit)]
+    rows = list_releases(read_project(project), model=name, limit=limit)
     if json_out:
         echo_json(rows)
     else:
@@ -124,15 +122,11 @@ def releases(
 @app.command("show")
 def show(release_id: ReleaseArg, json_out: JsonOpt = False, project: ProjectOpt = None) -> None:
     """A release and its timeline: every step, analysis and traffic change."""
-    from conveyor.actions.models import open_registry
+    from conveyor.actions.models import describe_release
+    from conveyor.actions.runs import read_project
     from conveyor.cli.console import print_release
-    from conveyor.release.releases import Releases
 
-    config = load_project(project)
-    with open_registry(config) as registry:
-        releases = Releases(config, registry)
-        release = releases.get(release_id).to_dict()
-        events = [_event_dict(e) for e in releases.timeline(release_id)]
+    release, events = describe_release(read_project(project), release_id)
     if json_out:
         echo_json({"release": release, "timeline": events})
     else:

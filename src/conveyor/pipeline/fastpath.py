@@ -101,6 +101,8 @@ def remember(ctx: Any, planner: Any, order: list[str], snapshots: dict, summary:
         "db": db,
         "artifacts": artifacts,
         "project": config.project,
+        # the read commands' default model (`conveyor models list|show` without a name)
+        "model": config.model.name if config.model is not None else None,
         "snapshots": sorted(f"{name}:{snap['content_hash']}" for name, snap in snapshots.items()),
         "config_hash": _config_hash(config),
         "digests": sorted(

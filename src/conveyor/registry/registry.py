@@ -9,22 +9,23 @@ what is served.
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import ModelNotFound, RegistryError, StoreError
 from conveyor.registry.modelfile import ModelFile, load_model
 from conveyor.store import events as ev
-from conveyor.store import models as m
-from conveyor.store.artifacts import ArtifactStore
-from conveyor.store.metadata import Store, as_utc
 from conveyor.store.records import utcnow
+
+if TYPE_CHECKING:
+    from conveyor.store import models as m
+    from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.metadata import Store
 
 _ATTEMPTS = 30  # SQLite: concurrent registrations race for the number and retry
 _ALIAS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -101,6 +102,11 @@ class Registry:
                 f"Cannot register {new.model!r}: its model file {new.file.digest[:12]} is not in "
                 "the artifact store. Re-run the pipeline that produced it."
             )
+        from sqlalchemy import func, select, text
+        from sqlalchemy.exc import IntegrityError
+
+        from conveyor.store import models as m
+
         for attempt in range(_ATTEMPTS):
             if attempt:  # lost a race for the number: let the winners commit, then look again
                 time.sleep(random.uniform(0.0, 0.01 * attempt))
@@ -175,6 +181,8 @@ class Registry:
         self, s: Any, model: str, alias: str, version: int, *, reason: str = ""
     ) -> int | None:
         """``set_alias`` inside the caller's transaction (a release moves traffic with it)."""
+        from conveyor.store import models as m
+
         _check_alias(alias)
         row = self._row(s, model, version)
         if row.status != "registered":
@@ -204,6 +212,8 @@ class Registry:
 
     def unset_alias(self, s: Any, model: str, alias: str, *, reason: str = "") -> int | None:
         """``remove_alias`` inside the caller's transaction."""
+        from conveyor.store import models as m
+
         current = s.get(m.Alias, (model, alias))
         if current is None:
             return None
@@ -222,6 +232,10 @@ class Registry:
 
     def models(self, project: str | None = None) -> list[dict[str, Any]]:
         """One summary per model: name, latest version, count, aliases."""
+        from sqlalchemy import func, select
+
+        from conveyor.store import models as m
+
         with self.store.session() as s:
             q = select(
                 m.ModelVersion.model,
@@ -238,7 +252,7 @@ class Registry:
                 "model": name,
                 "latest": latest,
                 "versions": count,
-                "updated_at": as_utc(when),
+                "updated_at": _utc(when),
                 "aliases": {a: v for a, v in aliases.get(name, {}).items()},
             }
             for name, latest, count, when in rows
@@ -250,6 +264,10 @@ class Registry:
         Raises:
             ModelNotFound: the model has no versions.
         """
+        from sqlalchemy import select
+
+        from conveyor.store import models as m
+
         with self.store.session() as s:
             rows = list(
                 s.scalars(
@@ -277,6 +295,10 @@ class Registry:
 
     def find(self, model: str, digest: str) -> Version | None:
         """The version of ``model`` whose model file has this sha256, if one was registered."""
+        from sqlalchemy import select
+
+        from conveyor.store import models as m
+
         with self.store.session() as s:
             for row in s.scalars(
                 select(m.ModelVersion)
@@ -289,6 +311,8 @@ class Registry:
 
     def alias(self, model: str, alias: str) -> int | None:
         """The version ``alias`` points at, or None."""
+        from conveyor.store import models as m
+
         with self.store.session() as s:
             row = s.get(m.Alias, (model, alias))
             return row.version if row is not None else None
@@ -311,6 +335,10 @@ class Registry:
     # -- helpers ---------------------------------------------------------------------------
 
     def _resolve(self, s: Any, model: str, ref: int | str) -> int:
+        from sqlalchemy import func, select
+
+        from conveyor.store import models as m
+
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
             return int(ref)
         if ref == "latest":
@@ -332,6 +360,10 @@ class Registry:
         return int(row.version)
 
     def _row(self, s: Any, model: str, version: int) -> m.ModelVersion:
+        from sqlalchemy import func, select
+
+        from conveyor.store import models as m
+
         row = s.scalar(
             select(m.ModelVersion).where(
                 m.ModelVersion.model == model, m.ModelVersion.version == version
@@ -351,6 +383,10 @@ class Registry:
 
     @staticmethod
     def _aliases(s: Any, names: list[str]) -> dict[str, dict[str, int]]:
+        from sqlalchemy import select
+
+        from conveyor.store import models as m
+
         out: dict[str, dict[str, int]] = {}
         if not names:
             return out
@@ -360,6 +396,10 @@ class Registry:
 
     @staticmethod
     def _no_model(s: Any, model: str) -> str:
+        from sqlalchemy import select
+
+        from conveyor.store import models as m
+
         names = list(s.scalars(select(m.ModelVersion.model).distinct().limit(20)))
         if not names:
             return (
@@ -372,7 +412,176 @@ class Registry:
         )
 
 
+class PlainReader:
+    """The registry's reads over a read-only ``sqlite3`` connection to a store at head.
+
+    `conveyor models list|show` must answer in a fraction of a second, and SQLAlchemy with the
+    store's table models takes longer than that to import. These are :class:`Registry`'s
+    reading methods in plain SQL: the same rows in the same order, the same errors. Callers
+    fall back to :class:`Registry` on any ``sqlite3.Error`` (which these let through).
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def models(self, project: str | None = None) -> list[dict[str, Any]]:
+        """As :meth:`Registry.models`."""
+        where, args = (" WHERE project = ?", [project]) if project is not None else ("", [])
+        rows = self.conn.execute(
+            "SELECT model, MAX(version), COUNT(*), MAX(created_at) FROM model_versions"
+            f"{where} GROUP BY model ORDER BY model",
+            args,
+        ).fetchall()
+        aliases = self._aliases([r[0] for r in rows])
+        return [
+            {
+                "model": name,
+                "latest": latest,
+                "versions": count,
+                "updated_at": _utc(when),
+                "aliases": dict(aliases.get(name, {})),
+            }
+            for name, latest, count, when in rows
+        ]
+
+    def versions(self, model: str) -> list[Version]:
+        """As :meth:`Registry.versions`.
+
+        Raises:
+            ModelNotFound: the model has no versions.
+        """
+        rows = self.conn.execute(
+            f"SELECT {_PLAIN_COLUMNS} FROM model_versions WHERE model = ? ORDER BY version DESC",
+            (model,),
+        ).fetchall()
+        if not rows:
+            raise ModelNotFound(self._no_model(model))
+        aliases = self._aliases([model]).get(model, {})
+        return [_version(_plain_row(row), aliases) for row in rows]
+
+    def version(self, model: str, ref: int | str) -> Version:
+        """As :meth:`Registry.version`.
+
+        Raises:
+            ModelNotFound: no such model, version or alias.
+        """
+        number = self._resolve(model, ref)
+        row = self.conn.execute(
+            f"SELECT {_PLAIN_COLUMNS} FROM model_versions WHERE model = ? AND version = ?",
+            (model, number),
+        ).fetchone()
+        if row is None:
+            latest = self._latest(model)
+            if latest is None:
+                raise ModelNotFound(self._no_model(model))
+            raise ModelNotFound(
+                f"Model {model!r} has no version {number} (latest is {latest}). "
+                f"Run 'conveyor models show {model}'."
+            )
+        return _version(_plain_row(row), self._aliases([model]).get(model, {}))
+
+    def alias(self, model: str, alias: str) -> int | None:
+        """As :meth:`Registry.alias`."""
+        row = self.conn.execute(
+            "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+        ).fetchone()
+        return int(row[0]) if row is not None else None
+
+    def _latest(self, model: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT MAX(version) FROM model_versions WHERE model = ?", (model,)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _resolve(self, model: str, ref: int | str) -> int:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+            return int(ref)
+        if ref == "latest":
+            latest = self._latest(model)
+            if latest is None:
+                raise ModelNotFound(self._no_model(model))
+            return latest
+        number = self.alias(model, ref)
+        if number is None:
+            known = sorted(self._aliases([model]).get(model, {}))
+            exists = self.conn.execute(
+                "SELECT id FROM model_versions WHERE model = ? LIMIT 1", (model,)
+            ).fetchone()
+            if not known and exists is None:
+                raise ModelNotFound(self._no_model(model))
+            raise ModelNotFound(
+                f"Model {model!r} has no alias {ref!r} (aliases: {', '.join(known) or 'none'}). "
+                f"Give a version number, 'latest', or an alias."
+            )
+        return number
+
+    def _aliases(self, names: list[str]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        if not names:
+            return out
+        marks = ",".join("?" * len(names))
+        for model, alias, version in self.conn.execute(
+            f"SELECT model, alias, version FROM aliases WHERE model IN ({marks})", names
+        ):
+            out.setdefault(model, {})[alias] = version
+        return out
+
+    def _no_model(self, model: str) -> str:
+        names = [
+            r[0] for r in self.conn.execute("SELECT DISTINCT model FROM model_versions LIMIT 20")
+        ]
+        if not names:
+            return (
+                f"No model {model!r} in the registry: nothing is registered yet. Run "
+                "'conveyor ci' to judge and register a candidate."
+            )
+        return (
+            f"No model {model!r} in the registry. Registered models: "
+            f"{', '.join(sorted(names))}; 'conveyor models list' shows them."
+        )
+
+
+_VERSION_FIELDS = (
+    "model", "version", "status", "created_at", "project", "run_id", "task", "file", "onnx",
+    "signature", "metrics", "slices", "gates", "plots", "lineage", "holdout", "references",
+    "card",
+)  # fmt: skip
+_JSON_FIELDS = frozenset(_VERSION_FIELDS[7:])
+# quoted: "references" is an SQL keyword
+_PLAIN_COLUMNS = ", ".join(f'"{name}"' for name in _VERSION_FIELDS)
+
+
+class _PlainRow:
+    """A model_versions row read with sqlite3, with the attributes of the table model."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _plain_row(row: tuple[Any, ...]) -> Any:
+    """The row as SQLAlchemy would hand it: JSON columns decoded."""
+    return _PlainRow(
+        {
+            name: json.loads(value) if name in _JSON_FIELDS and value is not None else value
+            for name, value in zip(_VERSION_FIELDS, row, strict=True)
+        }
+    )
+
+
+def _utc(value: datetime | str | None) -> Any:
+    """A stored time as an aware UTC datetime: SQLite hands back naive ones (sqlite3, text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _exists(s: Any, model: str) -> bool:
+    from sqlalchemy import select
+
+    from conveyor.store import models as m
+
     return (
         s.scalar(select(m.ModelVersion.id).where(m.ModelVersion.model == model).limit(1))
         is not None
@@ -395,12 +604,12 @@ def _numbers(metrics: dict) -> dict[str, float]:
     }
 
 
-def _version(row: m.ModelVersion, aliases: dict[str, int]) -> Version:
+def _version(row: m.ModelVersion | _PlainRow, aliases: dict[str, int]) -> Version:
     return Version(
         model=row.model,
         version=row.version,
         status=row.status,
-        created_at=as_utc(row.created_at) or row.created_at,
+        created_at=_utc(row.created_at),
         project=row.project,
         run_id=row.run_id,
         task=row.task,
