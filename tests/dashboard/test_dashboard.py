@@ -1,8 +1,9 @@
 """The dashboard end to end: a real store, the real server on 127.0.0.1, a real headless
 Chromium (Debian's, driven by Playwright) clicking through every page.
 
-Screenshots land in ``$CONVEYOR_TEST_ARTIFACTS/dashboard`` when that is set (CI keeps them),
-else in pytest's temporary folder. The browser tests skip only when no ``chromium`` is on PATH
+Screenshots of every page land in ``tests/dashboard/artifacts/`` (ignored by git), or in
+``$CONVEYOR_TEST_ARTIFACTS/dashboard`` when that is set (CI keeps them); the run's summary
+names the folder and the pictures. The browser tests skip only when no ``chromium`` is on PATH
 (``.ci/run`` installs it).
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.dashboard.conftest import shots_folder
 from tests.dashboard.project import TOKEN, build
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -89,11 +91,12 @@ def readonly(store: dict[str, Any]) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = os.environ.get("CONVEYOR_TEST_ARTIFACTS")
-    folder = Path(base) / "dashboard" if base else tmp_path_factory.mktemp("screenshots")
+@pytest.fixture(scope="session")
+def shots() -> Path:
+    folder = shots_folder()
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):  # a run's pictures only, never a stale one beside them
+        old.unlink()
     return folder
 
 
@@ -301,6 +304,66 @@ def test_bad_input_gets_a_page_saying_what_was_wrong(tab: Tab) -> None:
     assert all("status of 40" in e for e in tab.errors), tab.errors
 
 
+def test_hostile_input_never_reaches_sql_text_or_the_filesystem(site: str, store: dict) -> None:
+    """Values that would change a query built as text, or name a file outside the store, are
+    refused by the route or the parameter's reader, or looked up as plain values (bound
+    parameters) and not found; the store keeps every row and no file appears."""
+    from conveyor.store.stores import open_stores
+
+    root = Path(store["config"].root)
+    files_before = sorted(p for p in root.rglob("*") if ".conveyor" not in p.parts)
+    events_before = httpx.get(site + "/events.json").json()["events"][0]["id"]
+    refused = {
+        "/runs?step=train'%20OR%20'1'='1": 400,  # a quote is not a step name
+        "/runs?status=failed;DROP%20TABLE%20runs": 400,
+        "/events?entity_id=%25": 400,  # a LIKE wildcard is not an id
+        "/events?after=1%20OR%201=1": 400,
+        "/monitoring/churn/production?every=1h;rm": 400,
+        "/monitoring/churn/production?every=0m": 400,
+        "/monitoring/churn/production?every=30d": 400,
+        "/monitoring?x=1": 400,
+        "/runs/..%2F..%2Fconveyor.yaml": 404,  # an id never holds a slash
+        "/static/..%2F..%2Fapp.py": 404,
+        "/static/app.css": 404,  # the static files are a fixed list
+        f"/runs/{store['run_id']}/artifacts/..%2F..%2Fconveyor.yaml": 404,
+        "/models/churn/1%20OR%201=1": 404,
+        "/monitoring/churn/nowhere": 404,
+        "/monitoring/..%2F.conveyor/production": 404,
+    }
+    for path, status in refused.items():
+        r = httpx.get(site + path)
+        assert r.status_code == status, (path, r.status_code, r.text[:300])
+        assert "Traceback" not in r.text and "sqlalchemy" not in r.text.lower(), path
+    # read as values: a model named with SQL is a model not found, named in the 404
+    r = httpx.get(site + "/models.json", params={"model": "churn OR 1=1"})
+    assert r.status_code == 404
+    assert (
+        r.json()["error"]["message"] == "No model 'churn OR 1=1' is registered; /models lists them."
+    )
+    r = httpx.get(site + "/monitoring/churn/nowhere.json")
+    assert r.json()["error"]["message"] == (
+        "churn@nowhere serves nothing; /monitoring lists what is served."
+    )
+    r = httpx.get(site + "/monitoring/churn/production.json", params={"every": "5x"})
+    assert r.json()["error"]["message"] == (
+        "Query parameter 'every' is '5x'; it takes a duration such as 5m, 1h or 1d, from 60 s "
+        "to 7 days."
+    )
+    assert httpx.get(site + "/events.json").json()["events"][0]["id"] == events_before
+    with open_stores(store["config"]) as stores:
+        assert len(stores.metadata.runs(limit=10)) == 3
+    assert sorted(p for p in root.rglob("*") if ".conveyor" not in p.parts) == files_before
+
+
+@needs_chromium
+def test_an_unknown_environment_is_a_404_page_naming_it(tab: Tab) -> None:
+    tab.open("/monitoring/churn/nowhere", status=404, shot="not-found-environment")
+    assert "churn@nowhere serves nothing" in tab.page.locator("#error").inner_text()
+    tab.open("/monitoring/churn/production?every=soon", status=400, shot="bad-parameter")
+    assert "'every'" in tab.page.locator("#error").inner_text()
+    assert all("status of 40" in e for e in tab.errors), tab.errors
+
+
 # -- JSON twins ----------------------------------------------------------------------------------
 
 
@@ -491,20 +554,52 @@ def test_conveyor_ui_serves_the_project_it_is_pointed_at(store: dict) -> None:
             proc.stdout.close()
 
 
+def _settled(site: str) -> dict:
+    """The monitoring list once no report is still being computed by the worker."""
+    deadline = time.monotonic() + 120
+    while True:
+        page = httpx.get(site + "/monitoring.json", timeout=60).json()
+        if page["computing"] == 0 or time.monotonic() > deadline:
+            return page
+        time.sleep(0.2)
+
+
 @needs_chromium
 def test_monitoring_shows_the_drift_and_live_quality_of_what_the_gateway_served(
-    tab: Tab, store: dict
+    tab: Tab, site: str, store: dict
 ) -> None:
     assert store["requests"] == 40
+    listed = _settled(site)
+    production = next(e for e in listed["environments"] if e["environment"] == "production")
+    assert production["state"] in ("fresh", "stale") and production["age_s"] >= 0
     tab.open("/monitoring", shot="monitoring-traffic")
-    production = tab.page.locator("h2:has-text('churn@production') + p + dl")
-    assert "40 (0.0% errors" in production.inner_text()
-    assert re.search(r"accuracy 0\.\d+, .* on 200 labelled rows", production.inner_text())
-    tenure = tab.page.locator("table.drift tr", has_text="tenure").first
-    assert "drifted" in tenure.inner_text()  # the traffic's tenure was shifted by 30
-    tab.page.get_by_text("Full page with distributions").first.click()
-    assert tab.page.url.endswith("/monitoring/churn/production")
-    plots = tab.page.locator("svg")
-    assert plots.count() >= 3 and plots.first.locator("rect").count() > 4
+    row = tab.page.locator("#monitored tr", has_text="churn@production")
+    assert row.locator("td.requests").inner_text() == "40"
+    assert "tenure" in row.inner_text()  # the traffic's tenure was shifted: it drifted
+    assert re.search(r"accuracy 0\.\d+, .* on 200 labelled rows", row.inner_text())
+    assert re.search(r"\d+ s ago", row.inner_text())
+    row.locator("a.env-link").click()
+    tab.page.wait_for_url(re.compile(r"/monitoring/churn/production$"))
+    tenure = tab.page.locator("#drift tr", has_text="tenure").first
+    assert "drifted" in tenure.inner_text()
+    assert "40 (0.0% errors" in tab.page.locator("#requests").inner_text()
+    assert "on 200 labelled rows" in tab.page.locator("#quality").inner_text()
+    # a histogram per feature, reference and live, and each feature's statistic over time
+    features = tab.page.locator("#features figure.distribution svg")
+    assert features.count() == 3
+    for i in range(3):
+        one = features.nth(i)
+        assert one.locator("rect.bin.reference").count() >= 3
+        assert one.locator("rect.bin.live").count() >= 3
+    assert tab.page.locator("#features figure.over-time svg circle.point").count() >= 3
+    assert tab.page.locator("#predictions svg rect.bin.live").count() >= 1
+    assert tab.page.locator("#quality-over-time svg circle.point").count() >= 2
+    assert tab.page.locator("#service svg").count() == 3
     tab.page.screenshot(path=str(tab.shots / "monitoring-distributions.png"), full_page=True)
+    twin = httpx.get(site + "/monitoring/churn/production.json").json()
+    assert twin["history"][-1]["rows"] == 400  # the open window holds the traffic
+    assert twin["distributions"]["features"]["tenure"]["n_live"] == 400
+    assert sum(twin["distributions"]["features"]["tenure"]["live"]) == pytest.approx(1.0)
+    tab.open("/monitoring/churn/production?every=1m", shot="monitoring-every-minute")
+    assert "of 60 s before now" in tab.page.locator("main").inner_text()
     assert tab.errors == []

@@ -34,6 +34,7 @@ from conveyor.dashboard.errors import DashboardError, Forbidden, NotFound, Unaut
 from conveyor.dashboard.params import (
     choice_param,
     date_param,
+    duration_param,
     form,
     int_param,
     parse,
@@ -171,6 +172,7 @@ class Dashboard:
 
     def close(self) -> None:
         if self._ctx is not None:
+            self._ctx.reports.close()  # its worker reads the stores: stop it first
             self._ctx.stores.close()
             self._ctx = None
 
@@ -411,11 +413,8 @@ class Dashboard:
 
     def monitor_page(self, request: Request, model: str, environment: str) -> Response:
         self._only(request, "GET", "HEAD")
-        parse(request.query, {})
-        html, report = views.monitoring_page(self.ctx, model, environment)
-        if request.json:
-            return _json(200, report)
-        return Response(200, html.encode())
+        q = parse(request.query, {"every": duration_param("every", 60.0, 7 * 86400.0)})
+        return self._page(request, views.monitoring_page(self.ctx, model, environment, q["every"]))
 
     def events(self, request: Request) -> Response:
         self._only(request, "GET", "HEAD")

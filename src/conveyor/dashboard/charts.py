@@ -1,7 +1,8 @@
 """The dashboard's pictures, drawn server-side on the project's one SVG canvas.
 
-A run's DAG, a metric over its series index, a release's traffic weight over time and an
-environment's release timeline. Each returns ``Markup`` (the canvas escapes its own text) or
+A run's DAG, a metric over its series index, a release's traffic weight over time, an
+environment's release timeline, a feature's reference and live distributions, and a monitoring
+series over time. Each returns ``Markup`` (the canvas escapes its own text) or
 None when there is nothing to draw, so a template says "no values" instead of an empty frame.
 No JavaScript and nothing from a CDN: the page is whole as served.
 """
@@ -16,7 +17,15 @@ from markupsafe import Markup
 
 from conveyor.evaluate.svg import Canvas
 
-__all__ = ["STATUS_COLOURS", "dag", "line_chart", "release_timeline", "weight_chart"]
+__all__ = [
+    "STATUS_COLOURS",
+    "dag",
+    "distribution",
+    "line_chart",
+    "release_timeline",
+    "time_chart",
+    "weight_chart",
+]
 
 STATUS_COLOURS = {
     "ran": "#1a7f37",
@@ -253,4 +262,126 @@ def release_timeline(releases: Sequence[dict[str, Any]], now: datetime) -> Marku
                 stroke_width=2,
                 class_="rollback",
             )
+    return Markup(c.render())
+
+
+REF_COLOUR, LIVE_COLOUR = "#4c78a8", "#f58518"
+SERIES_COLOURS = ("#0969da", "#bf8700", "#1a7f37", "#8250df", "#cf222e", "#6e7781")
+
+
+def _legend(c: Canvas, x: float, y: float, names: Sequence[tuple[str, str]]) -> None:
+    """Coloured squares and names in a row from ``(x, y)``, right-aligned at ``x``."""
+    for name, colour in reversed(names):
+        width = 12 + 6.5 * len(name)
+        x -= width
+        c.add("rect", x=x, y=y - 8, width=8, height=8, fill=colour)
+        c.add("text", name, x=x + 11, y=y, fill="#57606a")
+        x -= 8
+
+
+def distribution(title: str, bins: dict[str, Any] | None) -> Markup | None:
+    """Reference and live shares of one feature: overlaid histograms on shared bins for a
+    number, paired bars per category for a category (``monitoring.distributions``' bins)."""
+    if not bins:
+        return None
+    if bins["kind"] == "categorical":
+        return _category_bars(title, bins)
+    width, height = 340, 150
+    box = (40.0, 24.0, width - 8.0, height - 22.0)
+    ref, live = bins["reference"], bins["live"]
+    top = max(max(ref, default=0.0), max(live, default=0.0), 1e-12)
+    edges = bins["edges"]
+    c = Canvas(width, height, role="img", class_="chart histogram", **_FONT)
+    _axes(c, box, (0.0, top), (_tick(edges[0]), _tick(edges[-1])), title)
+    step = (box[2] - box[0]) / max(len(ref), 1)
+    for shares, colour, side in ((ref, REF_COLOUR, "reference"), (live, LIVE_COLOUR, "live")):
+        for k, value in enumerate(shares):
+            h = (box[3] - box[1]) * float(value) / top
+            if h > 0:
+                c.add(
+                    "rect",
+                    x=box[0] + k * step,
+                    y=box[3] - h,
+                    width=max(step - 1, 1),
+                    height=h,
+                    fill=colour,
+                    fill_opacity="0.55",
+                    class_=f"bin {side}",
+                )
+    _legend(c, width - 8.0, 14.0, [("reference", REF_COLOUR), ("live", LIVE_COLOUR)])
+    return Markup(c.render())
+
+
+def _category_bars(title: str, bins: dict[str, Any]) -> Markup:
+    categories = bins["categories"]
+    row_h, label_w, width = 18, 110, 340
+    height = 30 + row_h * len(categories)
+    bar_w = width - label_w - 50
+    top = max(max(bins["reference"], default=0.0), max(bins["live"], default=0.0), 1e-12)
+    c = Canvas(width, height, role="img", class_="chart histogram", **_FONT)
+    c.add("text", title, x=4, y=14, font_weight="bold")
+    _legend(c, width - 8.0, 14.0, [("reference", REF_COLOUR), ("live", LIVE_COLOUR)])
+    for i, name in enumerate(categories):
+        y = 24 + i * row_h
+        shown = name if len(name) <= 16 else name[:15] + "…"
+        c.add("text", shown, x=label_w - 4, y=y + 12, text_anchor="end")
+        for j, (shares, colour, side) in enumerate(
+            ((bins["reference"], REF_COLOUR, "reference"), (bins["live"], LIVE_COLOUR, "live"))
+        ):
+            w = bar_w * float(shares[i]) / top
+            c.add(
+                "rect",
+                x=label_w,
+                y=y + j * 7 + 1,
+                width=max(w, 0.5),
+                height=6,
+                fill=colour,
+                class_=f"bin {side}",
+            )
+        c.add("text", f"{100 * bins['live'][i]:.0f}%", x=width - 8, y=y + 12, text_anchor="end")
+    return Markup(c.render())
+
+
+def time_chart(
+    title: str, series: Sequence[tuple[str, Sequence[tuple[datetime, float | None]]]]
+) -> Markup | None:
+    """Values over time, one line per named series; a window without a value breaks its line
+    (and a lone value is a dot). None when no series has a value."""
+    values = [v for _n, points in series for _t, v in points if v is not None]
+    times = [t for _n, points in series for t, _v in points]
+    if not values or not times:
+        return None
+    width, height = 420, 170
+    box = (48.0, 24.0, width - 12.0, height - 24.0)
+    y_lo, y_hi = min(min(values), 0.0), max(values)
+    if y_lo == y_hi:
+        y_hi = y_lo + 1.0
+    t0, t1 = min(times).timestamp(), max(times).timestamp()
+    fx = _scale(t0, t1 if t1 > t0 else t0 + 1, box[0], box[2])
+    fy = _scale(y_lo, y_hi, box[3], box[1])
+    c = Canvas(width, height, role="img", class_="chart series", **_FONT)
+    _axes(
+        c,
+        box,
+        (y_lo, y_hi),
+        (min(times).strftime("%m-%d %H:%M"), max(times).strftime("%m-%d %H:%M")),
+        title,
+    )
+    names = []
+    for i, (name, points) in enumerate(series):
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        names.append((name, colour))
+        parts, run = [], 0
+        for at, value in points:
+            if value is None:
+                run = 0
+                continue
+            x, y = fx(at.timestamp()), fy(float(value))
+            parts.append(f"{'L' if run else 'M'}{x:.1f},{y:.1f}")
+            run += 1
+            c.add("circle", cx=x, cy=y, r=2.5, fill=colour, class_="point")
+        if parts:
+            c.add("path", d=" ".join(parts), fill="none", stroke=colour, stroke_width=2)
+    if len(series) > 1:
+        _legend(c, width - 12.0, height - 4.0, names)
     return Markup(c.render())

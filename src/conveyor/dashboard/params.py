@@ -15,7 +15,16 @@ from urllib.parse import parse_qsl
 
 from conveyor.dashboard.errors import BadRequest
 
-__all__ = ["Param", "date_param", "form", "int_param", "parse", "text_param", "choice_param"]
+__all__ = [
+    "Param",
+    "choice_param",
+    "date_param",
+    "duration_param",
+    "form",
+    "int_param",
+    "parse",
+    "text_param",
+]
 
 _TEXT = re.compile(r"^[\w .@:/+=-]{1,200}$")
 Reader = Callable[[str], Any]
@@ -89,6 +98,26 @@ def text_param(name: str) -> Param:
         return raw
 
     return Param(name, read, "up to 200 letters, digits and . @ : / + = - _ or spaces")
+
+
+def duration_param(name: str, lo_s: float, hi_s: float) -> Param:
+    """A duration as a number and a unit (90s, 5m, 1h, 1d), in seconds within [lo_s, hi_s]."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+    def read(raw: str) -> float:
+        found = re.fullmatch(r"([0-9]{1,6})([smhd])", raw)
+        if not found:
+            raise ValueError(raw)
+        seconds = int(found.group(1)) * units[found.group(2)]
+        if not lo_s <= seconds <= hi_s:
+            raise ValueError(raw)
+        return seconds
+
+    return Param(
+        name,
+        read,
+        f"a duration such as 5m, 1h or 1d, from {lo_s:g} s to {hi_s / 86400:g} days",
+    )
 
 
 def choice_param(name: str, choices: tuple[str, ...] | list[str]) -> Param:

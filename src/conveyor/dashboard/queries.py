@@ -25,6 +25,7 @@ __all__ = [
     "RunFilter",
     "EventFilter",
     "aliases",
+    "alert_events",
     "alert_states",
     "events_page",
     "latest_events",
@@ -329,6 +330,30 @@ def alert_states(store: Store) -> list[dict[str, Any]]:
         )
         found = conn.execute(
             select(_EVENTS).where(_EVENTS.c.id.in_(last)).order_by(_EVENTS.c.id.desc())
+        ).all()
+    return [_event(e) for e in found]
+
+
+def alert_events(store: Store, model: str, environment: str, *, limit: int) -> list[dict[str, Any]]:
+    """The newest alert events (fired, resolved, pending) of one environment's rules.
+
+    An alert's entity id is ``MODEL@ENVIRONMENT:RULE``, so the environment's rules are the ids
+    from ``MODEL@ENVIRONMENT:`` up to (not including) ``MODEL@ENVIRONMENT;`` (the character
+    after the colon): a range the entity index answers, and no pattern a name could bend.
+    """
+    prefix = f"{model}@{environment}"
+    kinds = [ev.ALERT_FIRED, ev.ALERT_RESOLVED, ev.ALERT_PENDING]
+    with store.engine.connect() as conn:
+        found = conn.execute(
+            select(_EVENTS)
+            .where(
+                _EVENTS.c.entity == "alert",
+                _EVENTS.c.entity_id >= prefix + ":",
+                _EVENTS.c.entity_id < prefix + ";",
+                _EVENTS.c.kind.in_(kinds),
+            )
+            .order_by(_EVENTS.c.id.desc())
+            .limit(limit)
         ).all()
     return [_event(e) for e in found]
 

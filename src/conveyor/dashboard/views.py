@@ -10,11 +10,14 @@ through ``queries`` where a page lists thousands of rows. Nothing here writes; t
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.dashboard import charts, queries
+from conveyor.dashboard import monitoring as monitoring_reports
 from conveyor.dashboard.errors import NotFound
 from conveyor.store import events as ev
 from conveyor.store.records import utcnow
@@ -54,6 +57,8 @@ class Context:
     stores: Any
     registry: Any
     references: dict[tuple[str, int], Any] = field(default_factory=dict)
+    reports: monitoring_reports.Reports = field(default_factory=monitoring_reports.Reports)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def store(self) -> Any:
@@ -69,16 +74,20 @@ class Context:
         if number is None:
             return None
         key = (model, number)
-        if key not in self.references:
-            if len(self.references) >= 256:
-                self.references.pop(next(iter(self.references)))
-            self.references[key] = reference_for(
+        with self._lock:
+            found = self.references.get(key)
+        if found is None:
+            found = reference_for(
                 self.registry,
                 self.registry.version(model, number),
                 allow_pickle=bool(self.config.registry.allow_pickle),
                 trusted_extra=tuple(self.config.model.trusted_types) if self.config.model else (),
             )
-        return self.references[key]
+            with self._lock:  # the worker thread and the request threads both build them
+                if len(self.references) >= 256:
+                    self.references.pop(next(iter(self.references)))
+                self.references[key] = found
+        return found
 
     def releases(self) -> Any:
         from conveyor.release.releases import Releases
@@ -252,8 +261,9 @@ def version(ctx: Context, model: str, number: int) -> View:
         v = ctx.registry.version(model, number)
     except ModelNotFound as exc:
         raise NotFound(str(exc)) from None
-    story = version_report(ctx.registry, v)
-    plots = story.pop("plots", {})
+    full = version_report(ctx.registry, v)
+    plots: dict[str, str] = dict(full.get("plots") or {})
+    story: dict[str, Any] = {k: value for k, value in full.items() if k != "plots"}
     released = queries.releases_page(
         ctx.store, model=model, version=number, cursor=None, limit=100
     ).rows
@@ -374,52 +384,212 @@ def _weights(timeline: list[dict[str, Any]], start: datetime) -> list[tuple[date
 
 # -- monitoring ---------------------------------------------------------------------------------
 
-
-def monitoring(ctx: Context) -> View:
-    """Each served environment's monitoring report (the monitor's own contract): drift per
-    feature, prediction drift, live quality where labels came back, errors and latency."""
-    from conveyor.exceptions import ConveyorError
-    from conveyor.monitor.report import monitor_report
-
-    reports = []
-    for a in queries.aliases(ctx.store):
-        entry: dict[str, Any] = {"model": a["model"], "environment": a["environment"]}
-        try:
-            entry["report"] = monitor_report(
-                ctx.config,
-                ctx.registry,
-                model=a["model"],
-                environment=a["environment"],
-                reference=ctx.reference(a["model"], a["environment"]),
-            )
-        except ConveyorError as exc:
-            entry["problem"] = str(exc)
-        reports.append(entry)
-    return View("monitoring.html.j2", "Monitoring", {"environments": reports})
+MONITOR_BUDGET_S = 0.08  # of the list page's time spent computing missing reports in the request
 
 
-def monitoring_page(ctx: Context, model: str, environment: str) -> tuple[str, dict[str, Any]]:
-    """The monitor's own HTML page for one environment (``conveyor monitor --html``), with
-    its per-feature histograms, and the report it shows."""
-    from conveyor.exceptions import ConveyorError
-    from conveyor.monitor.html import render_html
+def _observer(ctx: Context, model: str, environment: str) -> Any:
+    """``observe`` of one environment against its served version's kept reference."""
     from conveyor.monitor.report import observe
 
-    if not any(
-        a["model"] == model and a["environment"] == environment for a in queries.aliases(ctx.store)
-    ):
-        raise NotFound(f"{model}@{environment} serves nothing; /monitoring lists what is served.")
-    try:
-        seen = observe(
+    def run(**kwargs: Any) -> Any:
+        return observe(
             ctx.config,
             ctx.registry,
             model=model,
             environment=environment,
             reference=ctx.reference(model, environment),
+            **kwargs,
         )
-    except ConveyorError as exc:
-        raise NotFound(f"No monitoring report for {model}@{environment}: {exc}") from None
-    return render_html(seen.report, seen.reference, seen.window), seen.report
+
+    return run
+
+
+def _current(ctx: Context, model: str, environment: str) -> Any:
+    """A function computing the environment's report over its configured window, ending
+    when it runs (the worker may start it a while after it was asked for)."""
+    observe = _observer(ctx, model, environment)
+    return lambda: monitoring_reports.compute(observe, end=utcnow())
+
+
+def monitoring(ctx: Context) -> View:
+    """Each served environment's last monitoring report with its age: drift per feature,
+    prediction drift, live quality where labels came back, errors and latency.
+
+    Reports are kept (``monitoring.Reports``): a fresh one is shown as is, a stale one too
+    while the worker computes its successor, a missing one is computed here while
+    ``MONITOR_BUDGET_S`` lasts, else by the worker, and the page says so and reloads.
+    """
+    started = time.perf_counter()
+    reports = ctx.reports
+    now = _utc(utcnow())
+    entries = []
+    for a in queries.aliases(ctx.store):
+        model, environment = a["model"], a["environment"]
+        key = ("now", model, environment, a["version"])
+        kept = reports.get(key)
+        state = "fresh"
+        if kept is None or kept.older_than(reports.max_age_s):
+            within = time.perf_counter() - started < MONITOR_BUDGET_S
+            if kept is None and within and not reports.pending(key):
+                kept = _current(ctx, model, environment)()
+                reports.put(key, kept)
+            else:
+                reports.schedule(key, _current(ctx, model, environment))
+                state = "pending" if kept is None else "stale"
+        entry: dict[str, Any] = {
+            "model": model,
+            "environment": environment,
+            "version": a["version"],
+            "state": state,
+        }
+        if kept is not None:
+            entry["computed_at"] = kept.at.isoformat(timespec="seconds")
+            entry["age_s"] = round(kept.age_s(now), 1)
+            entry["age"] = monitoring_reports.age_text(kept.age_s(now))
+            if kept.report is not None:
+                entry["report"] = kept.report
+            else:
+                entry["problem"] = kept.problem
+        entries.append(entry)
+    firing = [a for a in queries.alert_states(ctx.store) if a["kind"] == ev.ALERT_FIRED]
+    return View(
+        "monitoring.html.j2",
+        "Monitoring",
+        {
+            "environments": entries,
+            "computing": sum(e["state"] == "pending" for e in entries),
+            "max_age_s": reports.max_age_s,
+            "firing_alerts": firing,
+        },
+    )
+
+
+def monitoring_page(ctx: Context, model: str, environment: str, every_s: float | None) -> View:
+    """One environment: its report now with reference and live distributions of every feature
+    and of the predictions; the same report over the ``HISTORY`` closed windows of ``every_s``
+    seconds before and the one still open (drift statistics, prediction drift, live quality and
+    label share, errors and latency over time); and the alerts fired and resolved there."""
+    from conveyor.config.monitor import MonitorConfig
+
+    served = next(
+        (
+            a
+            for a in queries.aliases(ctx.store)
+            if a["model"] == model and a["environment"] == environment
+        ),
+        None,
+    )
+    if served is None:
+        raise NotFound(f"{model}@{environment} serves nothing; /monitoring lists what is served.")
+    reports = ctx.reports
+    now = _utc(utcnow())
+    key = ("now", model, environment, served["version"])
+    kept = reports.get(key)
+    if kept is None or kept.older_than(reports.max_age_s):
+        kept = _current(ctx, model, environment)()
+        reports.put(key, kept)
+    # windows as long as the configured one; five minutes when it counts requests instead
+    window = (ctx.config.monitor or MonitorConfig()).window
+    every = every_s or window.seconds or 300.0
+    observe = _observer(ctx, model, environment)
+    points = []
+    ends = monitoring_reports.history_ends(now, every)
+    for end in ends:
+        past_key = ("past", model, environment, served["version"], every, end)
+        past = reports.get(past_key)
+        if past is None or past.older_than(reports.closed_age_s):
+            past = monitoring_reports.compute(observe, end=end, seconds=every)
+            reports.put(past_key, past)
+        points.append(monitoring_reports.series_point(past))
+    # the window still open: from the last boundary to now, so the windows do not overlap
+    open_s = (now - ends[-1]).total_seconds()
+    if open_s >= 1.0:
+        open_key = ("open", model, environment, served["version"], every)
+        part = reports.get(open_key)
+        if part is None or part.older_than(reports.max_age_s):
+            part = monitoring_reports.compute(observe, end=now, seconds=open_s)
+            reports.put(open_key, part)
+        points.append(monitoring_reports.series_point(part))
+    alerts = queries.alert_events(ctx.store, model, environment, limit=200)
+    data: dict[str, Any] = {
+        "model": model,
+        "environment": environment,
+        "version": served["version"],
+        "computed_at": kept.at.isoformat(timespec="seconds"),
+        "age_s": round(kept.age_s(now), 1),
+        "age": monitoring_reports.age_text(kept.age_s(now)),
+        "report": kept.report,
+        "problem": kept.problem,
+        "distributions": kept.distributions or {"features": {}, "predictions": None},
+        "every_s": every,
+        "history": points,
+        "alerts": alerts,
+    }
+    return View(
+        "monitor.html.j2",
+        f"Monitoring {model}@{environment}",
+        data,
+        _monitor_charts(data),
+    )
+
+
+def _monitor_charts(data: dict[str, Any]) -> dict[str, Any]:
+    """The environment page's pictures: distributions now, and each series over time."""
+    dists = data["distributions"]
+    history = data["history"]
+    ends = [datetime.fromisoformat(p["end"]) for p in history]
+
+    def series(read: Any) -> list[tuple[datetime, float | None]]:
+        return [(at, read(p)) for at, p in zip(ends, history, strict=True)]
+
+    features = sorted({name for p in history for name in p.get("features", {})})
+    metrics = sorted({name for p in history for name in p.get("metrics", {})})
+    return {
+        "features": {
+            name: charts.distribution(name, bins) for name, bins in dists["features"].items()
+        },
+        "predictions": charts.distribution("predictions", dists["predictions"]),
+        "drift": {
+            name: charts.time_chart(
+                f"{name}: {method} over time",
+                [(name, series(lambda p, n=name, k=method: _feature_stat(p, n, k)))],
+            )
+            for name, method in ((n, _method(history, n)) for n in features)
+        },
+        "prediction_psi": charts.time_chart(
+            "prediction drift (PSI) over time",
+            [("PSI", series(lambda p: p.get("prediction_psi")))],
+        ),
+        "quality": charts.time_chart(
+            "live quality and label share over time",
+            [(m, series(lambda p, k=m: p.get("metrics", {}).get(k))) for m in metrics]
+            + [("labelled share", series(lambda p: p.get("labelled_share")))],
+        ),
+        "errors": charts.time_chart(
+            "error rate over time", [("error rate", series(lambda p: p.get("error_rate")))]
+        ),
+        "latency": charts.time_chart(
+            "p99 latency (ms) over time", [("p99 ms", series(lambda p: p.get("p99_ms")))]
+        ),
+        "traffic": charts.time_chart(
+            "served rows per window", [("rows", series(lambda p: float(p.get("rows") or 0)))]
+        ),
+    }
+
+
+def _feature_stat(point: dict[str, Any], name: str, method: str) -> float | None:
+    value = (point.get("features") or {}).get(name, {}).get("stats", {}).get(method)
+    return None if value is None else float(value)
+
+
+def _method(history: list[dict[str, Any]], name: str) -> str:
+    """The statistic that decided a feature's drift in the newest window that had one: the
+    chart follows that one statistic through every window, whichever decided each."""
+    for p in reversed(history):
+        method = (p.get("features") or {}).get(name, {}).get("method")
+        if method:
+            return str(method)
+    return "statistic"
 
 
 # -- audit log ----------------------------------------------------------------------------------
