@@ -1,4 +1,5 @@
-"""Writing request-log and feedback rows straight into a project's store, as a gateway would.
+"""Writing request-log and feedback rows straight into a project's prediction log, as a gateway
+would.
 
 Tests that need thousands of logged requests, a bad row, or a time in the past write them here;
 ``test_gateway_window`` checks the same reading against rows a real gateway wrote.
@@ -12,10 +13,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
-
 from conveyor.actions.models import open_registry
-from conveyor.store import models as m
+from conveyor.gateway.requestlog import write_feedback, write_requests
+from conveyor.store.predictionlog.query import log_of
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -63,12 +63,45 @@ def feedback(request_id: str, labels: Sequence[Any], *, ago: float = 0.0) -> dic
 
 
 def write(config: Any, logged: list[dict[str, Any]], labels: list[dict[str, Any]] = ()) -> None:
-    """Insert the rows in one transaction each, as the gateway's writer does."""
-    with open_registry(config) as registry, registry.store.engine.begin() as conn:
-        if logged:
-            conn.execute(insert(m.RequestLog), logged)
+    """Write the rows to the project's prediction log as the gateway's writer does: one file
+    per model, environment, day and version, inputs typed by that version's signature."""
+    with open_registry(config) as registry:
+        files = log_of(registry.store)
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for e in logged:
+            entry = (
+                e["request_id"],
+                e["at"].timestamp(),
+                e["model"],
+                e["version"],
+                e["environment"],
+                e["role"],
+                e["status"],
+                e["latency_ms"],
+                e["rows"],
+                e["inputs"],
+                e["outputs"],
+                e["gateway"],
+            )
+            key = (e["model"], e["environment"], e["at"].date(), e["version"])
+            groups.setdefault(key, []).append(entry)
+
+        def signature(model: str, version: int) -> dict[str, Any] | None:
+            try:
+                return registry.version(model, version).signature
+            except Exception:
+                return None
+
+        for seq, entries in enumerate(groups.values()):
+            write_requests(files, entries, signature, "test", seq=seq)
         if labels:
-            conn.execute(insert(m.Feedback), list(labels))
+            write_feedback(
+                files,
+                [(f["request_id"], f["labels"]) for f in labels],
+                [f["actor"] for f in labels],
+                "test",
+                at=[f["at"].timestamp() for f in labels],
+            )
 
 
 @contextmanager

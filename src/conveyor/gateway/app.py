@@ -108,12 +108,14 @@ class Gateway:
         from conveyor.registry.registry import Registry
         from conveyor.store.artifacts import ArtifactStore
         from conveyor.store.metadata import Store
+        from conveyor.store.predictionlog.layout import attach, log_url
 
         threadpool_limits(self.config.serve.threads)  # OpenMP/BLAS: one thread per worker
         # The request-log and watcher threads hand the interpreter back to the event loop after
         # 1 ms instead of 5: the difference shows in the p99 of every request.
         sys.setswitchinterval(0.001)
         self.store = Store(self.config.store_url()).open()
+        attach(self.store, log_url(self.config.artifacts_url()))  # the request log's root
         # A model file that blocks on read (a FIFO, a hung mount) fails its load after the
         # timeout instead of freezing the watcher while /readyz still says ready.
         self.artifacts = ArtifactStore(

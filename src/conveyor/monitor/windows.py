@@ -11,6 +11,7 @@ that fails is split in halves until the bad rows are isolated, so a clean log co
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,15 +19,19 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import select
 
-from conveyor.exceptions import InvalidInput, MonitorError, RegistryError
+from conveyor.exceptions import InvalidInput, MonitorError, RegistryError, StoreError
 from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
+from conveyor.store.predictionlog.files import LogFiles
+from conveyor.store.predictionlog.layout import INPUT_PREFIX
+from conveyor.store.predictionlog.query import latest_labels, log_of, read_requests
 
 if TYPE_CHECKING:
     import numpy
     import pandas
+    import pyarrow as pa
 
-__all__ = ["Window", "read_window"]
+__all__ = ["Window", "feedback_for", "log_files", "read_window"]
 
 MAX_PROBLEMS = 5  # bad rows described in a window; the rest are only counted
 
@@ -55,7 +60,7 @@ class Window:
     statuses: numpy.ndarray
     latencies_ms: numpy.ndarray
     requests: int
-    served_at: dict[str, datetime] = field(default_factory=dict)  # request id -> time
+    served_at: Mapping[str, datetime] = field(default_factory=dict)  # request id -> time
     request_rows: dict[str, int] = field(default_factory=dict)  # request id -> rows sent
     skipped: int = 0  # rows of served requests that did not fit the signature
     problems: list[str] = field(default_factory=list)  # the first few reasons, for people
@@ -95,7 +100,6 @@ def read_window(
         MonitorError: neither or both of ``seconds`` and ``last``; no signature to check rows
             against (no such version, nothing routed to the environment); a malformed one.
     """
-    import numpy as np
 
     if (seconds is None) == (last is None):
         raise MonitorError(
@@ -110,41 +114,22 @@ def read_window(
     if signature is None:
         signature = _signature(store, model, environment, version)
     names = _input_names(signature)
-    query = select(
-        m.RequestLog.request_id,
-        m.RequestLog.at,
-        m.RequestLog.version,
-        m.RequestLog.status,
-        m.RequestLog.latency_ms,
-        m.RequestLog.rows,
-        m.RequestLog.inputs,
-        m.RequestLog.outputs,
-    ).where(
-        m.RequestLog.model == model,
-        m.RequestLog.environment == environment,
-        m.RequestLog.role == "serve",
-        m.RequestLog.at <= _bound(end),
+    start = end - timedelta(seconds=seconds) if seconds is not None else None
+    table = read_requests(
+        log_files(store),
+        model,
+        environment,
+        since=start,
+        until=end,
+        versions=None if version is None else [version],
+        roles=["serve"],
+        inputs=names,
+        last=last,
     )
-    if version is not None:
-        query = query.where(m.RequestLog.version == version)
-    if seconds is not None:
-        start = end - timedelta(seconds=seconds)
-        query = query.where(m.RequestLog.at >= _bound(start)).order_by(
-            m.RequestLog.at, m.RequestLog.id
-        )
-    else:
-        query = query.order_by(m.RequestLog.at.desc(), m.RequestLog.id.desc()).limit(last)
-    with store.engine.connect() as conn:
-        logged = conn.execute(query).all()
-    if last is not None:
-        logged.reverse()
-        start = _utc(logged[0].at) if logged else end
-
-    parsed = _Parsed(names)
-    for rid, at, ver, status, _latency, rows, inputs, outputs in logged:
-        if status == 200:
-            parsed.add(rid, as_utc(at), ver, rows, inputs, outputs)
-    frame = parsed.frame(signature)
+    read = _Read(table, names)
+    if start is None:
+        start = read.first_at() or end
+    frame, kept = read.frame(signature)
     return Window(
         model=model,
         environment=environment,
@@ -153,19 +138,247 @@ def read_window(
         seconds=seconds,
         last=last,
         inputs=frame,
-        predictions=parsed.kept("predictions"),
-        request_ids=parsed.kept("request_ids"),
-        positions=parsed.kept("positions"),
-        versions=parsed.kept("versions"),
-        statuses=np.array([r.status for r in logged], dtype=np.int64),
-        latencies_ms=np.array([r.latency_ms for r in logged], dtype=np.float64),
-        requests=len(logged),
-        served_at=parsed.served_at,
-        request_rows=parsed.request_rows,
-        skipped=parsed.skipped,
-        problems=parsed.problems,
+        predictions=kept["predictions"],
+        request_ids=kept["request_ids"],
+        positions=kept["positions"],
+        versions=kept["versions"],
+        statuses=read.statuses,
+        latencies_ms=read.latencies,
+        requests=len(read.statuses),
+        served_at=read.served_at(),
+        request_rows=read.request_rows(),
+        skipped=read.skipped,
+        problems=read.problems,
         version=version,
     )
+
+
+def log_files(store: Any) -> LogFiles:
+    """The prediction log of the project whose metadata store is ``store``.
+
+    Raises:
+        MonitorError: the store was opened without its log (not through ``open_stores``).
+    """
+    try:
+        return log_of(store)
+    except StoreError as exc:
+        raise MonitorError(str(exc)) from None
+
+
+def feedback_for(
+    store: Any, request_ids: list[str], since: datetime | None = None
+) -> tuple[dict[str, list[Any]], dict[str, datetime]]:
+    """The latest labels sent for each request (a JSON array each), and when they came."""
+    return latest_labels(log_files(store), request_ids, since)
+
+
+class _Read:
+    """A window's Parquet rows: typed rows taken as they are, the requests whose inputs were
+    kept as JSON (they did not fit the signature when served) checked row by row."""
+
+    def __init__(self, table: pa.Table, names: list[str]) -> None:
+        import numpy as np
+
+        self.table = table
+        self.names = names
+        self.skipped = 0
+        self.problems: list[str] = []
+        row = table.column("row").to_numpy(zero_copy_only=False)
+        status = table.column("status").to_numpy(zero_copy_only=False)
+        self.first = np.flatnonzero(row == 0)  # one per request, in log order
+        self.statuses = status[self.first].astype(np.int64)
+        self.latencies = (
+            table.column("latency_ms").to_numpy(zero_copy_only=False)[self.first].astype(np.float64)
+        )
+        # raw_inputs is set on a request's row 0 only: spread it to all the request's rows
+        request = np.cumsum(row == 0) - 1
+        kept_raw = table.column("raw_inputs").is_valid().to_numpy(zero_copy_only=False)
+        raw = kept_raw[self.first][request] if len(request) else kept_raw
+        served = status == 200
+        self.typed = np.flatnonzero(served & ~raw)
+        self.raw_first = np.flatnonzero(served & raw & (row == 0))
+        self.typed_first = np.flatnonzero(served & ~raw & (row == 0))
+        self.raw_served_at: dict[str, datetime] = {}
+        self.raw_rows: dict[str, int] = {}
+        self._ids: list[str] | None = None
+
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = self.table.column("request_id").to_pylist()
+        return self._ids
+
+    def first_at(self) -> datetime | None:
+        if not len(self.first):
+            return None
+        return as_utc(self.table.column("at")[int(self.first[0])].as_py())
+
+    def served_at(self) -> Mapping[str, datetime]:
+        """Request id -> time, for the served requests whose inputs are a list of rows."""
+        at = self.table.column("at").cast("int64").to_numpy(zero_copy_only=False)
+        ids = self.ids()
+        micros = {ids[i]: int(at[i]) for i in self.typed_first}
+        micros.update(
+            {rid: int(when.timestamp() * 1e6) for rid, when in self.raw_served_at.items()}
+        )
+        return _Times(micros)
+
+    def request_rows(self) -> dict[str, int]:
+        """Request id -> rows it sent, for the same requests."""
+        rows = self.table.column("rows").to_numpy(zero_copy_only=False)
+        ids = self.ids()
+        out = {ids[i]: int(rows[i]) for i in self.typed_first}
+        out.update(self.raw_rows)
+        return out
+
+    def frame(self, signature: dict[str, Any]) -> tuple[pandas.DataFrame, dict[str, list[Any]]]:
+        """The rows that fit the signature in log order, and their predictions, request ids,
+        positions and versions."""
+        import numpy as np
+        import pandas as pd
+
+        from conveyor.registry.signature import frame_from_columns
+
+        typed, bad = self._typed_columns(signature)
+        keep = np.ones(len(self.typed), dtype=bool)
+        for j, why in bad:
+            keep &= ~why
+            for i in np.flatnonzero(why)[: max(MAX_PROBLEMS - len(self.problems), 0)]:
+                k = int(self.typed[i])
+                self._problem(
+                    f"request {self.ids()[k]} row {self.table.column('row')[k].as_py()}: "
+                    f"field {self.names[j]!r} is missing, but the field is not nullable"
+                )
+        self.skipped += int((~keep).sum())
+        index = self.typed[keep]
+        arrays = [col[keep] for col in typed]
+        predictions = self.table.column("prediction")
+        version = self.table.column("version").to_numpy(zero_copy_only=False)
+        position = self.table.column("row").to_numpy(zero_copy_only=False)
+        ids = self.ids()
+        taken = predictions.take(index).to_pylist() if len(index) else []
+        out: dict[str, list[Any]] = {
+            "predictions": taken,
+            "request_ids": [ids[i] for i in index],
+            "positions": position[index].astype(int).tolist(),
+            "versions": version[index].astype(int).tolist(),
+        }
+        frame = frame_from_columns(signature, arrays) if len(index) else _empty(signature)
+        if len(self.raw_first):
+            raw_frame, raw_out, raw_order = self._raw(signature)
+            if len(raw_frame):
+                order = np.argsort(
+                    np.concatenate([index.astype(np.float64), raw_order]), kind="stable"
+                )
+                frame = pd.concat([frame, raw_frame], ignore_index=True)
+                frame = frame.iloc[order].reset_index(drop=True)
+                for key in out:
+                    merged = out[key] + raw_out[key]
+                    out[key] = [merged[i] for i in order]
+        return frame, out
+
+    def _typed_columns(
+        self, signature: dict[str, Any]
+    ) -> tuple[list[Any], list[tuple[int, numpy.ndarray]]]:
+        """Each input column as the arrays ``columns_from_rows`` would give, and the rows where
+        a field that is not nullable is missing (a column the file did not have)."""
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+
+        columns: list[Any] = []
+        bad: list[tuple[int, numpy.ndarray]] = []
+        rows = pa.array(self.typed, pa.int64())
+        for j, f in enumerate(signature["inputs"]):
+            col = self.table.column(INPUT_PREFIX + self.names[j]).take(rows)
+            kind = f.get("type")
+            nulls = col.is_null().to_numpy(zero_copy_only=False)
+            if kind in ("number", "integer"):
+                if pa.types.is_null(col.type):
+                    values = np.full(len(col), np.nan)
+                else:
+                    values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+                    values = np.where(nulls, np.nan, values)
+            elif kind == "datetime":
+                series = pd.Series(col.to_pandas() if len(col) else [], dtype="datetime64[ns, UTC]")
+                series = series.dt.tz_convert(f.get("timezone"))
+                values = series.array
+            elif kind == "boolean" and not f.get("nullable", True):
+                values = np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+            else:
+                values = np.asarray(col.to_pandas(), dtype=object)
+                if nulls.any():
+                    values[nulls] = np.nan
+            columns.append(values)
+            if not f.get("nullable", True) and nulls.any():
+                bad.append((j, nulls))
+        return columns, bad
+
+    def _raw(
+        self, signature: dict[str, Any]
+    ) -> tuple[pandas.DataFrame, dict[str, list[Any]], numpy.ndarray]:
+        """The requests whose inputs are kept as JSON, parsed and checked as sent."""
+        import numpy as np
+
+        parsed = _Parsed(self.names)
+        ids = self.ids()
+        raw = self.table.column("raw_inputs")
+        at = self.table.column("at")
+        rows = self.table.column("rows")
+        version = self.table.column("version")
+        predictions = self.table.column("prediction")
+        count = len(self.table)
+        starts: list[float] = []
+        for i in self.raw_first:
+            k = int(i)
+            rid = ids[k]
+            end = k + 1
+            while end < count and ids[end] == rid:
+                end += 1
+            preds = predictions.slice(k, end - k).to_pylist()
+            before = len(parsed.rows)
+            parsed.add(
+                rid,
+                as_utc(at[k].as_py()),
+                int(version[k].as_py()),
+                int(rows[k].as_py() or 0),
+                raw[k].as_py(),
+                preds,
+            )
+            added = len(parsed.rows) - before
+            starts.extend(k + (p + 1) / (added + 1) for p in range(added))
+        frame = parsed.frame(signature)
+        self.raw_served_at, self.raw_rows = parsed.served_at, parsed.request_rows
+        self.skipped += parsed.skipped
+        for text in parsed.problems:
+            self._problem(text)
+        keep = parsed._keep if parsed._keep is not None else np.ones(len(starts), dtype=bool)
+        order = np.asarray(starts, dtype=np.float64)[keep] if starts else np.zeros(0)
+        out = {
+            name: parsed.kept(name)
+            for name in ("predictions", "request_ids", "positions", "versions")
+        }
+        return frame, out, order
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+
+
+class _Times(Mapping[str, datetime]):
+    """Request id -> time served, made into a datetime only when asked (a window of a million
+    requests would otherwise build a million of them)."""
+
+    def __init__(self, micros: dict[str, int]) -> None:
+        self._micros = micros
+
+    def __getitem__(self, key: str) -> datetime:
+        return datetime.fromtimestamp(self._micros[key] / 1e6, UTC)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._micros)
+
+    def __len__(self) -> int:
+        return len(self._micros)
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -187,7 +400,9 @@ class _Parsed:
         self.problems: list[str] = []
         self._keep: numpy.ndarray | None = None
 
-    def add(self, rid: str, at: Any, version: int, rows: int, inputs: str, outputs: str) -> None:
+    def add(
+        self, rid: str, at: Any, version: int, rows: int, inputs: str, outputs: list[Any]
+    ) -> None:
         try:
             values = orjson.loads(inputs) if inputs else None
         except orjson.JSONDecodeError as exc:
@@ -198,7 +413,7 @@ class _Parsed:
             return
         self.served_at[rid] = at
         self.request_rows[rid] = len(values)
-        predictions = _predictions(outputs, len(values))
+        predictions = outputs if len(outputs) == len(values) else [None] * len(values)
         self.rows.extend(values)
         self.predictions.extend(predictions)
         self.request_ids.extend([rid] * len(values))
@@ -280,24 +495,6 @@ class _Parsed:
         if keep is None or keep.all():
             return list(values)
         return [v for v, k in zip(values, keep, strict=True) if k]
-
-
-def _predictions(outputs: str, n: int) -> list[Any]:
-    """One prediction per row from a logged answer (JSON or v2), or None where unknown."""
-    try:
-        answer = orjson.loads(outputs) if outputs else None
-    except orjson.JSONDecodeError:
-        return [None] * n
-    values: Any = None
-    if isinstance(answer, dict):
-        values = answer.get("predictions")
-        if values is None and isinstance(answer.get("outputs"), list):  # Open Inference v2
-            for tensor in answer["outputs"]:
-                if isinstance(tensor, dict) and tensor.get("name") == "predictions":
-                    values = tensor.get("data")
-    if not isinstance(values, list) or len(values) != n:
-        return [None] * n
-    return values
 
 
 def _input_names(signature: dict[str, Any]) -> list[str]:

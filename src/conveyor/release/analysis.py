@@ -1,6 +1,6 @@
 """Live analysis of a release: the candidate against the stable version, on the same traffic.
 
-``collect`` reads both versions' rows of the request log over a window (since the step began),
+``collect`` reads both versions' rows of the prediction log over a window (since the step began),
 only the routed roles (``serve``: the answer a caller got through the environment's routing;
 ``shadow``: a mirrored copy), never requests pinned to a version or sent as smoke, test or admin
 calls, and the labels that arrived for them. ``judge`` runs every check of
@@ -23,12 +23,10 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import orjson
-from sqlalchemy import select
 
 from conveyor.config.deploy import AnalysisConfig
 from conveyor.release import live_checks
-from conveyor.store import models as m
+from conveyor.store.predictionlog.query import latest_labels, log_of, read_requests
 
 __all__ = ["ROUTED_ROLES", "Side", "Verdict", "collect", "judge"]
 
@@ -183,63 +181,60 @@ def collect(
         )
     out = {key: Side(version=key[0], role=key[1]) for key in sides}
     versions = sorted({v for v, _r in sides})
-    query = (
-        select(
-            m.RequestLog.request_id,
-            m.RequestLog.version,
-            m.RequestLog.role,
-            m.RequestLog.status,
-            m.RequestLog.latency_ms,
-            m.RequestLog.outputs,
-        )
-        .where(m.RequestLog.model == model)
-        .where(m.RequestLog.environment == environment)
-        .where(m.RequestLog.at >= since)
-        .where(m.RequestLog.version.in_(versions))
-        .where(m.RequestLog.role.in_(roles))
-        .order_by(m.RequestLog.id)
+    files = log_of(store)
+    table = read_requests(
+        files,
+        model,
+        environment,
+        since=since,
+        versions=versions,
+        roles=roles,
+        columns=(
+            "request_id",
+            "row",
+            "version",
+            "role",
+            "status",
+            "latency_ms",
+            "prediction",
+            "probabilities",
+        ),
     )
-    with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
-        ids = sorted({r.request_id for r in rows if r.status == 200})
-        labels = _labels(conn, ids)
-    for rid, version, role, status, latency, outputs in rows:
-        side = out.get((version, role))
-        if side is None:
-            continue
-        if status != 200:
-            side.add(rid, status, latency)
-            continue
-        try:
-            answer = orjson.loads(outputs)
-        except orjson.JSONDecodeError:
-            side.add(rid, status, latency)
-            continue
-        side.add(
-            rid,
-            status,
-            latency,
-            list(answer.get("predictions") or []),
-            classes=bool(answer.get("probabilities")),
-        )
-        truth = labels.get(rid)
-        if truth is not None:
-            side.label(rid, truth)
+    names = table.column_names
+    ids = table.column("request_id").to_pylist()
+    rows = table.column("row").to_pylist()
+    vers = table.column("version").to_pylist()
+    role_of = table.column("role").to_pylist()
+    status_of = table.column("status").to_pylist()
+    latency = table.column("latency_ms").to_pylist()
+    predicted = table.column("prediction").to_pylist()
+    classes = (
+        table.column("probabilities").is_valid().to_pylist()
+        if "probabilities" in names
+        else [False] * len(ids)
+    )
+    served = sorted({rid for rid, status in zip(ids, status_of, strict=True) if status == 200})
+    labels = latest_labels(files, served, since)[0] if served else {}
+    n = len(ids)
+    i = 0
+    while i < n:
+        end = i + 1
+        while end < n and rows[end] != 0 and ids[end] == ids[i]:
+            end += 1
+        rid, status = ids[i], int(status_of[i])
+        side = out.get((int(vers[i]), role_of[i]))
+        if side is not None:
+            latency_ms = float(latency[i])
+            values = predicted[i:end]
+            if status != 200 or any(v is None for v in values):
+                side.add(rid, status, latency_ms)  # an answer without predictions to compare
+            else:
+                side.add(rid, status, latency_ms, values, classes=bool(classes[i]))
+                truth = labels.get(rid)
+                if truth is not None:
+                    side.label(rid, truth)
+        i = end
     return out
-
-
-def _labels(conn: Any, request_ids: list[str]) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {}
-    for i in range(0, len(request_ids), 500):
-        chunk = request_ids[i : i + 500]
-        query = (
-            select(m.Feedback.request_id, m.Feedback.labels)
-            .where(m.Feedback.request_id.in_(chunk))
-            .order_by(m.Feedback.id)
-        )
-        for rid, labels in conn.execute(query):
-            found[rid] = orjson.loads(labels)  # the latest feedback for a request wins
-    return found
 
 
 def judge(

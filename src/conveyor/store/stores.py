@@ -12,6 +12,7 @@ from typing import Protocol
 
 from conveyor.store.artifacts import ArtifactStore
 from conveyor.store.metadata import Store
+from conveyor.store.predictionlog.layout import attach, log_url
 
 
 class StoreLocations(Protocol):
@@ -80,4 +81,8 @@ def open_stores(config: StoreLocations, *, read_timeout_s: float | None = None) 
     """
     # Described here, opened on first use.
     artifacts = ArtifactStore(config.artifacts_url(), read_timeout_s=read_timeout_s)
-    return Stores(Store(config.store_url()).open(), artifacts)
+    metadata = Store(config.store_url()).open()
+    # The prediction log lives under the artifact store; its readers are handed the metadata
+    # store (monitoring windows, release analysis), so they find the log through it.
+    attach(metadata, log_url(config.artifacts_url()))
+    return Stores(metadata, artifacts)

@@ -1,0 +1,305 @@
+"""The one place that reads the prediction log: windows of requests, their feedback, known ids.
+
+The engine is DuckDB, chosen by ``benchmarks/prediction_log_bench.py`` (see
+``docs/prediction-log.md`` for the figures against PyArrow datasets): it reads the typed columns
+of a million-row window into Arrow in well under a second, unions files whose columns differ (a
+signature that changed between versions) by name, and pushes the role, version and time filters
+into the Parquet scan. Files are listed here, not by the engine: the day partitions outside the
+window are never opened, and a compacted file's inputs are never read twice (``files.py``).
+
+DuckDB and PyArrow are imported inside the functions: the CLI's fast path imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from conveyor.exceptions import StoreError
+from conveyor.store.predictionlog import layout
+from conveyor.store.predictionlog.files import LogFiles, with_retry
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+__all__ = [
+    "find_requests",
+    "latest_labels",
+    "log_of",
+    "read_feedback",
+    "read_requests",
+    "request_files",
+]
+
+
+def log_of(store: Any) -> LogFiles:
+    """The prediction log of the project whose metadata store is ``store``.
+
+    Raises:
+        StoreError: the store was opened without its log (not through ``open_stores``).
+    """
+    url = layout.location(store)
+    if url is None:
+        raise StoreError(
+            "This metadata store was opened without its prediction log; open the project "
+            "with open_stores(), or attach <artifacts>/prediction-log/v1 to the store "
+            "(conveyor.store.predictionlog.layout.attach)."
+        )
+    return LogFiles(url)
+
+
+def latest_labels(
+    files: LogFiles, request_ids: Sequence[str], since: datetime | None = None
+) -> tuple[dict[str, list[Any]], dict[str, datetime]]:
+    """The latest labels sent for each request (its JSON array, parsed), and when they came;
+    feedback that is not a JSON array is ignored."""
+    import orjson
+
+    table = read_feedback(files, request_ids, since)
+    labels: dict[str, list[Any]] = {}
+    when: dict[str, datetime] = {}
+    for rid, at, text in zip(
+        table.column("request_id").to_pylist(),
+        table.column("at").to_pylist(),
+        table.column("labels").to_pylist(),
+        strict=True,
+    ):
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, list):
+            labels[rid], when[rid] = value, at.astimezone(UTC)
+    return labels, when
+
+
+def request_files(
+    files: LogFiles,
+    model: str,
+    environment: str,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[str]:
+    """The data files of one model and environment whose day overlaps [since, until]."""
+    base = layout.requests_dir(files.root, model, environment)
+    first = layout.day_of(since) if since is not None else None
+    last = layout.day_of(until) if until is not None else None
+    out: list[str] = []
+    for folder in files.day_folders(base, first, last):
+        out.extend(files.list_files(folder))
+    return out
+
+
+def read_requests(
+    files: LogFiles,
+    model: str,
+    environment: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    versions: Sequence[int] | None = None,
+    roles: Sequence[str] | None = None,
+    inputs: Sequence[str] = (),
+    last: int | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Rows of logged requests in log order (time, then request, then row).
+
+    Args:
+        files: the log.
+        model: the model's name.
+        environment: the environment whose traffic to read.
+        since: rows at or after this time (None: from the first).
+        until: rows at or before this time (None: to the last).
+        versions: only these versions (None: every version).
+        roles: only these roles (None: every role).
+        inputs: the signature's input fields to read as ``in.<name>`` columns; a field no file
+            has is a column of nulls.
+        last: only the last ``last`` requests (by time) of those selected.
+        columns: the request-level columns to read (default: all of ``REQUEST_COLUMNS`` that
+            exist).
+    """
+
+    def read() -> pa.Table:
+        paths = request_files(files, model, environment, since, until)
+        if not paths:
+            return _empty(inputs, columns)
+        con = _connect(files)
+        try:
+            scan = _scan(paths)
+            present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+            wanted = [c for c in (columns or layout.REQUEST_COLUMNS) if c in present]
+            select = [_q(c) for c in wanted]
+            for name in inputs:
+                col = layout.INPUT_PREFIX + name
+                select.append(_q(col) if col in present else f"NULL AS {_q(col)}")
+            where, params = _where(since, until, versions, roles)
+            order = 'ORDER BY "at", "request_id", "row"' if "row" in present else 'ORDER BY "at"'
+            if last is not None:
+                picked = (
+                    f'SELECT "request_id" FROM {scan} {where} AND "row" = 0 '
+                    f'ORDER BY "at" DESC, "request_id" DESC LIMIT {int(last)}'
+                )
+                where += f" AND request_id IN ({picked})"
+                params = params + params
+            sql = f"SELECT {', '.join(select)} FROM {scan} {where} {order}"
+            return con.sql(sql, params=params).to_arrow_table()
+        finally:
+            con.close()
+
+    return with_retry(read)
+
+
+def read_feedback(
+    files: LogFiles, request_ids: Sequence[str], since: datetime | None = None
+) -> pa.Table:
+    """The feedback rows sent for these request ids (at or after ``since``'s day), oldest
+    first, so the last row of a request id is its latest labels."""
+    import pyarrow as pa
+
+    empty = pa.table(
+        {
+            "request_id": pa.array([], pa.string()),
+            "at": pa.array([], pa.timestamp("us", tz="UTC")),
+            "labels": pa.array([], pa.string()),
+        }
+    )
+    if not request_ids:
+        return empty
+
+    def read() -> pa.Table:
+        base = layout.feedback_dir(files.root)
+        first = layout.day_of(since) if since is not None else None
+        paths = [p for d in files.day_folders(base, first, None) for p in files.list_files(d)]
+        if not paths:
+            return empty
+        con = _connect(files)
+        try:
+            con.register("wanted", pa.table({"rid": pa.array(list(set(request_ids)), pa.string())}))
+            sql = (
+                f'SELECT "request_id", "at", "labels" FROM {_scan(paths, order=True)} '
+                "WHERE request_id IN (SELECT rid FROM wanted) "
+                'ORDER BY "at", filename, file_row_number'
+            )
+            return con.sql(sql).to_arrow_table()
+        finally:
+            con.close()
+
+    return with_retry(read)
+
+
+def find_requests(
+    files: LogFiles, request_ids: Sequence[str], *, days: int = 7, now: datetime | None = None
+) -> set[str]:
+    """Which of these request ids the log holds, looking at the newest days first (feedback
+    mostly names recent requests) and stopping once all are found."""
+    import pyarrow as pa
+
+    wanted = set(request_ids)
+    found: set[str] = set()
+    if not wanted:
+        return found
+    end = now or datetime.now(UTC)
+    first = layout.day_of(end - timedelta(days=days))
+    base = layout.join(files.root, layout.REQUESTS)
+    folders_by_day: dict[str, list[str]] = {}
+    for model in files.folders(base):
+        for env in files.folders(layout.join(base, model)):
+            for folder in files.day_folders(layout.join(base, model, env), first, None):
+                day = layout.partition_value(_last(folder))
+                folders_by_day.setdefault(day, []).append(folder)
+    for day in sorted(folders_by_day, reverse=True):
+
+        def read(day: str = day, found: set[str] = found) -> set[str]:
+            paths = [p for f in folders_by_day[day] for p in files.list_files(f)]
+            if not paths:
+                return set()
+            con = _connect(files)
+            try:
+                con.register("wanted", pa.table({"rid": pa.array(sorted(wanted - found))}))
+                sql = (
+                    f"SELECT DISTINCT request_id FROM {_scan(paths)} "
+                    "WHERE request_id IN (SELECT rid FROM wanted)"
+                )
+                return {r[0] for r in con.execute(sql).fetchall()}
+            finally:
+                con.close()
+
+        found |= with_retry(read)
+        if found >= wanted:
+            break
+    return found
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _connect(files: LogFiles) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    con = duckdb.connect(config={"threads": 2})
+    if files.remote:
+        con.register_filesystem(files.fs)
+    return con
+
+
+def _scan(paths: list[str], *, order: bool = False) -> str:
+    listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+    extra = ", filename=true, file_row_number=true" if order else ""
+    return f"read_parquet([{listed}], union_by_name=true, hive_partitioning=false{extra})"
+
+
+def _where(
+    since: datetime | None,
+    until: datetime | None,
+    versions: Sequence[int] | None,
+    roles: Sequence[str] | None,
+) -> tuple[str, list[Any]]:
+    clauses = ["TRUE"]
+    params: list[Any] = []
+    if since is not None:
+        clauses.append('"at" >= ?')
+        params.append(since.astimezone(UTC))
+    if until is not None:
+        clauses.append('"at" <= ?')
+        params.append(until.astimezone(UTC))
+    if versions is not None:
+        clauses.append(f"version IN ({', '.join(str(int(v)) for v in versions) or 'NULL'})")
+    if roles is not None:
+        clauses.append(f"role IN ({', '.join('?' for _ in roles) or 'NULL'})")
+        params.extend(roles)
+    return "WHERE " + " AND ".join(clauses), params
+
+
+def _last(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _empty(inputs: Sequence[str], columns: Sequence[str] | None) -> pa.Table:
+    import pyarrow as pa
+
+    types = {
+        "request_id": pa.string(),
+        "row": pa.int32(),
+        "rows": pa.int32(),
+        "at": pa.timestamp("us", tz="UTC"),
+        "version": pa.int32(),
+        "role": pa.string(),
+        "status": pa.int16(),
+        "latency_ms": pa.float32(),
+        "gateway": pa.string(),
+        "prediction": pa.null(),
+        "probabilities": pa.list_(pa.float32()),
+        "raw_inputs": pa.string(),
+        "raw_outputs": pa.string(),
+    }
+    fields = [pa.field(c, types[c]) for c in (columns or layout.REQUEST_COLUMNS)]
+    fields += [pa.field(layout.INPUT_PREFIX + n, pa.null()) for n in inputs]
+    return pa.schema(fields).empty_table()
