@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from conveyor.config.base import SLUG, ConfigModel, invalid
+from conveyor.config.deploy import Duration
 
 
 class BatchConfig(ConfigModel):
@@ -29,19 +30,23 @@ class BatchConfig(ConfigModel):
 
 
 class RequestLogConfig(ConfigModel):
-    """The sampled request/prediction log, written off the hot path in batches."""
+    """The sampled request/prediction log: Parquet files under the artifact store, written off
+    the hot path in batches (the layout is in docs/prediction-log.md)."""
 
     sample: float = Field(
         default=1.0, ge=0.0, le=1.0, description="The share of requests written to the log."
     )
     flush_rows: int = Field(
-        default=100, ge=1, description="Rows written to the store in one batch at most."
+        default=100_000,
+        ge=1,
+        description="Requests in one file at most; a file is written as soon as this many wait.",
     )
     flush_seconds: float = Field(
-        default=0.05,
+        default=1.0,
         gt=0.0,
         le=60.0,
-        description="The longest a logged row waits before its batch is written.",
+        description="The longest a logged request waits before its file is written (what a "
+        "killed gateway loses at most).",
     )
     max_buffer: int = Field(
         default=200_000,
@@ -77,6 +82,18 @@ class RequestLogConfig(ConfigModel):
         gt=0.0,
         description="While the store refuses writes, one log line per this many seconds, with "
         "the count of those not logged.",
+    )
+    retain: Duration = Field(
+        default=30 * 86400.0,
+        gt=0.0,
+        description="How long the log is kept (default 30 days): older days are deleted by 'conveyor log "
+        "compact' (a duration such as 30d).",
+    )
+    max_gb: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="The most the log may take on disk; past it the oldest days are deleted "
+        "first. Unset: no bound but 'retain'.",
     )
 
 
