@@ -86,8 +86,8 @@ class RequestLogConfig(ConfigModel):
     retain: Duration = Field(
         default=30 * 86400.0,
         gt=0.0,
-        description="How long the log is kept (default 30 days): older days are deleted by 'conveyor log "
-        "compact' (a duration such as 30d).",
+        description="How long the log is kept (default 30 days): older days are deleted by "
+        "'conveyor log compact' (a duration such as 30d).",
     )
     max_gb: float | None = Field(
         default=None,
