@@ -14,12 +14,13 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
 
 from conveyor.actions.models import open_registry
 from conveyor.release.analysis import collect
 from conveyor.release.releases import Releases
-from conveyor.store import models as m
+from conveyor.store.predictionlog.files import LogFiles
+from conveyor.store.predictionlog.layout import log_url
+from conveyor.store.predictionlog.query import read_all
 from conveyor.store.records import utcnow
 from tests.gateway.servers import TOKEN, Running, gateway_project, load, running, trained
 
@@ -67,17 +68,15 @@ def flushed(gw: Running) -> None:
 
 
 def roles(config: Any, request_ids: list[str]) -> dict[str, set[str]]:
-    from conveyor.store.metadata import Store
-
-    with Store(config.store_url()) as store, store.session() as s:
-        rows = s.execute(
-            select(m.RequestLog.request_id, m.RequestLog.role).where(
-                m.RequestLog.request_id.in_(request_ids)
-            )
-        ).all()
+    """Request id -> the roles it was logged under, read from the prediction log."""
+    table = read_all(LogFiles(log_url(config.artifacts_url())))
+    wanted = set(request_ids)
     out: dict[str, set[str]] = {}
-    for rid, role in rows:
-        out.setdefault(rid, set()).add(role)
+    for rid, role in zip(
+        table.column("request_id").to_pylist(), table.column("role").to_pylist(), strict=True
+    ):
+        if rid in wanted:
+            out.setdefault(rid, set()).add(role)
     return out
 
 

@@ -5,29 +5,50 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select
 
 from conveyor.exceptions import GatewayError
 from conveyor.gateway.requestlog import RequestLog
 from conveyor.gateway.server import load_token
-from conveyor.store import models as m
 from conveyor.store.metadata import Store
+from conveyor.store.predictionlog.files import LogFiles
+from conveyor.store.predictionlog.layout import log_url
+from conveyor.store.predictionlog.query import read_all
 from tests.gateway.servers import TOKEN, gateway_project, load, running, trained
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def logged(config, **where) -> list[m.RequestLog]:
-    with Store(config.store_url()) as store, store.session() as s:
-        query = select(m.RequestLog).order_by(m.RequestLog.id)
-        for key, value in where.items():
-            query = query.where(getattr(m.RequestLog, key) == value)
-        return list(s.scalars(query))
+def logged(config, **where) -> list[SimpleNamespace]:
+    """The requests in the project's prediction log, one per request, in log order, with their
+    inputs and outputs as JSON text again (typed rows as arrays; kept JSON as it was sent)."""
+    table = read_all(LogFiles(log_url(config.artifacts_url())))
+    if not table.num_rows:
+        return []
+    inputs = [c for c in table.column_names if c.startswith("in.")]
+    out: list[SimpleNamespace] = []
+    for row in table.to_pylist():
+        if row["row"] == 0:
+            out.append(SimpleNamespace(**row, values=[], predictions=[]))
+        request = out[-1]
+        request.values.append([None if v != v else v for v in (row[c] for c in inputs)])
+        request.predictions.append(row["prediction"])
+    for r in out:
+        if r.raw_inputs is not None:
+            r.inputs = r.raw_inputs
+        elif r.status == 200 and r.role != "shadow":
+            r.inputs = json.dumps(r.values)
+        else:
+            r.inputs = ""
+        r.outputs = r.raw_outputs if r.raw_outputs is not None else ""
+        if r.raw_outputs is None and r.status == 200:
+            r.outputs = json.dumps({"predictions": r.predictions})
+    return [r for r in out if all(getattr(r, k) == v for k, v in where.items())]
 
 
-def wait_logged(config, n: int, **where) -> list[m.RequestLog]:
+def wait_logged(config, n: int, **where) -> list[SimpleNamespace]:
     deadline = time.monotonic() + 20
     while True:
         rows = logged(config, **where)
@@ -93,9 +114,10 @@ def test_feedback_needs_a_known_request_and_the_token(tmp_path: Path) -> None:
             [1, 2],
         ):
             assert gw.post("/v1/feedback", json=bad, headers=AUTH).status_code in (400, 422)
-    with Store(config.store_url()) as store, store.session() as s:
-        stored = list(s.scalars(select(m.Feedback)))
-    assert [(f.request_id, json.loads(f.labels)) for f in stored] == [(rid, [1, 0])]
+    stored = read_all(LogFiles(log_url(config.artifacts_url())), "feedback").to_pylist()
+    assert [(f["request_id"], json.loads(f["labels"]), f["actor"]) for f in stored] == [
+        (rid, [1, 0], "api")
+    ]
 
 
 def test_admin_endpoints_are_refused_without_a_configured_token(tmp_path: Path) -> None:
@@ -124,20 +146,20 @@ def test_sampling_logs_a_share_of_requests(tmp_path: Path) -> None:
     assert logged(config) == []
 
 
-def test_a_store_that_refuses_writes_keeps_the_rows_for_later(tmp_path: Path) -> None:
+def test_a_log_that_refuses_writes_keeps_the_rows_for_later(tmp_path: Path) -> None:
     config = gateway_project(tmp_path / "p")
+    root = log_url(config.artifacts_url())
     with Store(config.store_url()) as store:
-        log = RequestLog(store, gateway="t", flush_rows=10, max_buffer=25)
+        log = RequestLog(store, gateway="t", flush_rows=10, max_buffer=25, log_url=root)
         for i in range(30):
             log.record(f"r{i}", "num", 1, "production", "serve", 200, 1.0, 1, "[]", "{}")
         assert (log.pending(), log.dropped) == (25, 5)  # past max_buffer: dropped, counted
-        with store.engine.begin() as conn:  # the table is gone: writes fail
-            conn.exec_driver_sql("ALTER TABLE request_log RENAME TO request_log_away")
-        with pytest.raises(Exception, match="request_log"):
+        Path(root).parent.mkdir(parents=True, exist_ok=True)
+        Path(root).write_text("a file where the log's folder goes: every write fails")
+        with pytest.raises(OSError):
             log.flush()
-        assert log.pending() == 25 and "request_log" in log.last_error
-        with store.engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE request_log_away RENAME TO request_log")
+        assert log.pending() == 25 and "Error" in log.last_error
+        Path(root).unlink()
         assert log.flush() == 25 and log.pending() == 0 and log.last_error is None
     assert [r.request_id for r in logged(config)] == [f"r{i}" for i in range(25)]
 

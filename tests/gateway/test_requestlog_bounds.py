@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conveyor.gateway.requestlog import RequestLog
 from conveyor.store.metadata import Store
+from conveyor.store.predictionlog.layout import log_url
 from tests.gateway.servers import load, write_project
 from tests.gateway.test_requestlog import logged
 
@@ -26,7 +27,13 @@ def test_oversized_inputs_and_outputs_are_stored_as_a_marker_with_their_size(
     big_in = json.dumps([[0.123456789] * 5] * 20_000)  # about 300 KB
     big_out = json.dumps({"predictions": [1] * 200_000})
     with Store(config.store_url()) as store:
-        log = RequestLog(store, gateway="t", max_input_bytes=1000, max_output_bytes=2000)
+        log = RequestLog(
+            store,
+            gateway="t",
+            max_input_bytes=1000,
+            max_output_bytes=2000,
+            log_url=log_url(config.artifacts_url()),
+        )
         record(log, "big", inputs=big_in, outputs=big_out)
         record(log, "small", inputs="[[1, 2]]", outputs='{"predictions": [0]}')
         assert log.truncated == 2
@@ -40,10 +47,11 @@ def test_oversized_inputs_and_outputs_are_stored_as_a_marker_with_their_size(
 def test_a_client_errors_inputs_are_not_stored_unless_asked(tmp_path: Path) -> None:
     config = load(write_project(tmp_path / "p"))
     with Store(config.store_url()) as store:
-        log = RequestLog(store, gateway="t")
+        root = log_url(config.artifacts_url())
+        log = RequestLog(store, gateway="t", log_url=root)
         record(log, "bad", status=422, inputs="[[1, 2]]", outputs="row 0 has 2 values")
         record(log, "broken", status=500, inputs="[[3]]", outputs="Internal error")
-        keep = RequestLog(store, gateway="t", client_error_inputs=True)
+        keep = RequestLog(store, gateway="t", client_error_inputs=True, log_url=root)
         record(keep, "kept", status=422, inputs="[[1, 2]]", outputs="row 0 has 2 values")
         log.flush()
         keep.flush()
@@ -66,6 +74,7 @@ def test_the_buffer_is_bounded_in_bytes_and_drops_past_it_without_blocking(
             max_buffer_bytes=1_000_000,
             max_input_bytes=300_000,
             on_drop=dropped.append,
+            log_url=str(tmp_path / "log"),
         )
         text = "[" + "1," * 99_999 + "1]"  # 200 KB of inputs each
         started = time.perf_counter()
@@ -84,11 +93,16 @@ def test_a_store_outage_logs_a_line_per_interval_with_a_count_not_one_per_attemp
     tmp_path: Path, caplog
 ) -> None:
     config = load(write_project(tmp_path / "p"))
+    root = tmp_path / "log"
+    root.write_text("a file where the log's folder goes: every write fails")
     with Store(config.store_url()) as store:
-        with store.engine.begin() as conn:  # the table is gone: every write fails
-            conn.exec_driver_sql("ALTER TABLE request_log RENAME TO request_log_away")
         log = RequestLog(
-            store, gateway="t", flush_rows=1, flush_seconds=0.01, error_log_seconds=0.5
+            store,
+            gateway="t",
+            flush_rows=1,
+            flush_seconds=0.01,
+            error_log_seconds=0.5,
+            log_url=str(root),
         )
         caplog.set_level(logging.WARNING, logger="conveyor.gateway")
         log.start()
@@ -99,8 +113,7 @@ def test_a_store_outage_logs_a_line_per_interval_with_a_count_not_one_per_attemp
                 time.sleep(0.001)
             failures = log._errors.failures
         finally:
-            with store.engine.begin() as conn:
-                conn.exec_driver_sql("ALTER TABLE request_log_away RENAME TO request_log")
+            root.unlink()
             log.close()
         lines = [r.getMessage() for r in caplog.records if "request log" in r.getMessage()]
     # backing off (0.02, 0.04, ... s) instead of one attempt per request: a few attempts

@@ -92,8 +92,8 @@ def write(config: Any, logged: list[dict[str, Any]], labels: list[dict[str, Any]
             except Exception:
                 return None
 
-        for seq, entries in enumerate(groups.values()):
-            write_requests(files, entries, signature, "test", seq=seq)
+        for entries in groups.values():
+            write_requests(files, entries, signature, "test")
         if labels:
             write_feedback(
                 files,

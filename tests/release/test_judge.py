@@ -13,6 +13,7 @@ from conveyor.config.deploy import AnalysisConfig
 from conveyor.gateway.requestlog import RequestLog
 from conveyor.release.analysis import ROUTED_ROLES, Side, collect, judge
 from conveyor.store.metadata import Store
+from conveyor.store.predictionlog.layout import attach
 
 ANALYSIS = AnalysisConfig(alpha=0.01, min_requests=100, min_labels=50)
 
@@ -196,6 +197,7 @@ def test_repeated_looks_at_an_equal_candidate_rarely_roll_back() -> None:
 
 def test_collect_reads_only_routed_roles(tmp_path: Path) -> None:
     store = Store("sqlite:///" + str(tmp_path / "meta.db")).open()
+    attach(store, str(tmp_path / "prediction-log"))  # what open_stores does for a project
     since = datetime.now(UTC) - timedelta(seconds=5)
     log = RequestLog(store, gateway="test")
     for i in range(120):

@@ -14,6 +14,9 @@ from conveyor.exceptions import ReleaseError
 from conveyor.release.checks import GatewayChecks
 from conveyor.release.releases import Releases
 from conveyor.store import models as m
+from conveyor.store.predictionlog.files import LogFiles
+from conveyor.store.predictionlog.layout import log_url
+from conveyor.store.predictionlog.query import read_all
 from conveyor.store.records import utcnow
 from tests.gateway.servers import TOKEN, gateway_project, load, running, trained
 
@@ -168,10 +171,10 @@ def test_a_shadow_answers_no_one_and_is_compared_on_the_same_requests(tmp_path: 
         answers = send(gw, 60, env="shadowed")
         assert {a["version"] for a in answers} == {1}  # only A answers callers
         flushed(gw)
-        with registry.store.session() as s:
-            shadow_rows = s.scalars(select(m.RequestLog).where(m.RequestLog.role == "shadow")).all()
-        assert {r.request_id for r in shadow_rows} == {a["request_id"] for a in answers}
-        assert {r.version for r in shadow_rows} == {2}
+        logged = read_all(LogFiles(log_url(config.artifacts_url()))).to_pylist()
+        shadow_rows = [r for r in logged if r["role"] == "shadow"]
+        assert {r["request_id"] for r in shadow_rows} == {a["request_id"] for a in answers}
+        assert {r["version"] for r in shadow_rows} == {2}
         assert releases.step()[0]["action"] == "wait"  # duration not over yet
         outcome = releases.step(now=later())[0]
         assert outcome["action"] == "promoted", outcome

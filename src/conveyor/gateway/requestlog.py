@@ -111,7 +111,6 @@ class RequestLog:
         self._files: LogFiles | None = None
         self._signatures: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._recent: dict[str, None] = {}
-        self._seq = 0
         self.written = 0
         self.files_written = 0
         self.dropped = 0
@@ -257,10 +256,7 @@ class RequestLog:
         keys = list(groups)
         for i, key in enumerate(keys):
             try:
-                self._seq += 1
-                written = write_requests(
-                    self.files, groups[key], self._signature, self.gateway, seq=self._seq
-                )
+                written = write_requests(self.files, groups[key], self._signature, self.gateway)
             except Exception as exc:
                 rest = [e for k in keys[i:] for e in groups[k]]
                 raise _Unwritten(rest) from exc
@@ -359,8 +355,6 @@ def write_requests(
     entries: Sequence[Entry],
     signatures: Signatures,
     gateway: str,
-    *,
-    seq: int = 0,
 ) -> int:
     """Write requests of one model, environment, day and version as one new file of the log;
     returns the rows (requests) written. Also how the migration and tests write the log.
@@ -381,7 +375,7 @@ def write_requests(
         table = requests_table(entries, None, gateway)
     hour = datetime.fromtimestamp(first[1], UTC).hour
     folder = layout.requests_dir(files.root, model, environment, day)
-    files.write_table(folder, layout.file_name(hour, gateway, seq), table)
+    files.write_table(folder, layout.file_name(hour, gateway), table)
     return len(entries)
 
 
@@ -412,16 +406,8 @@ def write_feedback(
     )
     hour = datetime.fromtimestamp(now, UTC).hour
     folder = layout.feedback_dir(files.root, layout.day_of(now))
-    files.write_table(folder, layout.file_name(hour, gateway, _next_feedback()), table)
+    files.write_table(folder, layout.file_name(hour, gateway), table)
     return len(items)
-
-
-_FEEDBACK_SEQ = [0]
-
-
-def _next_feedback() -> int:
-    _FEEDBACK_SEQ[0] += 1
-    return 900_000 + _FEEDBACK_SEQ[0] % 100_000
 
 
 def requests_table(

@@ -18,6 +18,7 @@ Spark, DuckDB and PyArrow do by default.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import secrets
@@ -74,6 +75,7 @@ REPLACES_KEY = b"conveyor.replaces"  # footer key of a compacted file: JSON list
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _TOKEN = secrets.token_hex(4)  # one per process: a restarted gateway reuses pids, never this
+_SEQ = itertools.count(1)  # next() on a count is atomic under the GIL: threads share it
 
 
 def log_url(artifacts_url: str) -> str:
@@ -120,10 +122,11 @@ def day_of(ts: datetime | float) -> str:
     return when.strftime("%Y-%m-%d")
 
 
-def file_name(hour: int, gateway: str, seq: int) -> str:
-    """A new data file's name: unique per process (pid and a random token) and sequence."""
+def file_name(hour: int, gateway: str) -> str:
+    """A new data file's name: unique across processes (pid and a random token drawn at
+    start) and within one (a sequence number shared by all its writers)."""
     who = _UNSAFE.sub("_", gateway)[:60] or "gateway"
-    return f"{hour:02d}-{who}-{os.getpid()}-{_TOKEN}-{seq:06d}.parquet"
+    return f"{hour:02d}-{who}-{os.getpid()}-{_TOKEN}-{next(_SEQ):06d}.parquet"
 
 
 def compacted_name() -> str:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "find_requests",
+    "read_all",
     "latest_labels",
     "log_of",
     "read_feedback",
@@ -137,7 +138,11 @@ def read_requests(
                 col = layout.INPUT_PREFIX + name
                 select.append(_q(col) if col in present else f"NULL AS {_q(col)}")
             where, params = _where(since, until, versions, roles)
-            order = 'ORDER BY "at", "request_id", "row"' if "row" in present else 'ORDER BY "at"'
+            order = (
+                'ORDER BY "at", "request_id", "version", "role", "row"'
+                if "row" in present
+                else 'ORDER BY "at"'
+            )
             if last is not None:
                 picked = (
                     f'SELECT "request_id" FROM {scan} {where} AND "row" = 0 '
@@ -147,6 +152,41 @@ def read_requests(
                 params = params + params
             sql = f"SELECT {', '.join(select)} FROM {scan} {where} {order}"
             return con.sql(sql, params=params).to_arrow_table()
+        finally:
+            con.close()
+
+    return with_retry(read)
+
+
+def read_all(files: LogFiles, kind: str = layout.REQUESTS) -> pa.Table:
+    """Every row of the log's requests (with their ``model``, ``environment`` and ``date``
+    partition columns) or feedback, in log order: for tests, migrations and exports."""
+    import pyarrow as pa
+
+    def folders(base: str) -> list[str]:
+        out = []
+        for name in files.folders(base):
+            path = layout.join(base, name)
+            out.extend(folders(path) if not name.startswith("date=") else [path])
+        return out
+
+    def read() -> pa.Table:
+        paths = [p for f in folders(layout.join(files.root, kind)) for p in files.list_files(f)]
+        if not paths:
+            return pa.table({})
+        con = _connect(files)
+        try:
+            order = (
+                '"at", "request_id", "version", "role", "row"'
+                if kind == layout.REQUESTS
+                else '"at", filename, file_row_number'
+            )
+            scan = _scan(paths, order=True).replace(
+                "hive_partitioning=false", "hive_partitioning=true"
+            )
+            return con.sql(
+                f"SELECT * EXCLUDE (filename, file_row_number) FROM {scan} ORDER BY {order}"
+            ).to_arrow_table()
         finally:
             con.close()
 
