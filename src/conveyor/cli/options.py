@@ -48,9 +48,11 @@ def load_project(project: Path | None) -> ProjectConfig:
         ConfigError: conveyor.yaml cannot be used as written.
     """
     from conveyor.config import load_config
-    from conveyor.project import CONFIG_FILE, find_root
+    from conveyor.project import CONFIG_FILE, find_root, use_code
 
-    return load_config(find_root(project) / CONFIG_FILE)
+    root = find_root(project)
+    use_code(root)  # a model class from the project's code loads in ci, serve and watch alike
+    return load_config(root / CONFIG_FILE)
 
 
 def echo_json(data: object) -> None:

@@ -103,11 +103,12 @@ def run_pipeline(
         PipelineError, DataError, StoreError: before any step ran.
     """
     from conveyor.pipeline.lock import RunLock
-    from conveyor.project import Paths
+    from conveyor.project import Paths, use_code
 
     started = time.perf_counter()
     notify = listener or (lambda *_: None)
     paths = Paths(Path(config.root))
+    use_code(paths.root)  # the steps' models load here too (a custom class of the project's)
     lock = RunLock(paths.run_lock).acquire(wait=wait_for_lock)
     owned = executor is None
     exe = executor or make_executor(
@@ -405,6 +406,7 @@ def _task(
         params=dict(cfg.params),
         outs=tuple(cfg.outs),
         metrics_file=cfg.metrics,
+        trusted_types=tuple(ctx.config.model.trusted_types) if ctx.config.model else (),
     )
 
 

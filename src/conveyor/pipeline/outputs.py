@@ -3,8 +3,10 @@
 A descriptor is ``{"format": ..., "digest": sha256, "size": bytes}`` plus what loading needs
 (the file name of a path). Formats: parquet (DataFrame, Series), skops (scikit-learn estimators),
 npy (NumPy arrays), json (dicts, lists, scalars), file and dir (a ``pathlib.Path`` the step
-returns). A skops descriptor also lists the types skops reports as untrusted, for people to read:
-loading never believes it, but checks the file's own node tree (``store/trusted.py``).
+returns), and a model flavour's own format for a model skops cannot store (a PyTorch module, a
+custom Python model: ``registry/flavours/``, the one place that reads and writes model files).
+A skops descriptor also lists the types skops reports as untrusted, for people to read: loading
+never believes it, but checks the file's own node tree (``store/trusted.py``).
 
 A descriptor handed to a downstream step may also carry ``origin``: ``{"step", "output", "run"}``
 of the run that stored it (the engine adds it; records never hold it), so that an object found
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,9 +35,12 @@ from conveyor.store.artifacts import ArtifactStore
 WHOLE = "return"  # the output name of a step that returns one value
 
 SUPPORTED = (
-    "a pandas DataFrame or Series, a scikit-learn estimator, a NumPy array, a dict or list "
-    "(stored as JSON), a pathlib.Path to a file or folder, or None"
+    "a pandas DataFrame or Series, a scikit-learn estimator, a PyTorch module, a custom model "
+    "(predict, save and load), a NumPy array, a dict or list (stored as JSON), a pathlib.Path "
+    "to a file or folder, or None"
 )
+# The model flavours that store a step's model in their own format (registry/flavours/).
+MODEL_FORMATS = ("torch-export", "python-model")
 
 
 def store_return(step: str, value: Any, store: ArtifactStore) -> tuple[dict[str, dict], dict]:
@@ -115,7 +121,28 @@ def _load(descriptor: dict, store: ArtifactStore, trusted_extra: Iterable[str]) 
         # own node tree: the descriptor's "trusted" list comes from the store, not from us.
         cls = descriptor.get("class") or "model"
         what = f"the stored {cls} (artifact {digest[:12]})"
-        return load_skops(store.read_bytes(digest), trusted_extra, what=what)
+        data = store.read_bytes(digest)
+        try:
+            return load_skops(data, trusted_extra, what=what)
+        except ModuleNotFoundError as exc:
+            from conveyor.project import code_root
+
+            root = code_root()  # the project's own code, for a class of its own in the model
+            if root is None or exc.name in sys.modules:
+                raise _missing_module(what, exc, root) from exc
+            try:
+                return load_skops(data, trusted_extra, what=what)
+            except ModuleNotFoundError as again:
+                raise _missing_module(what, again, root) from again
+    if fmt in MODEL_FORMATS:
+        from conveyor.project import code_root
+        from conveyor.registry.flavours import for_format
+
+        code_root()  # a custom model's class is the project's code
+
+        what = f"the stored {descriptor.get('class') or 'model'} (artifact {digest[:12]})"
+        data = store.read_bytes(digest)  # hashed in the same read
+        return for_format(fmt).load(fmt, data, what=what, trusted_extra=tuple(trusted_extra))
     if fmt == "npy":
         import numpy as np
 
@@ -129,12 +156,25 @@ def _load(descriptor: dict, store: ArtifactStore, trusted_extra: Iterable[str]) 
     raise PipelineError(f"Unknown stored format {fmt!r} for artifact {digest[:12]}.")
 
 
+def _missing_module(what: str, exc: ModuleNotFoundError, root: Path | None) -> PipelineError:
+    where = f"the project folder {root}" if root else "this folder (no conveyor.yaml here)"
+    return PipelineError(
+        f"Cannot load {what}: it needs the module {exc.name!r}, which is not importable from "
+        f"{where} or sys.path. Run Conveyor from the project folder (or with --project), or "
+        "install the package that provides it."
+    )
+
+
 def _is_rich(value: Any) -> bool:
     """A value that is not plain JSON: its presence turns a dict into named outputs."""
     if isinstance(value, Path):
         return True
     module = type(value).__module__
-    return module.startswith(("pandas", "numpy", "sklearn")) or hasattr(value, "get_params")
+    return (
+        module.startswith(("pandas", "numpy", "sklearn", "torch"))
+        or hasattr(value, "get_params")
+        or callable(getattr(value, "predict", None))
+    )
 
 
 def _numeric_entries(value: dict) -> dict[str, float]:
@@ -166,15 +206,34 @@ def _store_one(where: str, value: Any, store: ArtifactStore) -> dict:
             ) from None
         artifact = store.put_bytes(data)
         return {"format": "json", "digest": artifact.digest, "size": artifact.size}
+    if callable(getattr(value, "predict", None)) or "torch" in sys.modules:
+        stored = _store_model(value, store)
+        if stored is not None:
+            return stored
     raise UnsupportedOutput(
         f"Step '{where}' returned a {module}.{type(value).__qualname__}, which Conveyor cannot "
         f"store. Return {SUPPORTED}."
     )
 
 
-def _is_estimator(value: Any) -> bool:
-    import sys
+def _store_model(value: Any, store: ArtifactStore) -> dict | None:
+    """A model in its flavour's own format, or None when no flavour stores it so."""
+    from conveyor.registry.flavours import class_name, own_format
 
+    flavour = own_format(value)
+    if flavour is None:
+        return None
+    fmt, data = flavour.save(value)
+    artifact = store.put_bytes(data)
+    return {
+        "format": fmt,
+        "digest": artifact.digest,
+        "size": artifact.size,
+        "class": class_name(value),
+    }
+
+
+def _is_estimator(value: Any) -> bool:
     if "sklearn" not in sys.modules:  # an estimator's class would have imported it already
         return False
     from sklearn.base import BaseEstimator

@@ -41,6 +41,9 @@ class StepTask:
     params: dict[str, Any] = field(default_factory=dict)
     outs: tuple[str, ...] = ()
     metrics_file: str | None = None
+    # model.trusted_types: the exact names a model input may need (a skops file's own types,
+    # the class of a custom Python model), as conveyor.yaml gives them
+    trusted_types: tuple[str, ...] = ()
 
 
 @dataclass

@@ -168,7 +168,7 @@ def _arguments(func: Any, task: StepTask, store: Any) -> tuple[list, dict]:
             param = signature.parameters.get(keyword) if signature else None
         else:
             param = positional[index] if index < len(positional) else None
-        value = _load_input(spec, param, store)
+        value = _load_input(spec, param, store, task.trusted_types)
         if keyword is None:
             args.append(value)
         else:
@@ -193,7 +193,9 @@ def _wants_paths(param: inspect.Parameter | None) -> bool:
     return "Path" in str(param.annotation)
 
 
-def _load_input(spec: InputSpec, param: inspect.Parameter | None, store: Any) -> Any:
+def _load_input(
+    spec: InputSpec, param: inspect.Parameter | None, store: Any, trusted: tuple[str, ...] = ()
+) -> Any:
     from conveyor.pipeline.outputs import WHOLE, load_output
 
     if spec.kind == "source":
@@ -212,10 +214,12 @@ def _load_input(spec: InputSpec, param: inspect.Parameter | None, store: Any) ->
 
         return read_frame(paths, spec.format, spec.options)
     if spec.select is not None:
-        return load_output(spec.outputs[spec.select], store)
+        return load_output(spec.outputs[spec.select], store, trusted_extra=trusted)
     if set(spec.outputs) == {WHOLE}:
-        return load_output(spec.outputs[WHOLE], store)
-    return {name: load_output(desc, store) for name, desc in spec.outputs.items()}
+        return load_output(spec.outputs[WHOLE], store, trusted_extra=trusted)
+    return {
+        name: load_output(desc, store, trusted_extra=trusted) for name, desc in spec.outputs.items()
+    }
 
 
 def _run_cmd(task: StepTask, store: Any, tracker: tracking.Tracker, result: StepResult) -> None:

@@ -36,10 +36,21 @@ __all__ = [
     "save_model",
 ]
 
-ModelFormat = Literal["skops", "pickle", "xgboost-json", "lightgbm-text"]
-# skops and the frameworks' own model files load without running code (registry/flavours/);
-# pickle only where the policy allows.
-FORMATS: tuple[str, ...] = ("skops", "pickle", "xgboost-json", "lightgbm-text")
+ModelFormat = Literal[
+    "skops", "pickle", "xgboost-json", "lightgbm-text", "torch-export", "python-model"
+]
+# skops and the frameworks' own model files load without running pickled code
+# (registry/flavours/); pickle only where the policy allows.
+FORMATS: tuple[str, ...] = (
+    "skops",
+    "pickle",
+    "xgboost-json",
+    "lightgbm-text",
+    "torch-export",
+    "python-model",
+)
+# What a pipeline step stores a model as, registered as it is (the same object, no copy).
+STEP_FORMATS = ("skops", "torch-export", "python-model")
 
 # The exact names a scikit-learn model file may use (store/trusted.py): no entry is a module
 # prefix, so "numpy" no longer trusts numpy.testing._private.utils.runstring.
@@ -111,21 +122,22 @@ class ModelFile:
 
 
 def from_step_output(descriptor: dict[str, Any]) -> ModelFile:
-    """The model file of a pipeline step's stored skops output: the same object, no copy.
+    """The model file of a pipeline step's stored model output (skops, or a PyTorch or custom
+    model in its flavour's format): the same object, no copy.
 
     Args:
         descriptor: the output descriptor that ``pipeline/outputs.py`` stored for the step.
 
     Raises:
-        RegistryError: the output is not a skops model file.
+        RegistryError: the output is not a model file.
     """
     fmt = descriptor.get("format")
-    if fmt != "skops":
+    if fmt not in STEP_FORMATS:
         noun = _OUTPUT_NOUNS.get(str(fmt), "a value")
         raise RegistryError(
             f"The step output to register is stored as {fmt!r} ({noun}), not as a model. "
-            "Return the fitted scikit-learn estimator itself from the step (Conveyor stores it "
-            "as skops), or name the output that holds it."
+            "Return the fitted model itself from the step (a scikit-learn estimator, a PyTorch "
+            "module, a custom model), or name the output that holds it."
         )
     return ModelFile.from_dict(descriptor)
 
@@ -225,6 +237,9 @@ def load_model(
             return pickle.loads(data)
         except Exception as exc:
             raise _unloadable(what, file, exc) from exc
+    from conveyor.registry.flavours.base import project_code
+
+    project_code()  # a class from the project's own code imports as it does in a step
     if file.format not in ("skops", "pickle"):
         from conveyor.registry.flavours import for_format
 
@@ -287,6 +302,10 @@ def _pickle_refused(what: str) -> UnsafeModelFile:
 
 
 def _unloadable(what: str, file: ModelFile, exc: Exception) -> RegistryError:
+    if isinstance(exc, ModuleNotFoundError):
+        from conveyor.registry.flavours.base import missing_module
+
+        return missing_module(what, file.cls or "unknown class", exc.name)
     return RegistryError(
         f"Cannot load {what} ({file.cls or 'unknown class'}, {file.format}): "
         f"{type(exc).__name__}: {exc}. It may need the scikit-learn and skops versions it was "

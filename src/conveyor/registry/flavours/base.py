@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
@@ -26,6 +28,11 @@ class Flavour(Protocol):
         """Whether a model of this full class name is this flavour's (without importing it)."""
         ...
 
+    def claims(self, model: Any) -> bool:
+        """Whether a fitted object is this flavour's (``owns`` its class, or is of a kind only
+        the object tells, such as a user's ``torch.nn.Module`` subclass)."""
+        ...
+
     def save(self, model: Any, *, trusted_extra: tuple[str, ...] = ()) -> tuple[str, bytes]:
         """The model as ``(format, bytes)`` in a format ``load`` reads without running code;
         ``trusted_extra`` are the exact names the user trusts (``model.trusted_types``)."""
@@ -45,6 +52,35 @@ class Flavour(Protocol):
     ) -> tuple[bytes | None, dict[str, Any]]:
         """ONNX bytes checked against the model on ``sample``, or None and the reason."""
         ...
+
+
+# The variable conveyor.project.use_code() sets to the project's folder (the registry does not
+# import conveyor.project; tests/flavours checks the two names agree).
+PROJECT_ROOT_ENV = "CONVEYOR_PROJECT_ROOT"
+
+
+def project_code() -> str | None:
+    """The project folder whose code models import here (``CONVEYOR_PROJECT_ROOT``, set where
+    Conveyor loads the project and inherited by its child processes), put on ``sys.path`` with
+    its ``src/`` as for a pipeline step; None when no project was named."""
+    root = os.environ.get(PROJECT_ROOT_ENV)
+    if not root:
+        return None
+    for path in (root, os.path.join(root, "src")):
+        if os.path.isdir(path) and path not in sys.path:
+            sys.path.insert(0, path)
+    return root
+
+
+def missing_module(what: str, cls: str, name: str | None) -> RegistryError:
+    """The error of a model whose class's module cannot be imported here."""
+    root = project_code()
+    where = f"the project folder {root}" if root else "the current folder (no project named)"
+    return RegistryError(
+        f"Cannot load {what} ({cls}): it needs the module {name!r}, which is not importable "
+        f"from {where} or sys.path. Run Conveyor from the project folder (or with --project), "
+        "or install the package that provides it."
+    )
 
 
 def class_name(model: Any) -> str:
@@ -130,6 +166,9 @@ class BoosterFlavour(ABC):
 
     def owns(self, cls: str) -> bool:
         return cls.startswith(self.module + ".")
+
+    def claims(self, model: Any) -> bool:
+        return self.owns(class_name(model))
 
     def envelope(self, estimator: Any, **parts: Any) -> bytes:
         """The JSON envelope around the framework's own model text (``parts``)."""

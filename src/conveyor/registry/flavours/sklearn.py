@@ -21,6 +21,9 @@ class ScikitLearn:
     def owns(self, cls: str) -> bool:
         return True
 
+    def claims(self, model: Any) -> bool:
+        return True
+
     def save(self, model: Any, *, trusted_extra: tuple[str, ...] = ()) -> tuple[str, bytes]:
         """The skops bytes, refused now (naming the type) if they need an untrusted name.
 
