@@ -30,6 +30,8 @@ class Run(Base):
     """One `conveyor run`: which steps ran, which were restored from cache, and how it ended."""
 
     __tablename__ = "runs"
+    # `conveyor runs`: a project's newest runs, walked in order rather than sorted
+    __table_args__ = (Index("ix_runs_project_started", "project", "started_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     project: Mapped[str] = mapped_column(String(200), index=True)
@@ -162,7 +164,11 @@ class Event(Base):
     """The audit log: one row per state change, never updated."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_entity", "entity", "entity_id"),)
+    __table_args__ = (
+        Index("ix_events_entity", "entity", "entity_id"),
+        # `events --id` and a release's timeline: one entity's events, whatever its kind
+        Index("ix_events_entity_id", "entity_id"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -267,7 +273,10 @@ class Release(Base):
     """
 
     __tablename__ = "releases"
-    __table_args__ = (Index("ix_releases_model_env", "model", "environment"),)
+    __table_args__ = (
+        Index("ix_releases_model_env", "model", "environment"),
+        Index("ix_releases_created_at", "created_at"),  # `conveyor releases`: newest first
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model: Mapped[str] = mapped_column(String(200))

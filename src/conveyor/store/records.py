@@ -10,7 +10,7 @@ import socket
 from datetime import UTC, datetime
 
 #: The newest Alembic revision; the store skips importing Alembic when the database is at it.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def utcnow() -> datetime:
