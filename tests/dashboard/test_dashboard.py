@@ -9,13 +9,10 @@ names the folder and the pictures. The browser tests skip only when no ``chromiu
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,54 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.conftest import shots_folder
+from tests.dashboard.conftest import Tab, free_port, needs_chromium, serving
 from tests.dashboard.project import TOKEN, build
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH (apt-get install chromium; .ci/run installs it)",
-)
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(config: Any, token: str | None) -> Iterator[str]:
-    """The dashboard on uvicorn in a thread of this process, on a free loopback port."""
-    import uvicorn
-
-    from conveyor.dashboard.app import Dashboard
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Dashboard(config, token=token),
-            host="127.0.0.1",
-            port=port,
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -89,49 +42,6 @@ def site(store: dict[str, Any]) -> Iterator[str]:
 def readonly(store: dict[str, Any]) -> Iterator[str]:
     with serving(store["config"], None) as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def shots() -> Path:
-    folder = shots_folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):  # a run's pictures only, never a stale one beside them
-        old.unlink()
-    return folder
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium; .ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM)
-        yield chromium
-        chromium.close()
-
-
-class Tab:
-    """A browser page that records console errors, failed requests and HTTP errors."""
-
-    def __init__(self, browser: Any, base: str, shots: Path) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.page = self.context.new_page()
-        self.base, self.shots = base, shots
-        self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def open(self, path: str, *, status: int = 200, shot: str | None = None) -> Any:
-        response = self.page.goto(self.base + path)
-        assert response is not None and response.status == status, (path, response)
-        if shot:
-            self.page.screenshot(path=str(self.shots / f"{shot}.png"), full_page=True)
-        return response
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture
@@ -524,7 +434,7 @@ def test_a_bearer_client_gets_json_from_an_act(site: str, store: dict) -> None:
 
 
 def test_conveyor_ui_serves_the_project_it_is_pointed_at(store: dict) -> None:
-    port = _free_port()
+    port = free_port()
     root = store["config"].root
     code = "import typer; from conveyor.cli.ui import ui; typer.run(ui)"
     env = {**os.environ, "CONVEYOR_TOKEN": ""}

@@ -26,6 +26,7 @@ __all__ = [
     "EventFilter",
     "aliases",
     "alert_events",
+    "rejections",
     "alert_states",
     "events_page",
     "latest_events",
@@ -332,6 +333,21 @@ def alert_states(store: Store) -> list[dict[str, Any]]:
             select(_EVENTS).where(_EVENTS.c.id.in_(last)).order_by(_EVENTS.c.id.desc())
         ).all()
     return [_event(e) for e in found]
+
+
+def rejections(store: Store, run_id: str, since: datetime | None) -> list[dict[str, Any]]:
+    """The candidates ``conveyor ci`` refused in this run, with their gates' verdicts.
+
+    A refusal is an event on the model, its run id in the payload: the ``kind`` index finds
+    the refusals written since the run started (a run's refusal is written before it ends),
+    and the run id is matched here, on at most a hundred rows.
+    """
+    query = select(_EVENTS).where(_EVENTS.c.kind == ev.CANDIDATE_REJECTED)
+    if since is not None:
+        query = query.where(_EVENTS.c.at >= since)
+    with store.engine.connect() as conn:
+        found = conn.execute(query.order_by(_EVENTS.c.id).limit(100)).all()
+    return [_event(e) for e in found if (e.payload or {}).get("run_id") == run_id]
 
 
 def alert_events(store: Store, model: str, environment: str, *, limit: int) -> list[dict[str, Any]]:

@@ -183,6 +183,10 @@ def run(ctx: Context, run_id: str) -> View:
         for snap in ctx.store.run_snapshots(run_id)
     ]
     made = queries.versions_of_run(ctx.store, run_id)
+    started = row.get("started_at")
+    refused = queries.rejections(
+        ctx.store, run_id, datetime.fromisoformat(started) if started else None
+    )
     metrics = {
         step: {
             key: {"last": points[-1][1], "count": len(points), "series": points}
@@ -207,6 +211,15 @@ def run(ctx: Context, run_id: str) -> View:
             "outputs": outputs,
             "snapshots": snapshots,
             "versions": made,
+            "refused": [
+                {
+                    "model": e["entity_id"],
+                    "at": e["at"],
+                    "failed": e["payload"].get("failed", []),
+                    "gates": e["payload"].get("gates", []),
+                }
+                for e in refused
+            ],
         },
         pictures,
     )
@@ -361,6 +374,14 @@ def release(ctx: Context, release_id: str) -> View:
             "timeline": timeline,
             "weights": [(at.isoformat(timespec="seconds"), w) for at, w in changes],
             "rolled_back": view.state in ("rolled_back", "aborted"),
+            "rolled_back_why": next(
+                (
+                    e["payload"].get("why")
+                    for e in reversed(timeline)
+                    if e["kind"] in (ev.RELEASE_ROLLED_BACK, ev.RELEASE_ABORTED)
+                ),
+                None,
+            ),
         },
         {"weight": charts.weight_chart(changes, end)},
     )
