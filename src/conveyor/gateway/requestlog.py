@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     import numpy
     import pyarrow as pa
 
-__all__ = ["ErrorThrottle", "RequestLog", "Signatures", "write_requests"]
+__all__ = [
+    "ErrorThrottle",
+    "RequestLog",
+    "Signatures",
+    "migrate_tables",
+    "requests_table",
+    "write_feedback",
+    "write_requests",
+]
 
 log = logging.getLogger("conveyor.gateway")
 
@@ -312,6 +320,80 @@ class RequestLog:
         return found
 
 
+def migrate_tables(store: Any, files: LogFiles, *, chunk: int = 50_000) -> tuple[int, int]:
+    """Move the rows of the old ``request_log`` and ``feedback`` tables into the log's files,
+    deleting them from the tables chunk by chunk; returns (requests, labels) moved.
+
+    Idempotent and safe to interrupt: a chunk's files are named after the first id of their
+    rows (``m-<id>.parquet``), so a run that died between writing them and deleting the rows
+    writes the same files again, replacing them, and never a second copy.
+    """
+    from sqlalchemy import delete, func, select
+
+    from conveyor.store import models as m
+
+    signatures: dict[tuple[str, int], dict[str, Any] | None] = {}
+
+    def signature(model: str, version: int) -> dict[str, Any] | None:
+        if (model, version) not in signatures:
+            signatures[model, version] = _stored_signature(store, model, version)
+        return signatures[model, version]
+
+    moved = [0, 0]
+    for table, kind in ((m.RequestLog, 0), (m.Feedback, 1)):
+        while True:
+            with store.engine.connect() as conn:
+                first = conn.execute(select(func.min(table.id))).scalar()
+                if first is None:
+                    break
+                rows = conn.execute(
+                    select(table).where(table.id < first + chunk).order_by(table.id)
+                ).all()
+            if kind == 0:
+                _migrate_requests(files, rows, signature)
+            else:
+                _migrate_feedback(files, rows)
+            with store.engine.begin() as conn:
+                conn.execute(delete(table).where(table.id < first + chunk))
+            moved[kind] += len(rows)
+    return moved[0], moved[1]
+
+
+def _stamp(value: datetime) -> float:
+    when = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return when.timestamp()
+
+
+def _migrate_requests(files: LogFiles, rows: Sequence[Any], signature: Signatures) -> None:
+    groups: dict[tuple[str, str, str, int], list[tuple[int, Entry]]] = {}
+    for r in rows:
+        at = _stamp(r.at)
+        entry = (
+            r.request_id, at, r.model, r.version, r.environment, r.role, r.status,
+            r.latency_ms, r.rows, r.inputs or "", r.outputs or "", r.gateway,
+        )  # fmt: skip
+        key = (r.model, r.environment, layout.day_of(at), r.version)
+        groups.setdefault(key, []).append((r.id, entry))
+    for items in groups.values():
+        name = f"m-{items[0][0]:012d}.parquet"
+        write_requests(files, [e for _id, e in items], signature, "migrated", name=name)
+
+
+def _migrate_feedback(files: LogFiles, rows: Sequence[Any]) -> None:
+    by_day: dict[str, list[Any]] = {}
+    for r in rows:
+        by_day.setdefault(layout.day_of(_stamp(r.at)), []).append(r)
+    for items in by_day.values():
+        write_feedback(
+            files,
+            [(r.request_id, r.labels) for r in items],
+            [r.actor for r in items],
+            "migrated",
+            at=[_stamp(r.at) for r in items],
+            name=f"m-{items[0].id:012d}.parquet",
+        )
+
+
 class _Unwritten(Exception):
     """Some of a batch's files could not be written; ``rest`` are the rows still to write."""
 
@@ -337,9 +419,13 @@ def _stored_signature(store: Any, model: str, version: int) -> dict[str, Any] | 
 def _groups(batch: Sequence[Entry]) -> dict[tuple[str, str, str, int], list[Entry]]:
     """The batch by the file each row goes to: model, environment, day and version."""
     groups: dict[tuple[str, str, str, int], list[Entry]] = {}
+    days: dict[int, str] = {}
     for entry in batch:
-        key = (entry[2], entry[4], layout.day_of(entry[1]), entry[3])
-        groups.setdefault(key, []).append(entry)
+        number = int(entry[1] // 86400)
+        day = days.get(number)
+        if day is None:
+            day = days[number] = layout.day_of(float(entry[1]))
+        groups.setdefault((entry[2], entry[4], day, entry[3]), []).append(entry)
     return groups
 
 
@@ -355,6 +441,8 @@ def write_requests(
     entries: Sequence[Entry],
     signatures: Signatures,
     gateway: str,
+    *,
+    name: str | None = None,
 ) -> int:
     """Write requests of one model, environment, day and version as one new file of the log;
     returns the rows (requests) written. Also how the migration and tests write the log.
@@ -375,7 +463,7 @@ def write_requests(
         table = requests_table(entries, None, gateway)
     hour = datetime.fromtimestamp(first[1], UTC).hour
     folder = layout.requests_dir(files.root, model, environment, day)
-    files.write_table(folder, layout.file_name(hour, gateway), table)
+    files.write_table(folder, name or layout.file_name(hour, gateway), table)
     return len(entries)
 
 
@@ -386,6 +474,7 @@ def write_feedback(
     gateway: str,
     *,
     at: Sequence[float] | None = None,
+    name: str | None = None,
 ) -> int:
     """Write labels, (request id, JSON array) pairs, as one new feedback file of the day of
     the first; returns the count. ``at`` (Unix seconds, one per item) defaults to now; ``actor``
@@ -406,7 +495,7 @@ def write_feedback(
     )
     hour = datetime.fromtimestamp(now, UTC).hour
     folder = layout.feedback_dir(files.root, layout.day_of(now))
-    files.write_table(folder, layout.file_name(hour, gateway), table)
+    files.write_table(folder, name or layout.file_name(hour, gateway), table)
     return len(items)
 
 
@@ -420,22 +509,34 @@ def requests_table(
 
     fields = list((signature or {}).get("inputs") or [])
     n_req = len(entries)
-    values: list[list[Any] | None] = [None] * n_req  # the rows of each request that fits
-    raw: list[str | None] = [None] * n_req
+    served = [e[6] == 200 for e in entries]
+    sent = _loads_many([e[9] if ok else "" for e, ok in zip(entries, served, strict=True)])
+    answers = _loads_many([e[10] if ok else "" for e, ok in zip(entries, served, strict=True)])
+    raw: list[str | None] = [e[9] or None for e in entries]
+    values: list[list[Any] | None] = [None] * n_req
+    blocks: list[tuple[list[int], list[Any]]] = []
     if fields:
-        _check_inputs(entries, signature or {}, values, raw)
-    else:
-        for i, e in enumerate(entries):
-            raw[i] = e[9] or None
+        by_shape: dict[type, list[int]] = {dict: [], list: []}
+        for i, rows in enumerate(sent):
+            if type(rows) is list and rows:
+                shape = type(rows[0])
+                if shape in by_shape and all(type(r) is shape for r in rows):
+                    by_shape[shape].append(i)
+        for group in by_shape.values():
+            blocks.extend(_fitting(signature or {}, group, sent))
+        for group, _columns in blocks:
+            for i in group:
+                values[i] = sent[i]
+                raw[i] = None
     predictions: list[Any] = []
     probabilities: list[Any] = []
     raw_out: list[str | None] = [None] * n_req
     counts = np.empty(n_req, dtype=np.int64)
     has_probabilities = False
     for i, e in enumerate(entries):
-        sent = values[i]
-        preds, probs = _answer(e[10]) if e[6] == 200 else (None, None)
-        n = len(sent) if sent is not None else (len(preds) if preds else 1)
+        rows = values[i]
+        preds, probs = _answer(answers[i])
+        n = len(rows) if rows is not None else (len(preds) if preds else 1)
         if preds is None or len(preds) != n:
             preds = [None] * n
             if e[10]:
@@ -445,26 +546,34 @@ def requests_table(
         else:
             has_probabilities = True
         counts[i] = n
-        predictions.extend(preds)
-        probabilities.extend(probs)
+        if n == 1:
+            predictions.append(preds[0])
+            probabilities.append(probs[0])
+        else:
+            predictions.extend(preds)
+            probabilities.extend(probs)
     total = int(counts.sum())
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    first_rows = np.zeros(total, dtype=bool)
-    first_rows[starts] = True
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    single = total == n_req  # one row per request: no repeats needed
 
     def per_row(column: list[Any], dtype: Any) -> Any:
-        return np.repeat(np.asarray(column, dtype=dtype), counts)
+        arr = np.asarray(column, dtype=dtype)
+        return arr if single else np.repeat(arr, counts)
 
     def first_only(column: list[str | None]) -> pa.Array:
+        if single:
+            return pa.array(column, pa.string())
         out = np.full(total, None, dtype=object)
         out[starts] = column
         return pa.array(out, pa.string())
 
-    rows_sent = [int(e[8] or 0) for e in entries]
     columns: dict[str, Any] = {
         "request_id": pa.array(per_row([e[0] for e in entries], object), pa.string()),
-        "row": pa.array(np.arange(total) - np.repeat(starts, counts), pa.int32()),
-        "rows": pa.array(per_row(rows_sent, np.int32)),
+        "row": pa.array(
+            np.zeros(total, np.int32) if single else np.arange(total) - np.repeat(starts, counts),
+            pa.int32(),
+        ),
+        "rows": pa.array(per_row([int(e[8] or 0) for e in entries], np.int32)),
         "at": _times(per_row([e[1] for e in entries], np.float64)),
         "version": pa.array(per_row([e[3] for e in entries], np.int32)),
         "role": pa.array(per_row([e[5] for e in entries], object), pa.string()),
@@ -475,7 +584,7 @@ def requests_table(
         ),
     }
     if fields:
-        columns.update(_input_columns(fields, values, counts, starts, total))
+        columns.update(_input_columns(fields, blocks, counts, starts, total))
     columns["prediction"] = _prediction_array(predictions)
     if has_probabilities:
         columns["probabilities"] = pa.array(probabilities, pa.list_(pa.float32()))
@@ -484,67 +593,55 @@ def requests_table(
     return pa.table(columns)
 
 
-def _check_inputs(
-    entries: Sequence[Entry],
-    signature: dict[str, Any],
-    values: list[list[Any] | None],
-    raw: list[str | None],
-) -> None:
-    """Fill ``values`` with the rows of each served request that fit the signature (checked in
-    blocks, a failing block split in halves), ``raw`` with the inputs of the others."""
-    by_shape: dict[type, list[int]] = {dict: [], list: []}
-    parsed: dict[int, list[Any]] = {}
-    for i, e in enumerate(entries):
-        text = e[9]
-        if not text:
-            continue
-        if e[6] != 200:
-            raw[i] = text
-            continue
+def _loads_many(texts: list[str]) -> list[Any]:
+    """Each text parsed as JSON (None where empty or not JSON), in one orjson call when they
+    all parse: the gateway's texts are JSON it serialised itself, and one call for a whole
+    batch costs a fraction of one per text."""
+    present = [i for i, t in enumerate(texts) if t]
+    out: list[Any] = [None] * len(texts)
+    if not present:
+        return out
+    try:
+        parsed = orjson.loads("[" + ",".join(texts[i] for i in present) + "]")
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, list) and len(parsed) == len(present):
+        for i, value in zip(present, parsed, strict=True):
+            out[i] = value
+        return out
+    for i in present:
         try:
-            rows = orjson.loads(text)
+            out[i] = orjson.loads(texts[i])
         except orjson.JSONDecodeError:
-            raw[i] = text
-            continue
-        if not isinstance(rows, list) or not rows:
-            raw[i] = text
-            continue
-        shape = type(rows[0])
-        if shape not in by_shape or any(type(r) is not shape for r in rows):
-            raw[i] = text
-            continue
-        parsed[i] = rows
-        by_shape[shape].append(i)
-    for group in by_shape.values():
-        for i in _fitting(signature, group, parsed):
-            values[i] = parsed[i]
-    for i in parsed:
-        if values[i] is None:
-            raw[i] = entries[i][9]
+            out[i] = None
+    return out
 
 
 def _fitting(
-    signature: dict[str, Any], group: list[int], parsed: dict[int, list[Any]]
-) -> list[int]:
-    """The requests of ``group`` whose rows all fit the signature."""
-    from conveyor.registry.signature import columns_from_rows
+    signature: dict[str, Any], group: list[int], sent: list[Any]
+) -> list[tuple[list[int], list[Any]]]:
+    """The requests of ``group`` whose rows all fit the signature, in blocks with their checked
+    columns: the whole group when it fits, else its halves, down to single requests."""
+    from conveyor.registry.signature import columns_from_rows, is_numeric, matrix_from_rows
 
     if not group:
         return []
-    rows = [r for i in group for r in parsed[i]]
+    rows = [r for i in group for r in sent[i]]
     try:
-        columns_from_rows(signature, rows)
-        return group
+        if is_numeric(signature) and type(rows[0]) is list:
+            matrix = matrix_from_rows(signature, rows)
+            return [(group, [matrix[:, k] for k in range(matrix.shape[1])])]
+        return [(group, columns_from_rows(signature, rows))]
     except (InvalidInput, TypeError, ValueError, OverflowError):
         if len(group) == 1:
             return []
     half = len(group) // 2
-    return _fitting(signature, group[:half], parsed) + _fitting(signature, group[half:], parsed)
+    return _fitting(signature, group[:half], sent) + _fitting(signature, group[half:], sent)
 
 
 def _input_columns(
     fields: list[dict[str, Any]],
-    values: list[list[Any] | None],
+    blocks: list[tuple[list[int], list[Any]]],
     counts: numpy.ndarray,
     starts: numpy.ndarray,
     total: int,
@@ -553,35 +650,35 @@ def _input_columns(
     import numpy as np
     import pyarrow as pa
 
-    from conveyor.registry.signature import columns_from_rows
-
-    kept = [i for i, v in enumerate(values) if v is not None]
-    blocks: list[tuple[numpy.ndarray, list[Any]]] = []
-    for shape in (dict, list):
-        picked = [j for j, i in enumerate(kept) if type(values[i][0]) is shape]  # type: ignore[index]
-        if picked:
-            rows = [r for j in picked for r in values[kept[j]]]  # type: ignore[union-attr]
-            where = np.concatenate(
-                [np.arange(starts[kept[j]], starts[kept[j]] + counts[kept[j]]) for j in picked]
-            )
-            blocks.append((where, columns_from_rows({"inputs": fields}, rows)))
+    placed: list[tuple[numpy.ndarray, list[Any]]] = []
+    for group, cols in blocks:
+        idx = np.asarray(group, dtype=np.int64)
+        if (counts[idx] == 1).all():
+            where = starts[idx]
+        else:
+            where = np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in group])
+        placed.append((where, cols))
+    whole = len(placed) == 1 and len(placed[0][0]) == total
     out: dict[str, pa.Array] = {}
     for k, field in enumerate(fields):
         kind = field.get("type")
         name = layout.INPUT_PREFIX + str(field["name"])
         if kind in ("number", "integer"):
-            full = np.full(total, np.nan)
-            for where, cols in blocks:
-                full[where] = cols[k]
+            if whole and np.array_equal(placed[0][0], np.arange(total)):
+                full = np.asarray(placed[0][1][k], dtype=np.float64)
+            else:
+                full = np.full(total, np.nan)
+                for where, cols in placed:
+                    full[where] = cols[k]
             out[name] = pa.array(full, pa.float64(), from_pandas=True)
         elif kind == "datetime":
             stamps = np.full(total, np.datetime64("NaT"), dtype="datetime64[ns]")
-            for where, cols in blocks:
+            for where, cols in placed:
                 stamps[where] = _utc_ns(cols[k])
             out[name] = pa.array(stamps, pa.timestamp("ns", tz="UTC"), from_pandas=True)
         else:
             obj = np.full(total, None, dtype=object)
-            for where, cols in blocks:
+            for where, cols in placed:
                 obj[where] = np.asarray(cols[k], dtype=object)
             kind_type = pa.bool_() if kind == "boolean" else pa.string()
             out[name] = pa.array(obj, kind_type, from_pandas=True)
@@ -610,27 +707,20 @@ def _prediction_array(predictions: list[Any]) -> pa.Array:
         )
 
 
-def _answer(outputs: str) -> tuple[list[Any] | None, list[Any] | None]:
-    """The per-row predictions (and probabilities) of a logged answer: our JSON, the MLflow or
-    TF Serving shapes, or Open Inference v2; None where it has none."""
-    if not outputs:
+def _answer(answer: Any) -> tuple[list[Any] | None, list[Any] | None]:
+    """The per-row predictions (and probabilities) of a logged answer, parsed: our JSON, the
+    MLflow or TF Serving shapes, or Open Inference v2; None where it has none."""
+    if type(answer) is not dict:
         return None, None
-    try:
-        answer = orjson.loads(outputs)
-    except orjson.JSONDecodeError:
+    values = answer.get("predictions")
+    probabilities = answer.get("probabilities")
+    if values is None and isinstance(answer.get("outputs"), list):  # Open Inference v2
+        for tensor in answer["outputs"]:
+            if isinstance(tensor, dict) and tensor.get("name") == "predictions":
+                values = tensor.get("data")
+    if type(values) is not list:
         return None, None
-    values: Any = None
-    probabilities: Any = None
-    if isinstance(answer, dict):
-        values = answer.get("predictions")
-        probabilities = answer.get("probabilities")
-        if values is None and isinstance(answer.get("outputs"), list):  # Open Inference v2
-            for tensor in answer["outputs"]:
-                if isinstance(tensor, dict) and tensor.get("name") == "predictions":
-                    values = tensor.get("data")
-    if not isinstance(values, list):
-        return None, None
-    if not isinstance(probabilities, list) or not all(isinstance(p, list) for p in probabilities):
+    if type(probabilities) is not list or not all(type(p) is list for p in probabilities):
         probabilities = None
     return values, probabilities
 

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -91,6 +92,16 @@ class LogFiles:
                     os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def remove_folder(self, folder: str) -> None:
+        """Remove a folder and what is left in it (temp files of a writer that died)."""
+        if self.remote:
+            try:
+                self.fs.rm(folder, recursive=True)
+            except FileNotFoundError:
+                pass
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -168,29 +179,36 @@ def with_retry(read: Callable[[], _T], attempts: int = 5) -> _T:
             if i == attempts - 1:
                 raise
         except Exception as exc:  # DuckDB reports a vanished file as an IOException
-            if "No such file" not in str(exc) or i == attempts - 1:
+            text = str(exc)
+            vanished = "No such file" in text or "No files found" in text
+            if not vanished or i == attempts - 1:
                 raise
     raise AssertionError("unreachable")
 
 
 def _parquet_options(table: pa.Table) -> dict[str, Any]:
-    """zstd everywhere; dictionaries for the columns whose values repeat (ids of versions,
-    roles, labels, categorical inputs), not for ids and times that never do."""
+    """zstd everywhere; dictionaries for the columns whose values repeat (versions, roles,
+    statuses, predicted labels, categorical inputs); byte-stream-split for floats, whose bytes
+    compress better grouped by position. Measured in benchmarks/prediction_log_bench.py: a
+    dictionary on 20 float64 inputs costs 48 bytes a request more than this and writes 3x
+    slower."""
     import pyarrow as pa
 
-    plain = {"request_id", "at", "latency_ms", "raw_inputs", "raw_outputs"}
-    dictionary = [
-        f.name
-        for f in table.schema
-        if f.name not in plain
-        and not pa.types.is_list(f.type)
-        and not pa.types.is_timestamp(f.type)
-    ]
+    plain = {"request_id", "raw_inputs", "raw_outputs", "labels"}
+    dictionary = []
+    split = []
+    for f in table.schema:
+        if pa.types.is_floating(f.type):
+            split.append(f.name)
+        elif f.name not in plain and not (
+            pa.types.is_list(f.type) or pa.types.is_timestamp(f.type) or pa.types.is_null(f.type)
+        ):
+            dictionary.append(f.name)
     return {
         "compression": "zstd",
         "compression_level": 3,
         "use_dictionary": dictionary,
-        "write_statistics": ["at", "version", "role", "row", "request_id"],
+        "column_encoding": dict.fromkeys(split, "BYTE_STREAM_SPLIT"),
         "row_group_size": 256 * 1024,
     }
 

@@ -1,0 +1,389 @@
+"""The prediction log's figures: bytes per request, write rate, a monitoring report and a canary
+step's analysis over a million logged requests, and DuckDB against PyArrow on the same window.
+
+Run with ``.venv/bin/python benchmarks/prediction_log_bench.py [--quick] [--json]``; ``--quick``
+uses 200,000 rows instead of 1,000,000 (under a minute), ``--json`` prints one JSON object.
+``benchmarks/scale_bench.py`` calls the functions below (``log_bytes_per_request``,
+``rows_per_second_write``, ``monitor_seconds_1m``, ``analysis_seconds_1m``,
+``engine_comparison``); each returns plain numbers, and the heavy ones run in a child process so
+that their peak RSS is their own.
+
+- ``log_bytes_per_request``: the gateway benchmark's model (``HistGradientBoostingClassifier`` on
+  ``make_classification(n_features=20)``, benchmarks/suite/serving.py) answering one-row
+  requests; the request log's real writer (``RequestLog.record`` then ``flush``) writes the
+  files; bytes on disk / requests. Two traffics: the gateway benchmark's (wrk cycling through
+  512 bodies, so values repeat) and every row distinct (held-out rows, no repeats: the worst
+  case for compression).
+- ``rows_per_second_write``: requests per second through ``flush()`` (JSON parse, signature
+  check, Parquet encode, write), the writer thread's sustained rate on this machine.
+- ``monitor_seconds_1m``: ``observe()`` (window read, drift of 25 features, prediction drift,
+  live quality, errors and p99) over 1,000,000 logged requests of a 25-feature model; time and
+  the child's peak RSS.
+- ``analysis_seconds_1m``: ``collect()`` + ``judge()`` of a canary step (the last 2 minutes,
+  ~2,000 requests per side) with 1,000,000 rows in the day's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GOALS = {
+    "log_bytes_per_request": 150,
+    "rows_per_second_write": 20_000,
+    "monitor_seconds_1m": 2.0,
+    "monitor_peak_rss_mb": 1024,
+    "analysis_seconds_1m": 0.1,
+}
+
+
+# -- bytes and write rate ----------------------------------------------------------------------
+
+
+def _gateway_model() -> tuple[Any, Any]:
+    from benchmarks.suite import serving
+
+    data = serving.make_dataset()
+    return serving.fit_model(data), data
+
+
+def _signature(columns: list[str]) -> dict[str, Any]:
+    return {
+        "inputs": [{"name": c, "type": "number", "nullable": False} for c in columns],
+        "output": {"task": "classification", "classes": [0, 1], "returns": "probability"},
+    }
+
+
+def _record_traffic(
+    root: str, rows: Any, model: Any, requests: int, cycle: int | None, columns: list[str]
+) -> tuple[int, float, int]:
+    """Log ``requests`` one-row requests through RequestLog; returns (bytes, flush seconds,
+    files)."""
+    import orjson
+
+    from conveyor.gateway.requestlog import RequestLog
+
+    n = len(rows) if cycle is None else min(cycle, len(rows))
+    labels = model.predict(rows[:n]).tolist()
+    probs = model.predict_proba(rows[:n]).tolist()
+    bodies = [orjson.dumps([rows[i].tolist()]).decode() for i in range(n)]
+    answers = [
+        orjson.dumps({"predictions": [labels[i]], "probabilities": [probs[i]]}).decode()
+        for i in range(n)
+    ]
+    sig = _signature(columns)
+    log = RequestLog(
+        object(), gateway="bench", flush_rows=100_000, max_buffer=requests + 1, log_url=root
+    )
+    log.max_buffer_bytes = 1 << 40
+    log._signatures[("bench", 1)] = sig
+    seconds = 0.0
+    done = 0
+    while done < requests:
+        batch = min(100_000, requests - done)
+        for k in range(done, done + batch):
+            i = k % n
+            log.record(
+                f"{k:032x}", "bench", 1, "production", "serve", 200, 1.0 + (k % 7) * 0.1,
+                1, bodies[i], answers[i],
+            )  # fmt: skip
+        started = time.perf_counter()
+        log.flush()
+        seconds += time.perf_counter() - started
+        done += batch
+    size = sum(p.stat().st_size for p in Path(root).rglob("*.parquet"))
+    files = len(list(Path(root).rglob("*.parquet")))
+    return size, seconds, files
+
+
+def log_bytes_per_request(requests: int = 200_000) -> dict[str, Any]:
+    """Bytes on disk per logged one-row request of the gateway benchmark's 20-feature model,
+    with the benchmark's traffic (512 bodies cycled) and with every row distinct; and the
+    writer's rate."""
+    model, data = _gateway_model()
+    columns = data.columns
+    out: dict[str, Any] = {"requests": requests}
+    for label, cycle in (("gateway_bench_traffic", 512), ("distinct_rows", None)):
+        root = tempfile.mkdtemp(prefix="plog-bytes-")
+        try:
+            rows = data.x_test if cycle else _distinct(data, requests)
+            size, seconds, files = _record_traffic(root, rows, model, requests, cycle, columns)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        out[label] = {
+            "bytes_per_request": round(size / requests, 1),
+            "rows_per_second_write": round(requests / seconds),
+            "files": files,
+        }
+    out["log_bytes_per_request"] = out["gateway_bench_traffic"]["bytes_per_request"]
+    out["rows_per_second_write"] = min(
+        out["gateway_bench_traffic"]["rows_per_second_write"],
+        out["distinct_rows"]["rows_per_second_write"],
+    )
+    return out
+
+
+def _distinct(data: Any, n: int) -> Any:
+    import numpy as np
+
+    rows = np.concatenate([data.x_test, data.x_train])
+    if len(rows) >= n:
+        return rows[:n]
+    rng = np.random.default_rng(0)  # more distinct rows like the data: resampled with noise
+    extra = rows[rng.integers(0, len(rows), n - len(rows))]
+    return np.concatenate([rows, extra + rng.normal(0, 0.01, extra.shape)])
+
+
+def rows_per_second_write(requests: int = 200_000) -> float:
+    return float(log_bytes_per_request(requests)["rows_per_second_write"])
+
+
+# -- a million-row log of a 25-feature model -----------------------------------------------------
+
+
+def build_project(work: Path, rows: int) -> dict[str, Any]:
+    """A project with a 25-feature classifier in production and ``rows`` one-row requests of
+    it logged over the hour before now (the last 2 minutes also answered by a canary, v2)."""
+    import numpy as np
+    import orjson
+    import pandas as pd
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    from conveyor.actions.models import open_registry, register_fitted
+    from conveyor.config import load_config
+    from conveyor.gateway.requestlog import write_requests
+    from conveyor.store.predictionlog.query import log_of
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "conveyor.yaml").write_text("project: bench\n")
+    config = load_config(work / "conveyor.yaml")
+    x, y = make_classification(n_samples=20_000, n_features=25, random_state=0)
+    columns = [f"f{i}" for i in range(25)]
+    frame = pd.DataFrame(x, columns=columns)
+    model = LogisticRegression(max_iter=200).fit(frame[:10_000], y[:10_000])
+    for version in (1, 2):
+        register_fitted(
+            config, model, frame[10_000:], name="bench", task="classification",
+            aliases=("production",) if version == 1 else (), onnx=False,
+        )  # fmt: skip
+    rng = np.random.default_rng(0)
+    now = time.time()
+    started = time.perf_counter()
+    with open_registry(config) as registry:
+        files = log_of(registry.store)
+        sig = registry.version("bench", 1).signature
+        chunk = 100_000
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            block = x[rng.integers(0, len(x), n)] + rng.normal(0, 0.05, (n, 25))
+            block[:, 0] += 0.3  # some drift to find
+            preds = (block[:, 0] > 0).astype(int).tolist()
+            at = now - 3600 + (np.arange(start, start + n) + 0.5) * (3600 / rows)
+            entries = []
+            for i in range(n):
+                late = at[i] > now - 120
+                version = 2 if late and i % 2 else 1
+                entries.append(
+                    (
+                        f"r{start + i:012d}", float(at[i]), "bench", version, "production",
+                        "serve", 500 if i % 1000 == 0 else 200, 2.0 + (i % 13) * 0.1, 1,
+                        orjson.dumps([block[i].tolist()]).decode(),
+                        orjson.dumps({"predictions": [preds[i]]}).decode(),
+                    )
+                )  # fmt: skip
+            by_version: dict[int, list[Any]] = {}
+            for e in entries:
+                by_version.setdefault(e[3], []).append(e)
+            for group in by_version.values():
+                write_requests(files, group, lambda m, v: sig, "bench")
+    return {
+        "project": str(work),
+        "rows": rows,
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "log_mb": round(
+            sum(p.stat().st_size for p in (work / ".conveyor").rglob("*.parquet")) / 1e6, 1
+        ),
+    }
+
+
+def _child(code: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+_MONITOR = """
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+from conveyor.actions.models import open_registry
+from conveyor.config import load_config
+from conveyor.monitor.report import observe
+config = load_config({project!r} + "/conveyor.yaml")
+with open_registry(config) as registry:
+    import pandas, pyarrow, duckdb, sklearn.metrics  # imports are not the report's time
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    from conveyor.config.monitor import WindowConfig
+    seen = observe(config, registry, model="bench", window=WindowConfig(seconds=7200))
+    seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": seconds, "peak_rss_mb": peak / 1024, "rows": seen.window.rows,
+                  "rss_before_mb": before / 1024}}))
+"""
+
+_ANALYSIS = """
+import json, sys, time
+from datetime import UTC, datetime, timedelta
+sys.path.insert(0, {repo!r})
+from conveyor.actions.models import open_registry
+from conveyor.config import load_config
+from conveyor.config.deploy import AnalysisConfig
+from conveyor.release.analysis import collect, judge
+config = load_config({project!r} + "/conveyor.yaml")
+with open_registry(config) as registry:
+    since = datetime.now(UTC) - timedelta(seconds=120)
+    sides = [(1, "serve"), (2, "serve"), (1, "shadow")]
+    collect(registry.store, "bench", "production", since, sides)  # warm: imports, connection
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        got = collect(registry.store, "bench", "production", since, sides)
+        verdict = judge(got[1, "serve"], got[2, "serve"], AnalysisConfig())
+        times.append(time.perf_counter() - started)
+print(json.dumps({{"seconds": sorted(times)[2], "candidate_requests": got[2, "serve"].requests,
+                  "decision": verdict.decision}}))
+"""
+
+_ENGINES = """
+import json, resource, sys, time
+from datetime import UTC, datetime, timedelta
+sys.path.insert(0, {repo!r})
+engine = {engine!r}
+import pyarrow as pa, pyarrow.dataset as ds, duckdb
+from conveyor.store.predictionlog.files import LogFiles
+from conveyor.store.predictionlog.layout import log_url
+from conveyor.store.predictionlog.query import read_requests, request_files
+files = LogFiles(log_url({project!r} + "/.conveyor/artifacts"))
+names = [f"f{{i}}" for i in range(25)]
+since = datetime.now(UTC) - timedelta(hours=2)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+if engine == "duckdb":
+    table = read_requests(files, "bench", "production", since=since, roles=["serve"], inputs=names)
+else:
+    paths = request_files(files, "bench", "production", since, None)
+    dataset = ds.dataset(paths, format="parquet")
+    cols = ["request_id", "row", "rows", "at", "version", "role", "status", "latency_ms",
+            "prediction", "raw_inputs"] + ["in." + n for n in names]
+    filt = (ds.field("role") == "serve") & (ds.field("at") >= pa.scalar(since, pa.timestamp("us", tz="UTC")))
+    table = dataset.to_table(columns=cols, filter=filt).sort_by([("at", "ascending"), ("request_id", "ascending")])
+frame = table.to_pandas()
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": seconds, "peak_rss_mb": peak / 1024, "rows": table.num_rows}}))
+"""
+
+
+def monitor_seconds_1m(project: str) -> dict[str, Any]:
+    """``observe()`` over the project's whole log: seconds and the child's peak RSS (MB)."""
+    return _child(_MONITOR.format(repo=str(REPO), project=project))
+
+
+def analysis_seconds_1m(project: str) -> dict[str, Any]:
+    """A canary step's ``collect()`` + ``judge()`` (median of 5) with the project's log."""
+    return _child(_ANALYSIS.format(repo=str(REPO), project=project))
+
+
+def engine_comparison(project: str) -> dict[str, Any]:
+    """The monitoring window's read (filters, 25 typed inputs, sorted, to pandas) on DuckDB and
+    on PyArrow datasets, each in its own process."""
+    return {
+        engine: _child(_ENGINES.format(repo=str(REPO), project=project, engine=engine))
+        for engine in ("duckdb", "pyarrow")
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    rows = 200_000 if quick else 1_000_000
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)},
+        "rows": rows,
+    }
+    results["bytes"] = log_bytes_per_request(50_000 if quick else 200_000)
+    results["log_bytes_per_request"] = results["bytes"]["log_bytes_per_request"]
+    results["rows_per_second_write"] = results["bytes"]["rows_per_second_write"]
+    work = Path(tempfile.mkdtemp(prefix="plog-1m-"))
+    try:
+        results["log"] = build_project(work / "project", rows)
+        project = results["log"]["project"]
+        monitor = monitor_seconds_1m(project)
+        results["monitor"] = monitor
+        results["monitor_seconds_1m"] = round(monitor["seconds"], 3)
+        results["monitor_peak_rss_mb"] = round(monitor["peak_rss_mb"], 1)
+        analysis = analysis_seconds_1m(project)
+        results["analysis"] = analysis
+        results["analysis_seconds_1m"] = round(analysis["seconds"], 4)
+        results["engines"] = engine_comparison(project)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["machine"]["load_1m_after"] = round(os.getloadavg()[0], 2)
+    results["goals"] = GOALS
+    return results
+
+
+def markdown(r: dict[str, Any]) -> str:
+    b = r["bytes"]
+    lines = [
+        f"# Prediction log ({r['rows']:,} rows; {r['machine']['cpus']} CPUs, load "
+        f"{r['machine']['load_1m']} -> {r['machine']['load_1m_after']})",
+        "",
+        "| figure | measured | goal |",
+        "|---|---|---|",
+        f"| bytes per request, gateway benchmark traffic | "
+        f"{b['gateway_bench_traffic']['bytes_per_request']} | <= 150 |",
+        f"| bytes per request, every row distinct | {b['distinct_rows']['bytes_per_request']} | "
+        "(worst case) |",
+        f"| writer rows/s (flush: parse, check, encode, write) | {r['rows_per_second_write']:,} | "
+        ">= 20,000 |",
+        f"| monitoring report over the window, s | {r['monitor_seconds_1m']} | <= 2 |",
+        f"| its peak RSS, MB | {r['monitor_peak_rss_mb']} | <= 1024 |",
+        f"| canary step analysis, s | {r['analysis_seconds_1m']} | <= 0.1 |",
+        "",
+        "| window read (filters, 25 inputs, sorted, to pandas) | seconds | peak RSS MB |",
+        "|---|---|---|",
+    ]
+    for engine, got in r["engines"].items():
+        lines.append(f"| {engine} | {got['seconds']:.3f} | {got['peak_rss_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200,000 rows instead of 1,000,000")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    results = run(args.quick)
+    print(json.dumps(results) if args.json else markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
