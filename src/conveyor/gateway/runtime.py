@@ -152,11 +152,16 @@ def load_served(
 ) -> Served:
     """Load a version (its hash verified by the registry), build its runtime and warm it.
 
+    A version with an ONNX copy that was checked against it at registration is served by ONNX
+    Runtime alone: its native model file is verified (the same sha256 check, the same refusal
+    when it changed) but not deserialised, since nothing would call it. Loading it would
+    import its framework (scikit-learn pulls in SciPy, pandas, PyArrow and more), about
+    three quarters of such a worker's memory.
+
     Raises:
         ModelTampered, UnsafeModelFile, RegistryError: the version cannot be served.
     """
     record = registry.version(model, version)
-    native = registry.load(record, allow_pickle=allow_pickle, trusted_extra=trusted_extra)
     onnx = None
     if record.onnx and record.onnx.get("supported") and record.onnx.get("digest"):
         try:
@@ -164,6 +169,11 @@ def load_served(
         except ArtifactError as exc:
             raise RegistryError(f"The ONNX copy of {record.label} cannot be read: {exc}") from exc
         onnx = OnnxModel(data, intra_op_threads=threads, what=record.label)
+    if onnx is None:
+        native = registry.load(record, allow_pickle=allow_pickle, trusted_extra=trusted_extra)
+    else:
+        registry.verify(record, allow_pickle=allow_pickle)
+        native = None
     served = Served(
         model=model,
         version=version,

@@ -332,6 +332,23 @@ class Registry:
             trusted_extra=trusted_extra,
         )
 
+    def verify(self, version: Version, *, allow_pickle: bool) -> None:
+        """Check ``version``'s model file as :meth:`load` would, without deserialising it: its
+        bytes match the recorded sha256, and a pickle only where the policy allows pickles.
+
+        For a server that answers from the version's ONNX copy and never calls the model.
+
+        Raises:
+            ModelTampered: the file changed since registration.
+            UnsafeModelFile: a pickle under a policy that forbids them.
+            RegistryError: the file is missing from the artifact store or cannot be read.
+        """
+        from conveyor.registry.modelfile import _pickle_refused, _verified_bytes
+
+        if version.file.format == "pickle" and not allow_pickle:
+            raise _pickle_refused(version.label)
+        _verified_bytes(self.artifacts, version.file, version.label)
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _resolve(self, s: Any, model: str, ref: int | str) -> int:
