@@ -109,3 +109,110 @@ def alias(
     model = name or (config.model.name if config.model else "")
     was = f" (was version {before})" if before is not None else ""
     typer.echo(f"{model}: {alias} -> version {version}{was}")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SOURCE",
+            help="runs:/RUN_ID/PATH, models:/NAME/VERSION, models:/NAME@ALIAS, or a directory "
+            "with an MLmodel file.",
+        ),
+    ],
+    name: Annotated[
+        str, typer.Option("--name", "-n", metavar="NAME", help="The model's name in Conveyor.")
+    ],
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            metavar="URI",
+            help="MLflow tracking store (default: $MLFLOW_TRACKING_URI).",
+        ),
+    ] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Load a pickle or cloudpickle model file (it runs any code it holds).",
+        ),
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", metavar="FILE", help="A CSV or Parquet holdout: evaluate and run the gates."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", metavar="COLUMN", help="The holdout's target.")
+    ] = None,
+    alias: Annotated[
+        list[str] | None,
+        typer.Option("--alias", metavar="ALIAS", help="Point ALIAS at the new version (repeat)."),
+    ] = None,
+    as_json: JsonOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Register an MLflow model (scikit-learn, XGBoost, LightGBM) with its run's params and
+    metrics, after the servability gate (and the project's gates with --data)."""
+    from conveyor.actions.mlflow_bridge import import_mlflow
+    from conveyor.actions.python_api import Project
+
+    version = import_mlflow(
+        source,
+        name=name,
+        project=Project(load_project(project)),
+        tracking_uri=tracking_uri,
+        trust_pickle=trust_pickle,
+        data=data,
+        target=target,
+        aliases=tuple(alias or ()),
+    )
+    if as_json:
+        echo_json(
+            {
+                "model": version.model,
+                "version": version.version,
+                "aliases": version.aliases,
+                "metrics": version.metrics,
+                "gates": [{k: g[k] for k in ("name", "verdict", "summary")} for g in version.gates],
+                "lineage": version.lineage,
+            }
+        )
+        return
+    aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
+    gates = ", ".join(f"{g['name']} {g['verdict']}" for g in version.gates)
+    typer.echo(f"{version.model}: registered version {version.version}{aliases} from {source}")
+    typer.echo(f"  gates: {gates}")
+
+
+@app.command("export")
+def export(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME:VERSION", help="The version: NAME:VERSION, NAME@ALIAS or NAME (latest)."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="A new (or empty) folder to write.")
+    ],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", metavar="FORMAT", help="What to write: mlflow (a model directory)."
+        ),
+    ] = "mlflow",
+    project: ProjectOpt = None,
+) -> None:
+    """Write a version as an MLflow model directory ('mlflow models serve -m DIR' serves it)."""
+    from conveyor.actions.mlflow_bridge import export_mlflow
+    from conveyor.actions.python_api import Project
+    from conveyor.exceptions import ExportError
+
+    if format_ != "mlflow":
+        raise ExportError(f"--format {format_!r}: the one format written is 'mlflow'.")
+    written = export_mlflow(ref, out, project=Project(load_project(project)))
+    typer.echo(f"Wrote {written} (MLmodel, model/, requirements.txt)")
