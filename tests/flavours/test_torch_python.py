@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from conveyor.actions.ci import run_ci
+from conveyor.exceptions import RegistryError
 from tests.churn_project import backdate
 from tests.flavours.test_families import TASKS, _rows
 
@@ -174,7 +175,7 @@ def isolated_imports(monkeypatch):
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:
-        if name.split(".")[0].startswith("proj_"):
+        if name.split(".")[0].startswith(("proj_", "projlib")):
             del sys.modules[name]
 
 
@@ -318,7 +319,6 @@ def test_a_custom_model_whose_module_is_missing_names_it_and_the_project(
     config = _project(project, "python", "regression")
     assert run_ci(config, jobs=1).version == 1
     from conveyor.actions.models import open_registry
-    from conveyor.exceptions import RegistryError
 
     package = "proj_python_regression"
     for name in [m for m in sys.modules if m.startswith(package)]:
@@ -361,3 +361,108 @@ def test_frames_and_matrices_give_a_custom_model_the_same_answer(project, isolat
         )
     frame = pd.DataFrame(np.eye(3), columns=["x1", "x2", "x3"])
     np.testing.assert_allclose(model.predict_proba(frame), model.predict_proba(frame.to_numpy()))
+
+
+TRANSFORMER = """
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+
+class Clip(TransformerMixin, BaseEstimator):
+    def __init__(self, bound: float = 2.0) -> None:
+        self.bound = bound
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return np.clip(np.asarray(X, dtype=float), -self.bound, self.bound)
+"""
+
+PIPELINE_STEPS = """
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from projlib.features import Clip
+
+
+def prepare(rows: pd.DataFrame) -> dict:
+    rows = rows[["x1", "x2", "x3", "label"]]  # Clip keeps no feature names: numbers only
+    test = rows.sample(frac=0.4, random_state=0)
+    return {"train": rows.drop(test.index), "test": test}
+
+
+def train(train: pd.DataFrame):
+    X = train[["x1", "x2", "x3"]]
+    return make_pipeline(Clip(), LogisticRegression()).fit(X, train["label"])
+"""
+
+
+@pytest.mark.slow
+def test_a_pipeline_with_the_projects_own_transformer_needs_no_pythonpath(
+    project, isolated_imports, tmp_path
+) -> None:
+    """`conveyor ci -C ROOT` from another folder, no PYTHONPATH: the project's class loads in
+    the CI process, the steps and the servability check; when the module is gone, loading names
+    it and the project folder instead of blaming the scikit-learn and skops versions."""
+    import subprocess
+
+    from conveyor.actions.models import open_registry
+
+    project.write("src/projlib/__init__.py", "")
+    project.write("src/projlib/features.py", TRANSFORMER)
+    project.write("src/projlib/steps.py", PIPELINE_STEPS)
+    project.write(
+        "conveyor.yaml",
+        """
+        project: own-code
+        data:
+          rows: data/rows.csv
+        pipeline:
+          prepare: {run: projlib.steps:prepare, inputs: [data.rows]}
+          train: {run: projlib.steps:train, inputs: [prepare.train]}
+          evaluate: {run: conveyor.evaluate:classification, inputs: [train, prepare.test]}
+        model:
+          name: own-code
+          from: train
+          holdout: prepare.test
+          target: label
+          trusted_types: [projlib.features.Clip]
+        gates:
+          - roc_auc >= 0.8
+        """,
+    )
+    path = project.root / "data" / "rows.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _rows("binary", "int", n=600).to_csv(path, index=False)
+    backdate(path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CONVEYOR_PROJECT_ROOT")}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli.main", "ci", "-C", str(project.root)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Traceback" not in output and "servable" in output
+
+    config = project.config()
+    (project.root / "src" / "projlib").rename(tmp_path / "moved")
+    for name in [m for m in sys.modules if m.startswith("projlib")]:
+        del sys.modules[name]
+    os.environ["CONVEYOR_PROJECT_ROOT"] = str(project.root)  # as conveyor serve -C sets it
+    with open_registry(config) as registry, pytest.raises(RegistryError) as caught:
+        registry.load(
+            registry.version("own-code", 1),
+            allow_pickle=False,
+            trusted_extra=("projlib.features.Clip",),
+        )
+    message = str(caught.value)
+    assert "needs the module 'projlib'" in message and str(project.root) in message
+    assert "skops versions" not in message
