@@ -13,7 +13,19 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli import ci, data, export, history, models, monitor, project, releases, serve, ui
+from conveyor.cli import (
+    ci,
+    data,
+    export,
+    history,
+    log,
+    models,
+    monitor,
+    project,
+    releases,
+    serve,
+    ui,
+)
 from conveyor.cli.config import config_app
 from conveyor.exceptions import ConveyorError
 
@@ -83,6 +95,7 @@ app.add_typer(data.app, name="data", cls=_Group)
 app.add_typer(models.app, name="models", cls=_Group)
 app.add_typer(releases.app, name="release", cls=_Group)
 app.add_typer(config_app, name="config", cls=_Group)
+app.add_typer(log.app, name="log", cls=_Group)
 
 
 def main() -> None:
