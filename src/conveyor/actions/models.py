@@ -126,10 +126,9 @@ def list_releases(
     config: ProjectConfig, *, model: str | None = None, limit: int = 20
 ) -> list[dict[str, Any]]:
     """Releases, newest first (only ``model``'s if given), as ``ReleaseView.to_dict``."""
-    from conveyor.release.releases import Releases
-
-    with open_registry(config) as registry:
-        return [r.to_dict() for r in Releases(config, registry).list(model=model, limit=limit)]
+    return _read_releases(
+        config, lambda releases: [r.to_dict() for r in releases.list(model=model, limit=limit)]
+    )
 
 
 def describe_release(
@@ -140,16 +139,44 @@ def describe_release(
     Raises:
         ReleaseError: no release has that id.
     """
+    return _read_releases(
+        config,
+        lambda releases: (releases.get(release_id).to_dict(), releases.timeline(release_id)),
+    )
+
+
+def _read_releases(config: ProjectConfig, read: Callable[[Any], T]) -> T:
+    """``read(releases)`` through ``release.views.PlainReader`` when the store is a SQLite file
+    at head, else through ``Releases`` (whose timeline rows are turned into the same dicts)."""
+    from conveyor.actions.runs import full_config, plain_store
+
+    with plain_store(config) as conn:
+        if conn is not None:
+            from conveyor.release.views import PlainReader
+
+            try:
+                return read(PlainReader(conn))
+            except sqlite3.Error:
+                pass  # the full store says what is wrong
+    config = full_config(config)
     from conveyor.release.releases import Releases
 
     with open_registry(config) as registry:
-        releases = Releases(config, registry)
-        release = releases.get(release_id).to_dict()
-        events = [
+        return read(_TimelineDicts(Releases(config, registry)))
+
+
+class _TimelineDicts:
+    """``Releases`` whose ``timeline`` gives the dicts ``PlainReader.timeline`` does."""
+
+    def __init__(self, releases: Any) -> None:
+        self.get, self.list = releases.get, releases.list
+        self._releases = releases
+
+    def timeline(self, release_id: str) -> list[dict[str, Any]]:
+        return [
             {"at": e.at.isoformat(), "kind": e.kind, "payload": e.payload or {}}
-            for e in releases.timeline(release_id)
+            for e in self._releases.timeline(release_id)
         ]
-    return release, events
 
 
 def _headline(metrics: dict[str, Any]) -> list[str]:

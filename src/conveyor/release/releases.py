@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from conveyor.config.deploy import EnvironmentConfig
 from conveyor.exceptions import ReleaseError, StoreError
 from conveyor.release.analysis import Verdict
 from conveyor.release.strategies import Split, strategy_for
+from conveyor.release.views import ACTIVE, ReleaseView
 from conveyor.store import events as ev
 from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
@@ -37,61 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTIVE", "ReleaseView", "Releases"]
 
-ACTIVE = ("running", "paused")
 _KEEP_VERDICTS = 50
-
-
-@dataclass(frozen=True)
-class ReleaseView:
-    """A release as read from the store."""
-
-    id: str
-    model: str
-    environment: str
-    from_version: int | None
-    to_version: int
-    strategy: str
-    state: str
-    step: int
-    step_started_at: datetime
-    plan: dict
-    verdicts: list
-    reason: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
-
-    @property
-    def weight(self) -> float:
-        """The candidate's current share of requests, in percent."""
-        if self.state == "promoted":
-            return 100.0
-        if not self.active:
-            return 0.0
-        return strategy_for(self.strategy).weight(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "model": self.model,
-            "environment": self.environment,
-            "from_version": self.from_version,
-            "to_version": self.to_version,
-            "strategy": self.strategy,
-            "state": self.state,
-            "step": self.step,
-            "weight": self.weight,
-            "step_started_at": self.step_started_at.isoformat(),
-            "reason": self.reason,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "last_verdict": self.verdicts[-1] if self.verdicts else None,
-        }
 
 
 def _view(row: m.Release) -> ReleaseView:
