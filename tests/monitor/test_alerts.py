@@ -7,12 +7,9 @@ a reopened store) on the same file. Backoff waits are recorded, not slept.
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from conveyor.monitor.alerts import (
     verify_signature,
 )
 from conveyor.store.metadata import Store
+from tests.monitor.webhooks import Receiver, serve_receiver
 
 SECRET = "s3cret-key"
 
@@ -214,51 +212,10 @@ def test_signature_round_trip_and_refusals() -> None:
 # -- a real webhook receiver ------------------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records calls and answers with scripted statuses."""
-
-    url: str
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)  # answered in order, then 200
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(call["body"]) for call in self.calls]
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="")
-    lock = threading.Lock()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with lock:
-                state.calls.append(
-                    {"path": self.path, "headers": dict(self.headers.items()), "body": body}
-                )
-                status = state.statuses.pop(0) if state.statuses else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serve_receiver() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from conveyor.monitor import (
     prometheus_text,
     reference_for,
 )
+from conveyor.monitor.report import LiveQuality, MonitorReport, PredictionDrift, WindowSpan
 from tests.gateway.servers import NUM_FIELDS, gateway_project, load, trained
 from tests.monitor.logs import NOW, entry, feedback, records, registry_of, served_rows, write
 
@@ -82,6 +83,11 @@ def test_a_shifted_numeric_feature_drifts_and_the_rest_do_not(config) -> None:
     assert report["window"]["end"] == NOW.isoformat()
     assert report["prediction_drift"]["psi"] >= 0.0
     assert json.loads(json.dumps(report))["drift"]["drifted"] == ["f0"]  # JSON-safe
+    # the typed contract the alerts, the CLI, the page and the controller read, key for key
+    assert set(report) == MonitorReport.__required_keys__
+    assert set(report["window"]) == WindowSpan.__required_keys__
+    assert set(report["quality"]) == LiveQuality.__required_keys__
+    assert set(report["prediction_drift"]) == PredictionDrift.__required_keys__
 
 
 def test_unshifted_held_out_rows_do_not_drift(config) -> None:

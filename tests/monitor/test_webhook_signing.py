@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,49 +24,17 @@ from conveyor.monitor.alerts import (
     verify_signature,
 )
 from conveyor.store.metadata import Store
+from tests.monitor.webhooks import Receiver, serve_receiver
 
 SECRET = "hook-key-0123"
 
 
-class Receiver:
-    """A receiver on 127.0.0.1 that checks each call the way the alerts docstring says: 401
-    unless the signature verifies and is fresh."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.verdicts: list[bool] = []
-        self.url = ""
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-    lock = threading.Lock()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            ok = verify_signature(body, self.headers.get(SIGNATURE_HEADER, ""), SECRET)
-            with lock:
-                state.calls.append({"headers": dict(self.headers.items()), "body": body})
-                state.verdicts.append(ok)
-            self.send_response(200 if ok else 401)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    """A receiver that checks each call the way the alerts docstring says: 401 unless the
+    signature verifies and is fresh."""
+    with serve_receiver(secret=SECRET) as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

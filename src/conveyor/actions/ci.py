@@ -21,6 +21,8 @@ from conveyor.store import events as ev
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
     from conveyor.config.model import ModelConfig
+    from conveyor.pipeline.plan import Context
+    from conveyor.registry.story import VersionStory
 
 SAMPLE_ROWS = 100_000  # rows of each source kept with a version as its drift reference
 ONNX_CHECK_ROWS = 500
@@ -34,7 +36,7 @@ class CiOutcome:
     """What `conveyor ci` decided, and where it wrote the report."""
 
     passed: bool
-    report: dict[str, Any]
+    report: VersionStory
     run_id: str | None = None
     version: int | None = None
     written: list[Path] = field(default_factory=list)
@@ -166,7 +168,7 @@ class _Job:
     """The state of one CI job; split out of run_ci only to keep each stage readable."""
 
     def __init__(
-        self, config: ProjectConfig, ctx: Any, notify: Callable[[GateResult], None]
+        self, config: ProjectConfig, ctx: Context, notify: Callable[[GateResult], None]
     ) -> None:
         from conveyor.registry.registry import Registry
 
@@ -602,7 +604,7 @@ class _Job:
 
     def _report(
         self, candidate: Any, gates: list[dict], status: str, version: int | None
-    ) -> dict[str, Any]:
+    ) -> VersionStory:
         from conveyor.registry.story import assemble, version_report
 
         if version is not None:

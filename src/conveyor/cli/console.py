@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from conveyor.monitor.report import MonitorReport
+    from conveyor.registry.story import VersionStory
+    from conveyor.release.strategies import Outcome
+
 
 class _LazyConsole:
     """A Rich console created on first use, so that importing this module stays cheap."""
@@ -171,7 +175,7 @@ class RunDisplay:
         if self._live is not None:
             self._live.__exit__(None, None, None)
 
-    def update(self, step: str, status: str, details: dict) -> None:
+    def update(self, step: str, status: str, details: dict[str, Any]) -> None:
         if not self.enabled:
             return
         row = self.rows.setdefault(step, {})
@@ -199,6 +203,15 @@ class RunDisplay:
         return table
 
 
+def _step_metric(value: Any) -> str:
+    """A metric a step logged, in the one number format (``evaluate/values.py``); the store
+    keeps every metric as a float, so a whole number (a count of rows) reads as the integer
+    it was logged as rather than ``8000.0000``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return format_number(int(value))
+    return format_number(value)
+
+
 def print_summary(summary: Any) -> None:
     table = _new_table(box=None, pad_edge=False)
     for column in ("", "step", "status", "time", "why / metrics"):
@@ -210,7 +223,7 @@ def print_summary(summary: Any) -> None:
             note = "restored from cache"
         else:
             note = outcome.error or outcome.reason
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in list(outcome.metrics.items())[:4])
+        metrics = ", ".join(f"{k}={_step_metric(v)}" for k, v in list(outcome.metrics.items())[:4])
         if metrics:
             note = f"{note}  [dim]{metrics}[/]" if note else metrics
         duration = f"{outcome.duration_s:.2f} s" if outcome.status == "ran" else ""
@@ -239,7 +252,7 @@ def print_summary(summary: Any) -> None:
     err.print(f"Run {summary.run_id} [red]failed[/] after {summary.duration_s:.2f} s.")
 
 
-def print_status(rows: list[dict]) -> None:
+def print_status(rows: list[dict[str, Any]]) -> None:
     table = _new_table(box=None, pad_edge=False)
     for column in ("", "step", "state", "why"):
         table.add_column(column)
@@ -253,7 +266,7 @@ def print_status(rows: list[dict]) -> None:
         console.print("Everything is up to date.")
 
 
-def print_runs(rows: list[dict]) -> None:
+def print_runs(rows: list[dict[str, Any]]) -> None:
     if not rows:
         if not _plain_lines(["No runs yet. Run 'conveyor run'."]):
             console.print("No runs yet. Run 'conveyor run'.")
@@ -282,7 +295,7 @@ def print_runs(rows: list[dict]) -> None:
     console.print(table)
 
 
-def print_run(info: dict) -> None:
+def print_run(info: dict[str, Any]) -> None:
     head = [f"[bold]Run {info['run_id']}[/]  {info['status']}  project {info['project']}"]
     head.append(f"  started {info['started_at']}, finished {info['finished_at'] or '-'}")
     commit = info["git_commit"] or "no git"
@@ -311,7 +324,8 @@ def print_run(info: dict) -> None:
     tail = []
     for step, values in info["metrics"].items():
         shown = ", ".join(
-            f"{k}={v['last'] if isinstance(v, dict) else v:.4g}" for k, v in values.items()
+            f"{k}={_step_metric(v['last'] if isinstance(v, dict) else v)}"
+            for k, v in values.items()
         )
         tail.append(f"  metrics {step}: {shown}")
     for step, values in info["params"].items():
@@ -357,6 +371,8 @@ VERDICTS = {
     "inconclusive": "[yellow]? inconclusive[/]",
     "skipped": "[dim]– skipped[/]",
     "error": "[red]! error[/]",
+    # a metric `models compare` could not test (too few rows of a class): neither pass nor fail
+    "not_compared": "[yellow]– not compared[/]",
 }
 
 
@@ -400,7 +416,7 @@ def print_ci(outcome: Any) -> None:
         console.print(f"  wrote {path}", markup=False)
 
 
-def print_models(rows: list[dict]) -> None:
+def print_models(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print("No registered models yet. Run 'conveyor ci'.")
         return
@@ -415,7 +431,7 @@ def print_models(rows: list[dict]) -> None:
     console.print(table)
 
 
-def print_versions(rows: list[dict]) -> None:
+def print_versions(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print("No versions registered yet. Run 'conveyor ci'.")
         return
@@ -438,17 +454,22 @@ def print_versions(rows: list[dict]) -> None:
     console.print(table)
 
 
-def print_version(story: dict) -> None:
+def print_version(story: VersionStory) -> None:
     aliases = f"  ({', '.join(story['aliases'])})" if story["aliases"] else ""
     console.print(f"[bold]{story['model']} version {story['version']}[/]{aliases}")
     console.print(f"  {story['task']} of {story['target']!r}, created {story['created_at']}")
-    model = story["artifacts"]["model"] or {}
+    model = story["artifacts"]["model"]
     onnx = story["artifacts"]["onnx"]
-    console.print(
-        f"  file {model.get('format')} sha256 {model.get('digest')} ({model.get('size')} bytes)"
-        + (f"; ONNX {onnx['digest'][:12]}" if onnx else ""),
-        markup=False,
-    )
+    if model is not None:
+        console.print(
+            f"  file {model['format']} sha256 {model['digest']} ({model['size']} bytes)"
+            + (f"; ONNX {str(onnx['digest'])[:12]}" if onnx else ""),
+            markup=False,
+            soft_wrap=True,  # a digest cut in two cannot be copied
+        )
+    why = story["artifacts"]["onnx_not_exported"]
+    if onnx is None and why:
+        console.print(f"  no ONNX copy: {why}", markup=False, soft_wrap=True)
     console.print(
         "  metrics: " + ", ".join(f"{k} {_num(v)}" for k, v in story["metrics"].items()),
         soft_wrap=True,
@@ -485,7 +506,7 @@ def print_version(story: dict) -> None:
     )
 
 
-def print_comparison(result: dict) -> None:
+def print_comparison(result: dict[str, Any]) -> None:
     a, b = result["a"]["version"], result["b"]["version"]
     console.print(f"[bold]{result['model']}[/]: v{a} (a) vs v{b} (b) on {result['holdout']}")
     table = _new_table(box=None, pad_edge=False)
@@ -502,9 +523,11 @@ def print_comparison(result: dict) -> None:
             c["method"],
         )
     console.print(table)
+    for metric, why in (result.get("not_compared") or {}).items():
+        console.print(f"  {metric}: {VERDICTS['not_compared']}: {why}", markup=True, soft_wrap=True)
 
 
-def print_data_diff(result: dict) -> None:
+def print_data_diff(result: dict[str, Any]) -> None:
     rows = result["rows"]
     console.print(f"[bold]{result['a']['id']}[/] → [bold]{result['b']['id']}[/]", markup=True)
     console.print(
@@ -523,7 +546,7 @@ def print_data_diff(result: dict) -> None:
         table.add_column(column)
     for name, entry in result["changes"].items():
 
-        def pair(key: str, entry: dict = entry) -> str:
+        def pair(key: str, entry: dict[str, Any] = entry) -> str:
             item = entry.get(key)
             if not item or item.get("before") is None and item.get("after") is None:
                 return ""
@@ -539,7 +562,7 @@ def print_data_diff(result: dict) -> None:
     console.print(table)
 
 
-def print_releases(rows: list[dict]) -> None:
+def print_releases(rows: list[dict[str, Any]]) -> None:
     if not rows:
         empty = "No releases yet. Start one with 'conveyor deploy MODEL VERSION --to ENV'."
         if not _plain_lines([empty]):
@@ -572,7 +595,7 @@ def print_releases(rows: list[dict]) -> None:
         console.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
-def print_release(release: dict, events: list[dict]) -> None:
+def print_release(release: dict[str, Any], events: list[dict[str, Any]]) -> None:
     console.print(
         f"[bold]{release['id']}[/]  {release['model']}@{release['environment']}  "
         f"v{release['from_version'] or '-'} → v{release['to_version']}  {release['strategy']}  "
@@ -589,7 +612,7 @@ def print_release(release: dict, events: list[dict]) -> None:
         console.print(f"  {event['at'][:19]}  {event['kind']:<20} {detail}", soft_wrap=True)
 
 
-def print_outcomes(outcomes: list[dict]) -> None:
+def print_outcomes(outcomes: list[Outcome]) -> None:
     if not outcomes:
         console.print("No active release.")
     for outcome in outcomes:
@@ -598,12 +621,12 @@ def print_outcomes(outcomes: list[dict]) -> None:
         console.print(f"{outcome['id']}: {outcome['action']}  {why}", soft_wrap=True)
 
 
-def print_monitor(report: dict) -> None:
+def print_monitor(report: MonitorReport) -> None:
     window = report["window"]
     span = (
         f"last {window['last']} requests"
-        if window.get("last")
-        else (f"last {window['seconds']:g}s")
+        if window["last"]
+        else (f"last {window['seconds'] or 0:g}s")
     )
     console.print(
         f"[bold]{report['model']}@{report['environment']}[/] serving version "
@@ -622,17 +645,17 @@ def print_monitor(report: dict) -> None:
         for column in ("feature", "kind", "test", "p (adjusted)", "psi", "drifted"):
             table.add_column(column)
         for name, entry in drift["columns"].items():
-            stats = entry.get("stats") or {}
+            stats = entry["stats"]
             test = next((m for m in ("ks", "chi2") if m in stats), None)
             p_adj = stats[test].get("p_adjusted") if test else None
-            psi = (stats.get("psi") or {}).get("statistic")
+            psi = stats["psi"]["statistic"] if "psi" in stats else None
             table.add_row(
                 name,
-                entry.get("kind", ""),
+                entry["kind"],
                 test or "-",
                 _num(p_adj),
                 _num(psi),
-                "[red]yes[/]" if entry.get("drifted") else "no",
+                "[red]yes[/]" if entry["drifted"] else "no",
             )
         console.print(table)
         console.print(
@@ -646,10 +669,10 @@ def print_monitor(report: dict) -> None:
             f"  predictions: psi {_num(prediction['psi'])}, "
             f"{'shifted' if prediction['drifted'] else 'not shifted'}"
         )
-    quality = report.get("quality") or {}
-    metrics = quality.get("metrics") or {}
-    if quality.get("labelled"):
-        delay = quality.get("label_delay_s_p50")
+    quality = report["quality"]
+    metrics = quality["metrics"]
+    if quality["labelled"]:
+        delay = quality["label_delay_s_p50"]
         console.print(
             f"  live quality on {quality['labelled']:,} labelled rows "
             f"({format_percent(quality['labelled_share'])}, median delay "

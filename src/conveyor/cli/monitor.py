@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conveyor.cli.options import JsonOpt, ModelOpt, ProjectOpt, UrlOpt, echo_json, load_project
+
+if TYPE_CHECKING:
+    from conveyor.controller.loop import Act
 
 
 def monitor(
@@ -119,7 +122,7 @@ def watch(
         pass
 
 
-def describe_act(act: dict[str, Any]) -> str:
+def describe_act(act: Act) -> str:
     """One line for what the controller just did, as `conveyor watch` prints it."""
     kind = act.get("act")
     if kind == "release":

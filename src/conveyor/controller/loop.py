@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
 from sqlalchemy import func, select
 
@@ -38,9 +38,60 @@ from conveyor.store.records import utcnow
 
 if TYPE_CHECKING:
     from conveyor.config.project import ProjectConfig
+    from conveyor.monitor.report import MonitorReport
     from conveyor.registry.registry import Registry
+    from conveyor.release.strategies import Action, Outcome
 
-__all__ = ["Controller", "run_controller"]
+__all__ = ["Act", "Controller", "run_controller"]
+
+
+class Act(TypedDict):
+    """One thing the controller did, as ``report`` is told it and `conveyor watch` prints it.
+
+    ``act`` says which; the other keys are those of that kind:
+
+    - ``release``: a release moved (``Releases.step``'s outcome): id, action, why, verdict;
+    - ``release_started``: id, environment, version, strategy;
+    - ``retrain_started``: causes, pid, log; ``retrain_skipped``: causes, why;
+    - ``retrained``: causes, run_id, passed, version, already_registered, failed_gates;
+    - ``retrain_failed``: causes, error, exit_code;
+    - ``alert``: an alert's change as ``Alerter.process`` wrote it: alert, state, summary,
+      kind, entity_id, and how the webhook went;
+    - ``waiting``: why (another controller holds the lease).
+    """
+
+    act: Literal[
+        "release",
+        "release_started",
+        "retrain_started",
+        "retrain_skipped",
+        "retrained",
+        "retrain_failed",
+        "alert",
+        "waiting",
+    ]
+    id: NotRequired[str]
+    action: NotRequired[Action]
+    why: NotRequired[str]
+    verdict: NotRequired[dict[str, Any] | None]
+    environment: NotRequired[str]
+    version: NotRequired[int | None]
+    strategy: NotRequired[str]
+    causes: NotRequired[list[str]]
+    pid: NotRequired[int | None]
+    log: NotRequired[str]
+    run_id: NotRequired[str | None]
+    passed: NotRequired[bool]
+    already_registered: NotRequired[bool]
+    failed_gates: NotRequired[list[str]]
+    error: NotRequired[str | None]
+    exit_code: NotRequired[int | None]
+    alert: NotRequired[str]
+    state: NotRequired[str]
+    summary: NotRequired[str]
+    kind: NotRequired[str]
+    entity_id: NotRequired[str]
+
 
 log = logging.getLogger("conveyor.controller")
 
@@ -66,7 +117,7 @@ class Controller:
         *,
         checks: Any = None,
         monitor_every: float = 30.0,
-        report: Callable[[dict[str, Any]], None] | None = None,
+        report: Callable[[Act], None] | None = None,
         ci_reports: Path | None = None,
         stop_grace: float = 10.0,
     ) -> None:
@@ -79,7 +130,7 @@ class Controller:
         self.monitor_every = monitor_every
         self._report = report or (lambda _o: None)
         self._last_monitor: datetime | None = None
-        self.last_report: dict[str, Any] | None = None
+        self.last_report: MonitorReport | None = None
         self.metrics_text = ""  # the last report in Prometheus text format
         self._alerter: Any = None
         self.retrainer = Retrainer(
@@ -103,16 +154,16 @@ class Controller:
 
     # -- one turn --------------------------------------------------------------------------
 
-    def turn(self, now: datetime | None = None) -> list[dict[str, Any]]:
+    def turn(self, now: datetime | None = None) -> list[Act]:
         """Releases, monitoring, retraining and new releases, once; returns what happened.
 
         Never waits for a retraining: it starts one (``retrain_started``) and a later turn
         reports its end (``retrained`` or ``retrain_failed``).
         """
         now = now or utcnow()
-        done: list[dict[str, Any]] = []
+        done: list[Act] = []
 
-        def tell(acts: list[dict[str, Any]]) -> None:
+        def tell(acts: list[Act]) -> None:
             # each part is told as it ends, not with the turn's: the first monitoring report
             # loads the model (importing scikit-learn, seconds), and a release step must not
             # look delayed behind it
@@ -120,10 +171,8 @@ class Controller:
             for act in acts:
                 self._report(act)
 
-        outcomes: list[dict[str, Any]] = self.releases.step(now=now)
-        tell(
-            [{"act": "release", **o} for o in outcomes if o.get("action") not in ("wait", "paused")]
-        )
+        outcomes = self.releases.step(now=now)
+        tell([_release_act(o) for o in outcomes if o["action"] not in ("wait", "paused")])
         if self.config.monitor is not None and self._due(now):
             tell(self._monitor(now))
         if self.config.model is not None and self.config.monitor is not None:
@@ -142,7 +191,7 @@ class Controller:
 
     # -- monitoring and alerts -------------------------------------------------------------
 
-    def _monitor(self, now: datetime) -> list[dict[str, Any]]:
+    def _monitor(self, now: datetime) -> list[Act]:
         from conveyor.monitor.alerts import Alerter, evaluate
         from conveyor.monitor.report import monitor_report, prometheus_text
 
@@ -173,16 +222,17 @@ class Controller:
                 environment=monitor.environment,
             )
         changes = self._alerter.process(evaluate(monitor.alerts, report), report, now=now)
-        return [{"act": "alert", **c} for c in changes]
+        # an alert's change is its event's payload (a plain dict): its keys are Act's alert keys
+        return [cast("Act", {"act": "alert", **c}) for c in changes]
 
     # -- releases the store calls for ------------------------------------------------------
 
-    def _start_releases(self) -> list[dict[str, Any]]:
+    def _start_releases(self) -> list[Act]:
         """Start each release the environments' order asks for and no release row records."""
         if self.config.model is None:
             return []
         model = self.config.model.name
-        started = []
+        started: list[Act] = []
         with self.store.session() as s:
             latest = s.scalar(
                 select(func.max(m.ModelVersion.version))
@@ -271,6 +321,16 @@ class Controller:
             )
 
 
+def _release_act(outcome: Outcome) -> Act:
+    """A release's outcome told as the controller's act."""
+    act: Act = {"act": "release", "id": outcome["id"], "action": outcome["action"]}
+    if "why" in outcome:
+        act["why"] = outcome["why"]
+    if "verdict" in outcome:
+        act["verdict"] = outcome["verdict"]
+    return act
+
+
 def run_controller(
     config: ProjectConfig,
     *,
@@ -279,7 +339,7 @@ def run_controller(
     monitor_every: float = 30.0,
     once: bool = False,
     stop: threading.Event | None = None,
-    report: Callable[[dict[str, Any]], None] | None = None,
+    report: Callable[[Act], None] | None = None,
     metrics: tuple[str, int] | None = None,
 ) -> int:
     """Turn every ``interval`` seconds until stopped; returns the turns run.

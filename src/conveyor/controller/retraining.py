@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import func, select
 
@@ -41,6 +41,8 @@ from conveyor.store.records import utcnow
 
 if TYPE_CHECKING:
     from conveyor.config.project import ProjectConfig
+    from conveyor.controller.loop import Act
+    from conveyor.monitor.report import MonitorReport
     from conveyor.pipeline.plan import Context
     from conveyor.registry.registry import Registry
 
@@ -127,7 +129,7 @@ class Retrainer:
             self._context.close()
             self._context = None
 
-    def turn(self, now: datetime, report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def turn(self, now: datetime, report: MonitorReport | None) -> list[Act]:
         """Report a retraining that ended, or start one if a trigger holds and nothing holds it
         back; never waits for one.
 
@@ -160,7 +162,7 @@ class Retrainer:
     def _causes(
         self,
         now: datetime,
-        report: dict[str, Any] | None,
+        report: MonitorReport | None,
         history: History,
         hashes: dict[str, str],
     ) -> tuple[list[str], int | None]:
@@ -176,9 +178,9 @@ class Retrainer:
                 causes.append("new_data: " + ", ".join(changed))
                 new_rows = self._new_rows(changed)
         if report is not None and report.get("enough"):
-            drift = report.get("drift") or {}
-            if "drift" in retrain.triggers and drift.get("drifted_overall"):
-                share = drift.get("share_drifted", 0.0)
+            drift = report.get("drift")
+            if "drift" in retrain.triggers and drift is not None and drift["drifted_overall"]:
+                share = drift["share_drifted"]
                 causes.append(f"drift: {share:.0%} of features ({', '.join(drift['drifted'])})")
             if "quality" in retrain.triggers and self._quality_alert_firing():
                 causes.append("quality: a live-metric alert fires")
@@ -246,7 +248,7 @@ class Retrainer:
             return f"min_new_rows: {new_rows} new rows, need {retrain.min_new_rows}"
         return None
 
-    def _skipped(self, causes: list[str], why: str, history: History) -> list[dict[str, Any]]:
+    def _skipped(self, causes: list[str], why: str, history: History) -> list[Act]:
         """Record a hold once per reason until the next retraining starts.
 
         Causes count by their kind (``drift``, not the share that drifts this turn), and
@@ -266,7 +268,7 @@ class Retrainer:
 
     # -- the job ---------------------------------------------------------------------------
 
-    def _start(self, causes: list[str], hashes: dict[str, str], code: str) -> list[dict[str, Any]]:
+    def _start(self, causes: list[str], hashes: dict[str, str], code: str) -> list[Act]:
         stamp = utcnow().strftime("%Y%m%d-%H%M%S")
         report = self.ci_reports / f"ci-{stamp}.md"
         output = self.ci_reports / f"ci-{stamp}.log"
@@ -288,7 +290,7 @@ class Retrainer:
             {"act": "retrain_started", "causes": causes, "pid": self.job.pid, "log": str(output)}
         ]
 
-    def _collect(self, job: RetrainJob) -> list[dict[str, Any]]:
+    def _collect(self, job: RetrainJob) -> list[Act]:
         """The act for a retraining that ended since the last turn; nothing while it runs."""
         status = job.poll()
         if status is None:
@@ -315,7 +317,8 @@ class Retrainer:
                 {"act": "retrain_failed", "causes": job.causes, "error": error, "exit_code": status}
             ]
         act = "retrained" if end.kind == ev.RETRAIN_FINISHED else "retrain_failed"
-        return [{"act": act, **(end.payload or {})}]
+        # the end event's payload is what the job recorded (controller/job.py): Act's keys
+        return [cast("Act", {"act": act, **(end.payload or {})})]
 
     # -- fingerprints ----------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from conveyor.exceptions import DataError
 
@@ -81,6 +81,72 @@ _PARALLEL_CELLS = 2_000_000  # below this many values a thread pool costs more t
 # ks_2samp may warn and fall back to its asymptotic p-value; warnings.catch_warnings is
 # process-wide, so two threads must not interleave inside it.
 _SCIPY_WARNINGS = threading.Lock()
+
+
+class MethodStats(TypedDict):
+    """One method's figures for one column; the verdict keys come with ``_decide``."""
+
+    statistic: float
+    p_value: NotRequired[float]  # tests (ks, chi2)
+    p_method: NotRequired[str]  # ks: "exact" or "asymp"
+    p_adjusted: NotRequired[float | None]  # tests, after the correction over columns
+    dof: NotRequired[int]  # chi2
+    merged: NotRequired[int]  # chi2: categories merged into "other"
+    test: NotRequired[str]  # chi2: "fisher" when the small table was tested exactly
+    normalised: NotRequired[float]  # wasserstein, in reference standard deviations
+    bins: NotRequired[int]  # numeric psi
+    threshold: NotRequired[float]
+    drifted: NotRequired[bool]
+
+
+class NullShare(TypedDict):
+    reference: float
+    current: float
+
+
+class Categories(TypedDict):
+    """Distinct categories on each side, and the most frequent new and vanished ones."""
+
+    reference: int
+    current: int
+    new: list[str]
+    gone: list[str]
+
+
+class ColumnDrift(TypedDict):
+    """What :func:`column_drift` returns, and each column of a :class:`DriftReport`."""
+
+    column: str
+    kind: str  # "numeric", "categorical" or "mismatch"
+    n_reference: int
+    n_current: int
+    null_share: NullShare
+    stats: dict[str, MethodStats]
+    drifted: bool
+    method: str | None  # the method that decided the verdict
+    reason: str | None  # why a verdict was reached without statistics
+    categories: NotRequired[Categories]  # categorical columns with values on both sides
+
+
+class DriftThresholds(TypedDict):
+    psi: float
+    wasserstein: float
+    jensenshannon: float
+
+
+class DriftReport(TypedDict):
+    """What :func:`drift_report` returns: the monitor, the data gate and the CLI read it."""
+
+    columns: dict[str, ColumnDrift]
+    drifted: list[str]
+    share_drifted: float
+    drifted_overall: bool
+    alpha: float
+    correction: str
+    drift_share: float
+    thresholds: DriftThresholds
+    n_reference: int
+    n_current: int
 
 
 @dataclass(frozen=True)
@@ -118,7 +184,7 @@ def column_drift(
     wasserstein_threshold: float = 0.1,
     js_threshold: float = 0.1,
     categorical_int_max: int | None = None,
-) -> dict[str, Any]:
+) -> ColumnDrift:
     """Drift of one column between a reference sample and a current one.
 
     Returns ``{"column", "kind", "n_reference", "n_current", "null_share": {"reference",
@@ -182,7 +248,7 @@ def drift_report(
     drift_share: float = 0.5,
     categorical_int_max: int | None = None,
     workers: int | None = None,
-) -> dict[str, Any]:
+) -> DriftReport:
     """Drift of every column between two data frames, with one verdict for the data set.
 
     Returns ``{"columns": {name: column_drift(...)}, "drifted": [names], "share_drifted",
@@ -239,7 +305,7 @@ def drift_report(
                 f"{key} names columns that are not compared: {', '.join(map(repr, unknown))}."
             )
 
-    def measure(column: str) -> dict[str, Any]:
+    def measure(column: str) -> ColumnDrift:
         ref, cur = reference[column], current[column]
         if not isinstance(ref, pd.Series) or not isinstance(cur, pd.Series):
             raise DataError(f"Column {column!r} appears more than once; rename the duplicates.")
@@ -434,7 +500,7 @@ def _measure(
     categorical_int_max: int | None,
     *,
     by_kind: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ColumnDrift:
     """Statistics for one column; the verdicts wait for the corrected p-values (``_decide``).
 
     A column decided without statistics (a type mismatch, a side with no values) gets its
@@ -446,35 +512,36 @@ def _measure(
                 f"Column {column!r} has no rows in {label}; drift needs a row on each side."
             )
     resolved, reason = _resolve_kind(column, ref, cur, kind, categorical_int_max)
-    entry: dict[str, Any] = {
-        "column": column,
-        "kind": resolved,
-        "n_reference": len(ref),
-        "n_current": len(cur),
-        "null_share": {},
-        "stats": {},
-        "drifted": False,
-        "method": None,
-        "reason": reason,
-    }
-    if resolved == "mismatch":
-        entry["null_share"] = {
-            "reference": float(ref.isna().mean()),
-            "current": float(cur.isna().mean()),
+
+    def entry_with(null_share: NullShare) -> ColumnDrift:
+        return {
+            "column": column,
+            "kind": resolved,
+            "n_reference": len(ref),
+            "n_current": len(cur),
+            "null_share": null_share,
+            "stats": {},
+            "drifted": False,
+            "method": None,
+            "reason": reason,
         }
-        entry.update(drifted=True, method="type")
+
+    if resolved == "mismatch":
+        entry = entry_with(
+            {"reference": float(ref.isna().mean()), "current": float(cur.isna().mean())}
+        )
+        entry["drifted"], entry["method"] = True, "type"
         return entry
     if methods is None and by_kind:
         methods = by_kind.get(resolved)
     chosen = _methods(column, resolved, methods)
     side = _numeric_side if resolved == "numeric" else _categorical_side
     a, b = side(column, ref), side(column, cur)
-    entry["null_share"] = {"reference": a.missing / a.rows, "current": b.missing / b.rows}
+    entry = entry_with({"reference": a.missing / a.rows, "current": b.missing / b.rows})
     if a.valid == 0 or b.valid == 0:
         drifted = a.valid > 0 or b.valid > 0  # values on one side only: a clear change
-        entry.update(
-            reason=_empty_reason(a, b), drifted=drifted, method="null_share" if drifted else None
-        )
+        entry["reason"] = _empty_reason(a, b)
+        entry["drifted"], entry["method"] = drifted, "null_share" if drifted else None
         return entry
     if resolved == "numeric":
         entry["stats"] = _numeric_stats(a.values, b.values, chosen, bins)
@@ -543,11 +610,11 @@ def _categorical_side(column: str, series: pandas.Series) -> _Side:
 
 def _numeric_stats(
     a: numpy.ndarray, b: numpy.ndarray, methods: tuple[str, ...], bins: int
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, MethodStats]:
     import numpy as np
 
     n1, n2 = len(a), len(b)
-    stats: dict[str, dict[str, Any]] = {}
+    stats: dict[str, MethodStats] = {}
     if "ks" in methods or "wasserstein" in methods:
         merged, cdf_gap = _merge(a, b)
         if "ks" in methods:
@@ -636,7 +703,7 @@ def _ks_p_value(a: numpy.ndarray, b: numpy.ndarray, d: float) -> tuple[float, st
 
 def _categorical_stats(
     column: str, ref: pandas.Series, cur: pandas.Series, methods: tuple[str, ...]
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+) -> tuple[dict[str, MethodStats], Categories]:
     import numpy as np
 
     try:
@@ -649,7 +716,7 @@ def _categorical_stats(
     r = ref.reindex(labels, fill_value=0).to_numpy(dtype=np.int64)
     c = cur.reindex(labels, fill_value=0).to_numpy(dtype=np.int64)
     n1, n2 = int(r.sum()), int(c.sum())
-    stats: dict[str, dict[str, Any]] = {}
+    stats: dict[str, MethodStats] = {}
     if "chi2" in methods:
         stats["chi2"] = _chi2(r, c)
     if "jensenshannon" in methods:
@@ -661,7 +728,7 @@ def _categorical_stats(
         order = np.argsort(-counts[mask], kind="stable")[:LISTED_CATEGORIES]
         return [str(labels[mask][i]) for i in order]
 
-    categories = {
+    categories: Categories = {
         "reference": int(np.count_nonzero(r)),
         "current": int(np.count_nonzero(c)),
         "new": listed((r == 0) & (c > 0), c),
@@ -711,7 +778,7 @@ def chi2_table(
     return np.column_stack([table[:, kept], other]), merged
 
 
-def _chi2(r: numpy.ndarray, c: numpy.ndarray) -> dict[str, Any]:
+def _chi2(r: numpy.ndarray, c: numpy.ndarray) -> MethodStats:
     import numpy as np
     from scipy import stats
 
@@ -758,7 +825,7 @@ def _psi(expected: numpy.ndarray, actual: numpy.ndarray) -> float:
 # -- verdicts ----------------------------------------------------------------------------------
 
 
-def _test_p_value(entry: dict[str, Any]) -> float | None:
+def _test_p_value(entry: ColumnDrift) -> float | None:
     for method in TESTS:
         if method in entry["stats"]:
             return float(entry["stats"][method]["p_value"])
@@ -788,7 +855,7 @@ def _adjust(p_values: list[float], correction: str) -> list[float]:
     return adjusted
 
 
-def _decide(entry: dict[str, Any], p_adjusted: float | None, t: _Thresholds) -> None:
+def _decide(entry: ColumnDrift, p_adjusted: float | None, t: _Thresholds) -> None:
     """Fill in each method's verdict and the column's: significant and large (module doc)."""
     if entry["reason"] is not None:  # decided in _measure
         return

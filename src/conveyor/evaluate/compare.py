@@ -23,23 +23,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from conveyor.config.metrics import COMPARABLE, METRICS
 from conveyor.evaluate.metrics import check_binary, check_multiclass, check_pair
 
 ArrayLike = Any
 
-# Metrics a gate may compare, and whether a higher value is better.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "roc_auc": True,
-    "accuracy": True,
-    "precision": True,
-    "recall": True,
-    "f1": True,
-    "log_loss": False,
-    "brier": False,
-    "mae": False,
-    "rmse": False,
-    "r2": True,
-}
+# Metrics a gate may compare, and whether a higher value is better (config/metrics.py).
+HIGHER_IS_BETTER: dict[str, bool] = {name: METRICS[name] is True for name in COMPARABLE}
 _CLASSIFICATION = {"roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier"}
 _EPS = 1e-15  # log_loss clips probabilities as scikit-learn does
 

@@ -43,6 +43,9 @@ from conveyor.gateway.runtime import Prediction, Served, load_served
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
+    from conveyor.registry.registry import Registry
+    from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.metadata import Store
 
 __all__ = ["Gateway"]
 
@@ -89,9 +92,10 @@ class Gateway:
         self._shadow_inflight = 0
         self._shadow_tasks: set[asyncio.Task] = set()
         self.router = Router(make_batcher=self._batcher, on_switch=self._switched)
-        self.store: Any = None
-        self.artifacts: Any = None
-        self.registry: Any = None
+        # opened by startup(), closed by shutdown()
+        self.store: Store | None = None
+        self.artifacts: ArtifactStore | None = None
+        self.registry: Registry | None = None
         self.request_log: RequestLog | None = None
         self.watcher: Watcher | None = None
         self.started = False
@@ -114,14 +118,14 @@ class Gateway:
         # The request-log and watcher threads hand the interpreter back to the event loop after
         # 1 ms instead of 5: the difference shows in the p99 of every request.
         sys.setswitchinterval(0.001)
-        self.store = Store(self.config.store_url()).open()
+        store = self.store = Store(self.config.store_url()).open()
         attach(self.store, log_url(self.config.artifacts_url()))  # the request log's root
         # A model file that blocks on read (a FIFO, a hung mount) fails its load after the
         # timeout instead of freezing the watcher while /readyz still says ready.
         self.artifacts = ArtifactStore(
             self.config.artifacts_url(), read_timeout_s=self.config.serve.load_timeout_s
         ).open()
-        self.registry = Registry(self.store, self.artifacts)
+        self.registry = Registry(store, self.artifacts)
         logcfg = self.config.serve.log
         self.request_log = RequestLog(
             self.store,
@@ -141,7 +145,7 @@ class Gateway:
         self.watcher = Watcher(
             router=self.router,
             loop=asyncio.get_running_loop(),
-            read=lambda: read_desired(self.store, self.project),
+            read=lambda: read_desired(store, self.project),
             load=self._load,
             report_failure=self._load_failed,
             poll_seconds=self.config.serve.poll_seconds,
@@ -183,9 +187,15 @@ class Gateway:
         stuck = self.watcher.stuck() if self.watcher is not None else []
         return ready and not stuck, [*stuck, *missing]
 
+    def _opened(self) -> tuple[Store, Registry]:
+        """The stores ``startup`` opened: the watcher, which loads and reports, starts after."""
+        if self.store is None or self.registry is None:
+            raise RuntimeError("The gateway's stores are not open: call startup() first.")
+        return self.store, self.registry
+
     def _load(self, model: str, version: int) -> Served:
         served = load_served(
-            self.registry,
+            self._opened()[1],
             model,
             version,
             allow_pickle=self.config.registry.allow_pickle,
@@ -201,8 +211,9 @@ class Gateway:
     def _load_failed(self, model: str, version: int, reason: str) -> None:
         self.metrics.load_failures.labels(model, str(version)).inc()
         try:
-            with self.store.session() as s:
-                self.store.add_event(
+            store = self._opened()[0]
+            with store.session() as s:
+                store.add_event(
                     s,
                     "gateway.load_failed",
                     "model",

@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -28,6 +28,9 @@ from conveyor.exceptions import ArtifactTimeout
 from conveyor.gateway.batching import Batcher
 from conveyor.gateway.runtime import Served
 from conveyor.store import models as m
+
+if TYPE_CHECKING:
+    from conveyor.store.metadata import Store
 
 __all__ = [
     "Route",
@@ -240,7 +243,7 @@ class Router:
 
 
 def read_desired(
-    store: Any, project: str
+    store: Store, project: str
 ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], Split]]:
     """(model, environment) → the alias's version, and the traffic rows beside the aliases."""
     with store.engine.connect() as conn:

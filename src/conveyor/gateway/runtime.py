@@ -10,7 +10,7 @@ per field, concatenated column by column when requests are batched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import ArtifactError, RegistryError
 from conveyor.registry.onnx import OnnxModel
@@ -20,6 +20,9 @@ from conveyor.registry.signature import (
     is_numeric,
     matrix_from_rows,
 )
+
+if TYPE_CHECKING:
+    from conveyor.registry.registry import Registry
 
 __all__ = ["Prediction", "Served", "load_served", "warm_rows"]
 
@@ -142,12 +145,12 @@ def warm_rows(signature: dict[str, Any], n: int = 8) -> list[list[Any]]:
 
 
 def load_served(
-    registry: Any,
+    registry: Registry,
     model: str,
     version: int,
     *,
     allow_pickle: bool,
-    trusted_extra: tuple = (),
+    trusted_extra: tuple[str, ...] = (),
     threads: int = 1,
 ) -> Served:
     """Load a version (its hash verified by the registry), build its runtime and warm it.

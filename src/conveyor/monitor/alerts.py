@@ -56,6 +56,7 @@ from conveyor.store.records import utcnow
 
 if TYPE_CHECKING:
     from conveyor.config.monitor import AlertRule
+    from conveyor.monitor.report import MonitorReport
     from conveyor.store.metadata import Store
 
 __all__ = [
@@ -96,8 +97,8 @@ class AlertState:
     summary: str
 
 
-def evaluate(rules: Sequence[AlertRule], report: dict[str, Any]) -> list[AlertState]:
-    """Judge each rule on a monitor report (the dict of ``conveyor.monitor.report``).
+def evaluate(rules: Sequence[AlertRule], report: MonitorReport) -> list[AlertState]:
+    """Judge each rule on a monitor report (``conveyor.monitor.report.MonitorReport``).
 
     A report without enough served rows (``report["enough"]`` false) judges nothing: every
     state is None, so alerts keep the state they had. So does a rule whose input the report
@@ -119,14 +120,14 @@ def evaluate(rules: Sequence[AlertRule], report: dict[str, Any]) -> list[AlertSt
     return [_evaluate(rule, report) for rule in rules]
 
 
-def _evaluate(rule: AlertRule, report: dict[str, Any]) -> AlertState:
+def _evaluate(rule: AlertRule, report: MonitorReport) -> AlertState:
     when = rule.when
     kind = when.kind
-    drift = report.get("drift") or {}
+    drift = report.get("drift")
     if kind == "drift_share":
         bound = _bound(when.drift_share)
-        share = _number(drift.get("share_drifted"))
-        if share is None:
+        share = _number(drift.get("share_drifted")) if drift else None
+        if drift is None or share is None:
             return AlertState(rule.name, None, None, bound, "no drift report")
         drifted, total = len(drift.get("drifted") or []), len(drift.get("columns") or {})
         of = f"{drifted} of {total} features" if total else f"{drifted} features"
@@ -139,16 +140,18 @@ def _evaluate(rule: AlertRule, report: dict[str, Any]) -> AlertState:
         column = str(when.column)
         if not drift:
             return AlertState(rule.name, None, None, None, "no drift report")
-        entry = (drift.get("columns") or {}).get(column) or {}
+        entry = (drift.get("columns") or {}).get(column)
         holds = column in (drift.get("drifted") or [])
         if not entry and not holds:
             return AlertState(
                 rule.name, None, None, None, f"column {column!r} is not in the drift report"
             )
-        psi = (entry.get("stats") or {}).get("psi") or {}
-        value, limit = _number(psi.get("statistic")), _number(psi.get("threshold"))
+        psi = (entry.get("stats") or {}).get("psi") if entry else None
+        value = _number(psi.get("statistic")) if psi else None
+        limit = _number(psi.get("threshold")) if psi else None
         detail = f" (psi {value:.3g})" if value is not None else ""
-        how = f", by {entry['method']}" if holds and entry.get("method") else ""
+        method = entry.get("method") if entry else None
+        how = f", by {method}" if holds and method else ""
         verdict = "drifts" if holds else "does not drift"
         return AlertState(
             rule.name, holds, value, limit, f"column {column!r} {verdict}{detail}{how}"
@@ -313,7 +316,7 @@ class Alerter:
     def process(
         self,
         states: Sequence[AlertState],
-        report: dict[str, Any],
+        report: MonitorReport,
         *,
         now: datetime | None = None,
     ) -> list[dict[str, Any]]:
@@ -387,7 +390,7 @@ class Alerter:
         self,
         rule: AlertRule,
         state: AlertState,
-        report: dict[str, Any],
+        report: MonitorReport,
         at: datetime,
     ) -> dict[str, Any]:
         kind = FIRED if state.holds else RESOLVED

@@ -26,7 +26,9 @@ from conveyor.store.atomic import write_text
 if TYPE_CHECKING:
     import pandas
 
+    from conveyor.data.drift import ColumnDrift
     from conveyor.monitor.reference import Reference
+    from conveyor.monitor.report import MonitorReport, WindowSpan
     from conveyor.monitor.windows import Window
 
 __all__ = ["render_html", "write_html"]
@@ -37,7 +39,7 @@ WIDTH, HEIGHT = 320, 110
 REF_COLOR, CUR_COLOR = "#4c78a8", "#f58518"
 
 
-def render_html(report: dict[str, Any], reference: Reference, window: Window) -> str:
+def render_html(report: MonitorReport, reference: Reference, window: Window) -> str:
     """The page as text (``write_html`` writes it)."""
     from conveyor.monitor.report import _canon
 
@@ -77,7 +79,7 @@ def render_html(report: dict[str, Any], reference: Reference, window: Window) ->
 
 
 def write_html(
-    report: dict[str, Any], reference: Reference, window: Window, path: str | os.PathLike[str]
+    report: MonitorReport, reference: Reference, window: Window, path: str | os.PathLike[str]
 ) -> Path:
     """Write the page to ``path`` atomically (a temporary file, then a rename); returns it."""
     return write_text(path, render_html(report, reference, window))
@@ -87,15 +89,15 @@ def write_html(
 
 
 def _feature_row(
-    name: str, entry: dict[str, Any], reference: pandas.DataFrame, current: pandas.DataFrame
+    name: str, entry: ColumnDrift, reference: pandas.DataFrame, current: pandas.DataFrame
 ) -> dict[str, Any]:
     stats = entry.get("stats") or {}
-    test = stats.get("ks") or stats.get("chi2") or {}
+    test = stats.get("ks") or stats.get("chi2")
     effects = []
     for method in ("psi", "wasserstein", "jensenshannon"):
         if method in stats:
             s = stats[method]
-            value = s.get("normalised", s.get("statistic"))
+            value = s.get("normalised", s["statistic"])
             effects.append(f"{method} {format_number(value)}")
     nulls = entry.get("null_share") or {}
     plot: Markup | None = Markup("")  # no plot when the column is missing on a side
@@ -252,7 +254,7 @@ def _seconds(value: float | None) -> str:
     return f"{value / 3600:.1f} h"
 
 
-def _span(window: dict[str, Any]) -> str:
-    if window.get("seconds") is not None:
+def _span(window: WindowSpan) -> str:
+    if window["seconds"] is not None:
         return f"last {_seconds(window['seconds'])}"
-    return f"last {window.get('last')} requests"
+    return f"last {window['last']} requests"

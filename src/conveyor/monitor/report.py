@@ -5,8 +5,8 @@ reference feature by feature (``data/drift.drift_report``: each column's statist
 once), the served predictions with the reference predictions (labels as categories for a
 classifier, values for a regressor), joins the labels sent through feedback to measure live
 quality, and adds the error rate and p99 latency. The dict it returns is the contract the
-alert rules read (``monitor/alerts.py``); ``prometheus_text`` renders its gauges. Nothing
-here prints: the CLI does.
+alert rules read (``monitor/alerts.py``), typed as :class:`MonitorReport`; ``prometheus_text``
+renders its gauges. Nothing here prints: the CLI does.
 """
 
 from __future__ import annotations
@@ -14,20 +14,36 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import orjson
+from sqlalchemy import select
 
 from conveyor.exceptions import DataError, MonitorError
 from conveyor.monitor.reference import Reference, reference_for
-from conveyor.monitor.windows import Window, feedback_for, nothing_routed, read_window
+from conveyor.monitor.windows import Window, nothing_routed, read_window
+from conveyor.store import models as m
+from conveyor.store.metadata import as_utc
 
 if TYPE_CHECKING:
     import pandas
 
     from conveyor.config import ProjectConfig
-    from conveyor.config.monitor import DriftSettings, WindowConfig
+    from conveyor.config.monitor import DriftSettings, MonitorConfig, WindowConfig
+    from conveyor.data.drift import DriftReport
     from conveyor.registry.registry import Registry, Version
+    from conveyor.store.metadata import Store
 
-__all__ = ["Monitoring", "monitor_report", "observe", "prometheus_text"]
+__all__ = [
+    "LiveQuality",
+    "MonitorReport",
+    "Monitoring",
+    "PredictionDrift",
+    "WindowSpan",
+    "monitor_report",
+    "observe",
+    "prometheus_text",
+]
 
 _KINDS = {
     "integer": "numeric",
@@ -36,13 +52,59 @@ _KINDS = {
     "string": "categorical",
     "boolean": "categorical",
 }
+_CHUNK = 500  # request ids per feedback query
+
+
+class WindowSpan(TypedDict):
+    """The span a report covers: the last ``seconds`` or the last ``last`` requests."""
+
+    seconds: float | None
+    last: int | None
+    start: str  # ISO 8601, UTC
+    end: str
+
+
+class PredictionDrift(TypedDict):
+    """The served version's predictions against the reference predictions."""
+
+    psi: float | None
+    drifted: bool
+    p_value: float | None
+
+
+class LiveQuality(TypedDict):
+    """Metrics on the rows whose labels came back through feedback."""
+
+    labelled: int
+    labelled_share: float
+    label_delay_s_p50: float | None
+    metrics: dict[str, float]  # accuracy, precision, recall, f1; or mae, rmse
+    by_version: dict[int, dict[str, float]]  # the same metrics per version, plus "labelled"
+
+
+class MonitorReport(TypedDict):
+    """One environment's report: what alert rules judge, the CLI, the HTML page, the
+    controller and the dashboard show, and ``prometheus_text`` exports."""
+
+    model: str
+    environment: str
+    version: int
+    window: WindowSpan
+    rows: int
+    requests: int
+    enough: bool  # at least monitor.min_rows rows: verdicts may be drawn
+    error_rate: float
+    p99_ms: float | None
+    drift: DriftReport | None  # None: no rows in the window
+    prediction_drift: PredictionDrift | None
+    quality: LiveQuality
 
 
 @dataclass
 class Monitoring:
     """A report and what it was computed from (the HTML page plots these)."""
 
-    report: dict[str, Any]
+    report: MonitorReport
     reference: Reference
     window: Window
     version: Version
@@ -57,7 +119,7 @@ def monitor_report(
     window: WindowConfig | Window | None = None,
     now: datetime | None = None,
     reference: Reference | pandas.DataFrame | None = None,
-) -> dict[str, Any]:
+) -> MonitorReport:
     """The monitoring report of one environment (the contract ``monitor/alerts.py`` reads).
 
     Args:
@@ -165,8 +227,12 @@ def served_version(registry: Registry, model: str, environment: str) -> Version:
 
 
 def build_report(
-    window: Window, reference: Reference, version: Version, settings: Any, store: Any
-) -> dict[str, Any]:
+    window: Window,
+    reference: Reference,
+    version: Version,
+    settings: MonitorConfig,
+    store: Store,
+) -> MonitorReport:
     """The report dict from a window and a reference (``store`` holds the feedback)."""
     import numpy as np
 
@@ -198,7 +264,7 @@ def build_report(
 
 def feature_drift(
     window: Window, reference: Reference, version: Version, settings: DriftSettings
-) -> dict[str, Any] | None:
+) -> DriftReport | None:
     """``drift_report`` of the served inputs against the reference features (None: no rows)."""
     from conveyor.data.drift import drift_report
 
@@ -227,7 +293,7 @@ def feature_drift(
 
 def prediction_drift(
     window: Window, reference: Reference, version: Version, settings: DriftSettings
-) -> dict[str, Any] | None:
+) -> PredictionDrift | None:
     """PSI and test of the served version's predictions against the reference predictions.
 
     A classifier is compared on predicted labels (chi-square and PSI of their shares), a
@@ -265,19 +331,20 @@ def prediction_drift(
         psi_threshold=settings.psi,
     )
     stats = entry["stats"]
-    test = stats.get("chi2") or stats.get("ks") or {}
-    psi = stats.get("psi", {}).get("statistic")
+    test = stats.get("chi2") or stats.get("ks")
+    p_value = test.get("p_value") if test is not None else None
+    psi = stats["psi"]["statistic"] if "psi" in stats else None
     return {
         "psi": float(psi) if psi is not None else None,
         "drifted": bool(entry["drifted"]),
-        "p_value": None if test.get("p_value") is None else float(test["p_value"]),
+        "p_value": None if p_value is None else float(p_value),
     }
 
 
 # -- live quality ------------------------------------------------------------------------------
 
 
-def live_quality(store: Any, window: Window, version: Version) -> dict[str, Any]:
+def live_quality(store: Store, window: Window, version: Version) -> LiveQuality:
     """Metrics on the window's rows whose labels came back through feedback, overall and per
     version; a request's labels count only when there is one per row it sent."""
     import numpy as np
@@ -304,7 +371,7 @@ def live_quality(store: Any, window: Window, version: Version) -> dict[str, Any]
     classes = (version.signature.get("output") or {}).get("classes")
     regression = version.task == "regression"
     metrics = _metrics(truth, predicted, classes, regression)
-    by_version: dict[int, dict[str, Any]] = {}
+    by_version: dict[int, dict[str, float]] = {}
     ver_array = np.asarray(versions)
     for ver in sorted(set(versions)):
         picked = np.flatnonzero(ver_array == ver)
@@ -322,10 +389,28 @@ def live_quality(store: Any, window: Window, version: Version) -> dict[str, Any]
     }
 
 
-def _feedback(store: Any, request_ids: list[str]) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """The latest labels sent for each request, and when they came (the prediction log's
-    feedback files, read by ``windows.feedback_for``)."""
-    return feedback_for(store, request_ids)
+def _feedback(
+    store: Store, request_ids: list[str]
+) -> tuple[dict[str, list[Any]], dict[str, datetime]]:
+    """The latest labels sent for each request, and when they came."""
+    labels: dict[str, list[Any]] = {}
+    when: dict[str, datetime] = {}
+    with store.engine.connect() as conn:
+        for i in range(0, len(request_ids), _CHUNK):
+            chunk = request_ids[i : i + _CHUNK]
+            query = (
+                select(m.Feedback.request_id, m.Feedback.at, m.Feedback.labels)
+                .where(m.Feedback.request_id.in_(chunk))
+                .order_by(m.Feedback.at, m.Feedback.id)
+            )
+            for rid, at, text in conn.execute(query):
+                try:
+                    value = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(value, list):
+                    labels[rid], when[rid] = value, as_utc(at)
+    return labels, when
 
 
 def _metrics(
@@ -401,7 +486,7 @@ def _canon(value: Any) -> str:
 # -- Prometheus --------------------------------------------------------------------------------
 
 
-def prometheus_text(report: dict[str, Any]) -> str:
+def prometheus_text(report: MonitorReport) -> str:
     """The report's gauges in the Prometheus text format (for a textfile collector or a push).
 
     Gauges: ``conveyor_monitor_rows``, ``conveyor_drift_share``, ``conveyor_feature_drift``,
@@ -433,20 +518,19 @@ def prometheus_text(report: dict[str, Any]) -> str:
         )
         for name, entry in drift["columns"].items():
             drifted.labels(**where, feature=name).set(1.0 if entry["drifted"] else 0.0)
-            value = (entry.get("stats") or {}).get("psi", {}).get("statistic")
-            if value is not None:
-                psi.labels(**where, feature=name).set(value)
+            if "psi" in entry["stats"]:
+                psi.labels(**where, feature=name).set(entry["stats"]["psi"]["statistic"])
     shift = report.get("prediction_drift")
-    if shift is not None and shift.get("psi") is not None:
+    if shift is not None and shift["psi"] is not None:
         gauge("conveyor_prediction_psi", "PSI of the served predictions.").labels(**where).set(
             shift["psi"]
         )
-    quality = report.get("quality") or {}
-    if quality.get("metrics"):
+    quality = report["quality"]
+    if quality["metrics"]:
         live = gauge("conveyor_live_metric", "A metric on rows labelled by feedback.", ("metric",))
         for metric, value in quality["metrics"].items():
             live.labels(**where, metric=metric).set(value)
     gauge("conveyor_labelled_share", "Share of served rows with a label.").labels(**where).set(
-        quality.get("labelled_share", 0.0)
+        quality["labelled_share"]
     )
     return generate_latest(registry).decode()

@@ -23,6 +23,7 @@ from conveyor.store import records
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
+    from conveyor.pipeline.plan import Context
 
 KEY = "fastpath"
 VERSION = 4
@@ -55,7 +56,7 @@ def _local_root(url: str) -> str | None:
     return None
 
 
-def remember(ctx: Any, planner: Any, order: list[str], snapshots: dict, summary: Any) -> None:
+def remember(ctx: Context, planner: Any, order: list[str], snapshots: dict, summary: Any) -> None:
     """Write the witness of a successful full run (or clear it when one cannot be written)."""
     config = ctx.config
     db = _sqlite_path(config.store_url())
@@ -77,7 +78,7 @@ def remember(ctx: Any, planner: Any, order: list[str], snapshots: dict, summary:
                 else:
                     files[str(out)] = _stamp(out)
         else:
-            for path in ctx.code.files(cfg.run.split(":", 1)[0]):
+            for path in ctx.code.files((cfg.run or "").split(":", 1)[0]):
                 files[str(path)] = _stamp(path)
     globs = []
     for name, snap in snapshots.items():
@@ -127,7 +128,7 @@ def _config_hash(config: ProjectConfig) -> str:
     return digest_of(config.to_json())
 
 
-def _last_key(ctx: Any, run_id: str, step: str) -> str:
+def _last_key(ctx: Context, run_id: str, step: str) -> str:
     for row in ctx.store.step_runs(run_id):
         if row.step == step:
             return row.cache_key

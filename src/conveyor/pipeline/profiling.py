@@ -14,14 +14,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.pipeline.worker import pid_alive
+
+if TYPE_CHECKING:
+    from conveyor.pipeline.plan import Context
 
 CLAIM = "profiling:"
 
 
-def start(ctx: Any, run_id: str, todo: list[tuple[str, str, Any]]) -> int | None:
+def start(ctx: Context, run_id: str, todo: list[tuple[str, str, Any]]) -> int | None:
     """Profile (snapshot id, source name, Snapshot) items in the background.
 
     Returns:
@@ -29,8 +32,8 @@ def start(ctx: Any, run_id: str, todo: list[tuple[str, str, Any]]) -> int | None
     """
     items = []
     for snap_id, name, snap in todo:
-        pid = ctx.state.get(CLAIM + snap_id)
-        if pid and pid_alive(int(pid)):
+        claimed = ctx.state.get(CLAIM + snap_id)
+        if claimed and pid_alive(int(claimed)):
             continue  # another run's profiler is on it
         items.append(
             {

@@ -20,11 +20,14 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import ConveyorError, StepNotFound
 from conveyor.pipeline import tracking
 from conveyor.pipeline.task import InputSpec, StepResult, StepTask
+
+if TYPE_CHECKING:
+    from conveyor.store.artifacts import ArtifactStore
 
 
 def die_with_parent() -> None:
@@ -105,7 +108,9 @@ def run_step(task: StepTask) -> StepResult:
     return result
 
 
-def _run_python(task: StepTask, store: Any, tracker: tracking.Tracker, result: StepResult) -> None:
+def _run_python(
+    task: StepTask, store: ArtifactStore, tracker: tracking.Tracker, result: StepResult
+) -> None:
     from conveyor.pipeline.outputs import store_return
 
     os.chdir(task.root)  # relative paths in a step mean the project, as for a cmd step
@@ -151,7 +156,7 @@ def load_function(spec: str, root: str) -> Any:
     return func
 
 
-def _arguments(func: Any, task: StepTask, store: Any) -> tuple[list, dict]:
+def _arguments(func: Any, task: StepTask, store: ArtifactStore) -> tuple[list, dict]:
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
@@ -194,7 +199,10 @@ def _wants_paths(param: inspect.Parameter | None) -> bool:
 
 
 def _load_input(
-    spec: InputSpec, param: inspect.Parameter | None, store: Any, trusted: tuple[str, ...] = ()
+    spec: InputSpec,
+    param: inspect.Parameter | None,
+    store: ArtifactStore,
+    trusted: tuple[str, ...] = (),
 ) -> Any:
     from conveyor.pipeline.outputs import WHOLE, load_output
 
@@ -222,7 +230,9 @@ def _load_input(
     }
 
 
-def _run_cmd(task: StepTask, store: Any, tracker: tracking.Tracker, result: StepResult) -> None:
+def _run_cmd(
+    task: StepTask, store: ArtifactStore, tracker: tracking.Tracker, result: StepResult
+) -> None:
     root = Path(task.root)
     for out in task.outs:
         remove_path(root / out)  # a stale out must never pass for a fresh one

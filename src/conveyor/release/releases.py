@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import secrets
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from conveyor.config.deploy import EnvironmentConfig
 from conveyor.exceptions import ReleaseError, StoreError
 from conveyor.release.analysis import Verdict
-from conveyor.release.strategies import Split, strategy_for
+from conveyor.release.strategies import Action, Outcome, Split, strategy_for
 from conveyor.release.views import ACTIVE, ReleaseView
 from conveyor.store import events as ev
 from conveyor.store import models as m
@@ -34,10 +34,21 @@ from conveyor.store.records import utcnow
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
     from conveyor.config.deploy import AnalysisConfig
+    from conveyor.registry.registry import Registry
 
-__all__ = ["ACTIVE", "ReleaseView", "Releases"]
+__all__ = ["ACTIVE", "Outcome", "ReleaseView", "Releases", "RolledBack"]
 
 _KEEP_VERDICTS = 50
+
+
+class RolledBack(TypedDict):
+    """What ``Releases.rollback`` did: the release it rolled back (None: only the alias
+    moved back) and the version the environment serves now (None: nothing)."""
+
+    release: str | None
+    model: str
+    environment: str
+    version: int | None
 
 
 def _view(row: m.Release) -> ReleaseView:
@@ -63,7 +74,7 @@ def _view(row: m.Release) -> ReleaseView:
 class Releases:
     """Start, advance, pause, resume, promote, abort and roll back releases over one store."""
 
-    def __init__(self, config: ProjectConfig, registry: Any, *, checks: Any = None) -> None:
+    def __init__(self, config: ProjectConfig, registry: Registry, *, checks: Any = None) -> None:
         self.config = config
         self.registry = registry
         self.store = registry.store
@@ -285,7 +296,7 @@ class Releases:
 
     def step(
         self, release_id: str | None = None, *, now: datetime | None = None
-    ) -> builtins.list[dict]:
+    ) -> builtins.list[Outcome]:
         """Advance every active release (or one) as far as its analysis allows right now.
 
         Returns one outcome per release looked at: its id, what happened, and the verdict.
@@ -293,7 +304,7 @@ class Releases:
         targets = [self.get(release_id)] if release_id else self.active()
         return [self._advance(r, now or utcnow()) for r in targets if r.active]
 
-    def _advance(self, view: ReleaseView, now: datetime) -> dict[str, Any]:
+    def _advance(self, view: ReleaseView, now: datetime) -> Outcome:
         if view.state == "paused":
             return {"id": view.id, "action": "paused"}
         failure = self._load_failure(view)
@@ -328,7 +339,7 @@ class Releases:
             f"{view.from_version}. Fix the version, then abort or resume."
         )
 
-    def note(self, view: ReleaseView, action: str, verdict: Verdict) -> dict[str, Any]:
+    def note(self, view: ReleaseView, action: Action, verdict: Verdict) -> Outcome:
         """Keep the latest verdict on the release (not an event: nothing changed)."""
         with self.store.session() as s:
             row = s.get(m.Release, view.id)
@@ -343,11 +354,11 @@ class Releases:
     def transition(
         self,
         view: ReleaseView,
-        action: str,
+        action: Action,
         why: str,
         verdict: Verdict | None,
         evidence: dict | None = None,
-    ) -> dict[str, Any]:
+    ) -> Outcome:
         with self.store.session() as s:
             row = s.get(m.Release, view.id)
             if row is None or row.state not in ACTIVE or row.step != view.step:
@@ -507,7 +518,7 @@ class Releases:
                 self._event(s, row, ev.RELEASE_ABORTED, {"why": why})
         return self.get(release_id)
 
-    def rollback(self, model: str, environment: str, *, reason: str = "") -> dict[str, Any]:
+    def rollback(self, model: str, environment: str, *, reason: str = "") -> RolledBack:
         """Put ``environment`` back on its previous version, alias and traffic together.
 
         An active release is rolled back (A was serving, or is kept warm); otherwise the alias

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NotRequired, Protocol, TypedDict
 
 from conveyor.exceptions import ReleaseError
 from conveyor.release.analysis import Side, Verdict, collect, judge
@@ -24,18 +24,33 @@ if TYPE_CHECKING:
     from conveyor.config.deploy import AnalysisConfig, EnvironmentConfig
     from conveyor.release.releases import ReleaseView
     from conveyor.store import models as m
+    from conveyor.store.metadata import Store
 
-__all__ = ["STRATEGIES", "Host", "Strategy", "strategy_for"]
+__all__ = ["STRATEGIES", "Action", "Host", "Outcome", "Strategy", "strategy_for"]
 
 # (mode, version, weight) of the environment's one traffic row, or None for the alias alone
 Split = tuple[str, int, float] | None
-Outcome = dict[str, Any]
+
+#: What one look at a release did: it waits, is paused, moved to its next step, ended
+#: (promoted, rolled back, completed: a shadow judged and put away), or was skipped because
+#: another process changed it meanwhile.
+Action = Literal["wait", "paused", "next", "promoted", "rolled_back", "completed", "skipped"]
+
+
+class Outcome(TypedDict):
+    """What advancing one release did: ``Releases.step`` returns one per release looked at,
+    the controller tells it as a ``release`` act, `conveyor release step` prints it."""
+
+    id: str
+    action: Action
+    why: NotRequired[str]
+    verdict: NotRequired[dict[str, Any] | None]  # ``Verdict.to_dict()`` of a live judgement
 
 
 class Host(Protocol):
     """What a strategy may do to a release: the operations :class:`Releases` provides."""
 
-    store: Any
+    store: Store
 
     def move_alias(self, s: Any, row: m.Release, version: int) -> None: ...
 
@@ -52,13 +67,13 @@ class Host(Protocol):
     def transition(
         self,
         view: ReleaseView,
-        action: str,
+        action: Action,
         why: str,
         verdict: Verdict | None,
         evidence: dict[str, Any] | None = None,
     ) -> Outcome: ...
 
-    def note(self, view: ReleaseView, action: str, verdict: Verdict) -> Outcome: ...
+    def note(self, view: ReleaseView, action: Action, verdict: Verdict) -> Outcome: ...
 
 
 def needs_checks(plan: dict[str, Any]) -> bool:
@@ -131,7 +146,7 @@ class Direct(Strategy):
         ok, evidence = result
         if ok is None:  # the gateway does not serve it yet: judge later
             return {"id": view.id, "action": "wait", "why": evidence.get("summary", "")}
-        state = "promoted" if ok else "rolled_back"
+        state: Action = "promoted" if ok else "rolled_back"
         return host.transition(view, state, evidence.get("summary", ""), None, evidence)
 
 
@@ -175,7 +190,7 @@ class Shadow(Strategy):
         comparison = not view.plan.get("promote", False)
         if verdict.decision == "rollback":
             # a comparison moved no traffic: finding the candidate worse is its result
-            action = "completed" if comparison else "rolled_back"
+            action: Action = "completed" if comparison else "rolled_back"
             return host.transition(view, action, verdict.summary, verdict)
         elapsed = (now - view.step_started_at).total_seconds()
         if elapsed < view.plan["duration"] or verdict.decision == "wait":

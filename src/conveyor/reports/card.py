@@ -74,7 +74,8 @@ def _details(report: Mapping[str, Any]) -> list[list[str]]:
             ]
         )
     else:
-        rows.append(["ONNX", "not exported"])
+        why = artifacts.get("onnx_not_exported")
+        rows.append(["ONNX", f"not exported: {why}" if why else "not exported"])
     return rows
 
 

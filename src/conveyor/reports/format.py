@@ -15,28 +15,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from conveyor.config.metrics import HIGHER_IS_BETTER, LOWER_IS_BETTER, METRIC_ORDER
 from conveyor.evaluate.values import EMPTY, format_number, format_signed, is_number, jsonable
 
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse", "mape"})
-HIGHER_IS_BETTER = frozenset(
-    {"roc_auc", "pr_auc", "average_precision", "accuracy", "precision", "recall", "f1", "r2"}
-)
-_METRIC_ORDER = (
-    "roc_auc",
-    "pr_auc",
-    "average_precision",
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "log_loss",
-    "brier",
-    "ece",
-    "mae",
-    "rmse",
-    "r2",
-    "mape",
-)
 PLOT_TITLES = {"roc": "ROC curve", "calibration": "Calibration", "residuals": "Residuals"}
 VERDICT_ICONS = {
     "pass": "✅",
@@ -119,7 +100,7 @@ def ordered_metrics(*metric_dicts: Mapping[str, Any] | None) -> list[str]:
     names: set[str] = set()
     for metrics in metric_dicts:
         names.update(str(k) for k in metrics or {})
-    known = [m for m in _METRIC_ORDER if m in names]
+    known = [m for m in METRIC_ORDER if m in names]
     rest = sorted(names - set(known) - {"n"})
     return known + rest + (["n"] if "n" in names else [])
 
@@ -274,9 +255,24 @@ def metrics_table(
 def confusion_table(
     matrix: Mapping[str, Any] | None, classes: Sequence[Any] | None = None
 ) -> tuple[list[str], list[list[str]]] | None:
-    """The 2×2 confusion matrix on the holdout, labelled with the classes when known."""
+    """The confusion matrix on the holdout: rows are actual classes, columns predicted.
+
+    A binary evaluation records ``{tn, fp, fn, tp}`` (labelled with ``classes`` when known);
+    a multi-class one ``{labels, matrix}``, K×K in the order of ``labels``.
+    """
     if not matrix:
         return None
+    if "matrix" in matrix:
+        counts = matrix.get("matrix") or []
+        labels = list(matrix.get("labels") or range(len(counts)))
+        if not counts or len(labels) != len(counts):
+            return None
+        header = ["", *(f"predicted {label}" for label in labels)]
+        rows = [
+            [f"actual {label}", *(format_number(n) for n in row)]
+            for label, row in zip(labels, counts, strict=True)
+        ]
+        return header, rows
     neg, pos = (classes[0], classes[1]) if classes and len(classes) == 2 else (0, 1)
     header = ["", f"predicted {neg}", f"predicted {pos}"]
     rows = [

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from conveyor.config.metrics import LOWER_IS_BETTER
 from conveyor.exceptions import ExportError
 from conveyor.reports.format import (
-    LOWER_IS_BETTER,
     NOT_BLOCKING,
     VERDICT_ICONS,
     baseline_label,
