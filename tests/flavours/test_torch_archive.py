@@ -216,3 +216,17 @@ def test_custom_model_round_trip_and_a_changed_file_is_refused(store) -> None:
     tampered = ModelFile("python-model", bad.digest, bad.size, (), name)
     with pytest.raises(ModelTampered, match="'factor.txt' of m does not match the sha256"):
         load_model(store, tampered, what="m", allow_pickle=False, trusted_extra=[name])
+
+
+def test_a_double_precision_module_in_training_mode_is_saved_as_served(store) -> None:
+    net = _net(1, None).double().train()
+    net.insert(1, torch.nn.Dropout(0.5))
+    file = save_model(net, store)
+    assert net.training and next(net.parameters()).dtype == torch.float64  # left as it was
+    loaded = load_model(store, file, what="m", allow_pickle=False)
+    X = _frame(50)
+    first, second = loaded.predict(X), loaded.predict(X)
+    np.testing.assert_array_equal(first, second)  # no dropout when predicting
+    with torch.no_grad():
+        expected = net.eval()(torch.tensor(X.to_numpy())).numpy()[:, 0]
+    np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-5)

@@ -16,6 +16,7 @@ when ONNX Runtime answers like the program.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import re
@@ -75,12 +76,19 @@ class Torch:
         torch = require("torch", "torch", f"the {class_name(model)}")
         meta = _describe(model)
         n = len(meta["features"])
-        was_training = model.training
-        model.eval()  # dropout and batch norm as they predict, not as they train
+        try:
+            # A copy on the CPU in float32, as the gateway feeds it, in eval mode (dropout and
+            # batch norm as they predict): the step's own module is left as it was.
+            module = copy.deepcopy(model).to("cpu").float().eval()
+        except Exception as exc:
+            raise RegistryError(
+                f"The {class_name(model)} cannot be copied to the CPU for saving: {_first(exc)}. "
+                "Return the module alone, without references to data loaders or devices."
+            ) from exc
         try:
             rows = torch.export.Dim("rows")
             program = torch.export.export(
-                model, (torch.zeros(2, n),), dynamic_shapes=({0: rows},), strict=False
+                module, (torch.zeros(2, n),), dynamic_shapes=({0: rows},), strict=False
             )
         except Exception as exc:
             raise RegistryError(
@@ -88,8 +96,6 @@ class Torch:
                 f"must take one float tensor of rows × {n} features and return one tensor, "
                 "without Python control flow on the values."
             ) from exc
-        finally:
-            model.train(was_training)
         buffer = io.BytesIO()
         torch.export.save(program, buffer, extra_files={META: json.dumps(meta)})
         return FORMAT, buffer.getvalue()
