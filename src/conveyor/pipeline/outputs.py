@@ -281,7 +281,9 @@ def _store_skops(where: str, value: Any, store: ArtifactStore) -> dict:
     except Exception as exc:
         path.unlink(missing_ok=True)
         raise UnsupportedOutput(
-            f"Step '{where}' returned a {type(value).__name__} that skops cannot save: {exc}"
+            f"Step '{where}' returned a {type(value).__name__} that skops cannot save: {exc}. "
+            "For a model skops cannot store, return the torch.nn.Module itself, or a class of "
+            "your own with predict, save(folder) and a classmethod load(folder)."
         ) from exc
     artifact = store.put_file(path, move=True)
     return {
