@@ -320,18 +320,36 @@ def latest_events(store: Store, kinds: Sequence[str], *, limit: int) -> list[dic
 
 
 def alert_states(store: Store) -> list[dict[str, Any]]:
-    """The last fired-or-resolved event of every alert: those that are ``alert.fired`` fire now."""
+    """The last fired-or-resolved event of every alert, newest first: those that are
+    ``alert.fired`` fire now.
+
+    The alerts are the few distinct ids of the ``alert`` entity, which the entity index lists
+    without reading a row; each one's last fired or resolved event is then a short walk back
+    along that index. (One ``GROUP BY`` over the alert events read every one of them from the
+    table: 50 ms at a million events, on every overview and monitoring page.)
+    """
     kinds = [ev.ALERT_FIRED, ev.ALERT_RESOLVED]
+    found = []
     with store.engine.connect() as conn:
-        last = (
-            select(func.max(_EVENTS.c.id))
-            .where(_EVENTS.c.kind.in_(kinds))
+        alerts = conn.execute(
+            select(_EVENTS.c.entity_id)
+            .where(_EVENTS.c.entity == "alert")
             .group_by(_EVENTS.c.entity_id)
-            .scalar_subquery()
-        )
-        found = conn.execute(
-            select(_EVENTS).where(_EVENTS.c.id.in_(last)).order_by(_EVENTS.c.id.desc())
-        ).all()
+        ).scalars()
+        for entity_id in list(alerts):
+            last = conn.execute(
+                select(_EVENTS)
+                .where(
+                    _EVENTS.c.entity == "alert",
+                    _EVENTS.c.entity_id == entity_id,
+                    _EVENTS.c.kind.in_(kinds),
+                )
+                .order_by(_EVENTS.c.id.desc())
+                .limit(1)
+            ).first()
+            if last is not None:
+                found.append(last)
+    found.sort(key=lambda e: e.id, reverse=True)
     return [_event(e) for e in found]
 
 

@@ -392,7 +392,8 @@ def _weights(timeline: list[dict[str, Any]], start: datetime) -> list[tuple[date
     0 when rolled back or aborted."""
     changes: list[tuple[datetime, float]] = [(_utc(start), 0.0)]
     for e in timeline:
-        at = datetime.fromisoformat(e["at"])
+        # events are told to the second, the start to the microsecond: none before the start
+        at = max(datetime.fromisoformat(e["at"]), changes[0][0])
         p = e["payload"]
         if e["kind"] == ev.TRAFFIC_CHANGED and p.get("mode") == "canary":
             changes.append((at, float(p.get("weight") or 0.0)))
