@@ -24,6 +24,9 @@ from conveyor.store.records import utcnow
 
 if TYPE_CHECKING:
     from conveyor.config import ProjectConfig
+    from conveyor.registry.registry import Registry
+    from conveyor.store.metadata import Store
+    from conveyor.store.stores import Stores
 
 __all__ = ["View", "Context"]
 
@@ -54,14 +57,14 @@ class Context:
     """What every view reads: the project's config, its open stores and registry."""
 
     config: ProjectConfig
-    stores: Any
-    registry: Any
+    stores: Stores
+    registry: Registry
     references: dict[tuple[str, int], Any] = field(default_factory=dict)
     reports: monitoring_reports.Reports = field(default_factory=monitoring_reports.Reports)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.stores.metadata
 
     def reference(self, model: str, environment: str) -> Any:

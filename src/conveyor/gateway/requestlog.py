@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import numpy
     import pyarrow as pa
 
+    from conveyor.store.metadata import Store
+
 __all__ = [
     "ErrorThrottle",
     "RequestLog",
@@ -73,7 +75,7 @@ class RequestLog:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         *,
         gateway: str,
         sample: float = 1.0,
@@ -320,7 +322,7 @@ class RequestLog:
         return found
 
 
-def migrate_tables(store: Any, files: LogFiles, *, chunk: int = 50_000) -> tuple[int, int]:
+def migrate_tables(store: Store, files: LogFiles, *, chunk: int = 50_000) -> tuple[int, int]:
     """Move the rows of the old ``request_log`` and ``feedback`` tables into the log's files,
     deleting them from the tables chunk by chunk; returns (requests, labels) moved.
 
@@ -402,7 +404,7 @@ class _Unwritten(Exception):
         self.rest = rest
 
 
-def _stored_signature(store: Any, model: str, version: int) -> dict[str, Any] | None:
+def _stored_signature(store: Store, model: str, version: int) -> dict[str, Any] | None:
     from sqlalchemy import select
 
     from conveyor.store import models as m

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
+    from conveyor.store.metadata import Store
+
 __all__ = ["Window", "feedback_for", "log_files", "read_window"]
 
 MAX_PROBLEMS = 5  # bad rows described in a window; the rest are only counted
@@ -73,7 +75,7 @@ class Window:
 
 
 def read_window(
-    store: Any,
+    store: Store,
     model: str,
     environment: str,
     *,
@@ -153,7 +155,7 @@ def read_window(
     )
 
 
-def log_files(store: Any) -> LogFiles:
+def log_files(store: Store) -> LogFiles:
     """The prediction log of the project whose metadata store is ``store``.
 
     Raises:
@@ -166,7 +168,7 @@ def log_files(store: Any) -> LogFiles:
 
 
 def feedback_for(
-    store: Any, request_ids: list[str], since: datetime | None = None
+    store: Store, request_ids: list[str], since: datetime | None = None
 ) -> tuple[dict[str, list[Any]], dict[str, datetime]]:
     """The latest labels sent for each request (a JSON array each), and when they came."""
     return latest_labels(log_files(store), request_ids, since)
@@ -538,7 +540,7 @@ def _bound(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _signature(store: Any, model: str, environment: str, version: int | None) -> dict[str, Any]:
+def _signature(store: Store, model: str, environment: str, version: int | None) -> dict[str, Any]:
     """The signature of ``version``, else of the version the environment's alias serves."""
     with store.session() as s:
         if version is None:

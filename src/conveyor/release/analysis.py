@@ -20,13 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from conveyor.config.deploy import AnalysisConfig
 from conveyor.release import live_checks
 from conveyor.store.predictionlog.query import latest_labels, log_of, read_requests
+
+if TYPE_CHECKING:
+    from conveyor.store.metadata import Store
 
 __all__ = ["ROUTED_ROLES", "Side", "Verdict", "collect", "judge"]
 
@@ -158,7 +161,7 @@ class Verdict:
 
 
 def collect(
-    store: Any,
+    store: Store,
     model: str,
     environment: str,
     since: datetime,
