@@ -1,9 +1,10 @@
 """Scale-out: several `conveyor serve` processes on one store behave as one gateway.
 
 Two processes on one PostgreSQL database (or one SQLite file in WAL mode) and one artifact
-folder both answer, both follow a moved alias, and both write their request logs into the same
-table without losing a row: after a graceful stop (SIGTERM flushes) there is exactly one row per
-request sent. The log survives a restart, and feedback for logged requests is accepted after it.
+folder both answer, both follow a moved alias, and both write their request logs as files of the
+same prediction log without losing a row: after a graceful stop (SIGTERM flushes) there is
+exactly one request per request sent. The log survives a restart, and feedback for logged
+requests is accepted after it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
 from conveyor.actions.models import set_alias
-from conveyor.store import models as m
-from conveyor.store.metadata import Store
+from conveyor.store.predictionlog.files import LogFiles
+from conveyor.store.predictionlog.layout import log_url
+from conveyor.store.predictionlog.query import read_all
 from tests.gateway.servers import TOKEN, Running, gateway_project, spawn, trained, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -108,22 +109,17 @@ def _serving(root: Path, *, ready: bool = True) -> Iterator[Running]:
     assert gw.process.returncode in (0, -signal.SIGTERM), gw.process.returncode
 
 
-def _logged(store_url: str) -> dict[str, tuple[str, int, int]]:
-    """request_id → (gateway, version, status) of every row in the request log."""
-    with Store(store_url) as store, store.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                m.RequestLog.request_id,
-                m.RequestLog.gateway,
-                m.RequestLog.version,
-                m.RequestLog.status,
-            )
-        ).all()
-        total = conn.scalar(select(func.count()).select_from(m.RequestLog))
-    assert total == len(rows)
-    logged = {rid: (gateway, version, status) for rid, gateway, version, status in rows}
-    assert len(logged) == total, "a request id was logged twice"
+def _logged(config: Any) -> dict[str, tuple[str, int, int]]:
+    """request_id → (gateway, version, status) of every request in the prediction log."""
+    table = read_all(LogFiles(log_url(config.artifacts_url())))
+    first = [r for r in table.to_pylist() if r["row"] == 0]
+    logged = {r["request_id"]: (r["gateway"], r["version"], r["status"]) for r in first}
+    assert len(logged) == len(first), "a request id was logged twice"
     return logged
+
+
+def _feedback(config: Any) -> list[dict[str, Any]]:
+    return read_all(LogFiles(log_url(config.artifacts_url())), "feedback").to_pylist()
 
 
 def test_two_gateways_share_one_store(tmp_path: Path, store_url: str | None) -> None:
@@ -163,17 +159,15 @@ def test_two_gateways_share_one_store(tmp_path: Path, store_url: str | None) -> 
             assert {(status, version) for status, version, _rid in answers} == {(200, 2)}
             sent[key] += [rid for _status, _version, rid in answers]
 
-    url = store_url or config.store_url()
-    logged = _logged(url)
+    logged = _logged(config)
     assert len(logged) == len(sent["a"]) + len(sent["b"])
     for key in ("a", "b"):
         assert {logged[rid][0] for rid in sent[key]} == {names[key]}
         assert {logged[rid][2] for rid in sent[key]} == {200}
         assert {logged[rid][1] for rid in sent[key]} == {1, 2}
-    with Store(url) as store, store.engine.connect() as conn:
-        feedback = conn.execute(select(m.Feedback.request_id, m.Feedback.labels)).all()
+    feedback = [(f["request_id"], json.loads(f["labels"])) for f in _feedback(config)]
     expected = [(rid, _labels(i, rid)["labels"]) for i, rid in enumerate(sent["a"][:25])]
-    assert sorted((rid, json.loads(labels)) for rid, labels in feedback) == sorted(expected)
+    assert sorted(feedback) == sorted(expected)
 
 
 def test_request_log_survives_a_restart(tmp_path: Path) -> None:
@@ -181,11 +175,10 @@ def test_request_log_survives_a_restart(tmp_path: Path) -> None:
     config = gateway_project(root)
     with _serving(root) as gw:
         ids = [_predict(gw, i)["request_id"] for i in range(10)]
-    url = config.store_url()
-    assert set(_logged(url)) == set(ids)
+    assert set(_logged(config)) == set(ids)
 
     with _serving(root) as gw:
-        assert set(_logged(url)) == set(ids)
+        assert set(_logged(config)) == set(ids)
         feedback = [_labels(i, rid) for i, rid in enumerate(ids)]
         r = gw.post("/v1/feedback", json={"feedback": feedback}, headers=AUTH)
         assert r.status_code == 200, r.text
@@ -195,6 +188,5 @@ def test_request_log_survives_a_restart(tmp_path: Path) -> None:
         )
         assert unknown.status_code == 422, unknown.text
 
-    with Store(url) as store, store.engine.connect() as conn:
-        stored = conn.execute(select(m.Feedback.request_id, m.Feedback.actor)).all()
+    stored = [(f["request_id"], f["actor"]) for f in _feedback(config)]
     assert sorted(stored) == sorted((rid, "api") for rid in ids)
