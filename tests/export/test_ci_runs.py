@@ -1,30 +1,34 @@
-"""The exported GitHub workflow runs unedited, as GitHub's runner would run it, against a shared
-PostgreSQL store: a pull request with a worse model fails with exit code 3 and registers nothing,
-and the main branch registers.
+"""The exported CI files run unedited, as the CI system's runner would run them, against a shared
+PostgreSQL store: a pull (merge) request with a worse model fails with exit code 3 and registers
+nothing, and the main branch registers.
 
-The repository is a real git repository in tmp_path with the churn project and the workflow that
-``conveyor export github-actions`` wrote into it, committed; each run checks it out afresh into
-an empty workspace and installs Conveyor from the wheel built from the committed tree into a
-fresh virtual environment (``--install`` names the wheel). The runner is the double in
-github_runner.py: every ``run:`` step is executed by bash exactly as written in the file.
-``gh`` (the pull-request comment) is a recording double on PATH, as GitHub's API is not here.
+The repository is a real git repository in tmp_path with the churn project and the files that
+``conveyor export github-actions`` and ``conveyor export gitlab-ci`` wrote into it, committed;
+each run checks it out afresh into an empty workspace and installs Conveyor from the wheel built
+from the committed tree into a fresh virtual environment (``--install`` names the wheel). GitHub's
+runner is the double in github_runner.py: every ``run:`` step is executed by bash exactly as
+written in the file. ``gh`` (the pull-request comment) is a recording double on PATH, as GitHub's
+API is not here. GitLab's shell executor is simpler: the job's ``script:`` lines, as one script.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.churn_project import STEPS, rows
 from tests.export.builds import build_wheel, clean_env, fresh_venv
-from tests.export.github_runner import Event, JobResult, Runner
+from tests.export.github_runner import SHELL, Event, JobResult, Runner
 from tests.pg_server import drop_database, fresh_database, require_postgres
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1200)]
 
 CONFIG = """\
 project: shop
@@ -97,12 +101,12 @@ def _repository(origin: Path, wheel: Path) -> str:
     (origin / ".gitignore").write_text(".conveyor/\n")
     (origin / "data").mkdir()
     rows().to_csv(origin / "data" / "rows.csv", index=False)
-    exported = _conveyor(
-        origin,
-        "export", "github-actions", "--install", str(wheel), "--extra", "postgres",
-        env=clean_env(),
-    )  # fmt: skip
-    assert exported.returncode == 0, exported.stderr
+    for kind in ("github-actions", "gitlab-ci"):
+        exported = _conveyor(
+            origin, "export", kind, "--install", str(wheel), "--extra", "postgres",
+            env=clean_env(),
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
     _git(origin, "init", "--quiet", "--initial-branch=main")
     _git(origin, "add", ".")
     _git(origin, "commit", "--quiet", "-m", "churn model and its workflow")
@@ -188,3 +192,54 @@ def test_the_exported_workflow_runs_unedited_for_main_and_for_a_pull_request(
     ]
     assert f"(SVG, in the uploaded report)]({artifact_url})" in comment
     assert comment in pr.summary
+
+
+def _gitlab_job(
+    origin: Path, workspace: Path, branch: str, variables: dict[str, str], base: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """One run of the ``conveyor`` job as GitLab's shell executor runs it: a fresh clone, the
+    job's ``script:`` lines as one bash script (-eo pipefail), the predefined variables, the
+    job's ``variables:`` expanded, the CI/CD variables; ``image: python:3.11`` is a fresh
+    virtual environment first on PATH."""
+    shutil.rmtree(workspace, ignore_errors=True)
+    _git(origin, "clone", "--quiet", "--branch", branch, str(origin), str(workspace))
+    job = yaml.safe_load((workspace / ".gitlab-ci.yml").read_text())["conveyor"]
+    python = fresh_venv(workspace.parent / f"python-{branch}")
+    env = {**base, **variables, "CI": "true", "GITLAB_CI": "true", "CI_DEFAULT_BRANCH": "main",
+           "CI_PROJECT_DIR": str(workspace), "PATH": f"{python}:{base['PATH']}"}  # fmt: skip
+    for name, value in job.get("variables", {}).items():
+        env[name] = os.path.expandvars(str(value).replace("$CI_PROJECT_DIR", str(workspace)))
+    script = workspace.parent / f"script-{branch}.sh"
+    script.write_text("\n".join(job["script"]) + "\n")
+    return subprocess.run(
+        [*SHELL, str(script)], cwd=workspace, env=env, capture_output=True, text=True,
+        timeout=1200, check=False,
+    )  # fmt: skip
+
+
+def test_the_exported_gitlab_script_runs_unedited_for_main_and_a_merge_request(
+    tmp_path: Path, wheel: Path, store_url: str
+) -> None:
+    _repository(tmp_path / "origin", wheel)
+    artifacts = tmp_path / "shared-artifacts"
+    shared = {"CONVEYOR_STORE_URL": store_url, "CONVEYOR_ARTIFACTS": str(artifacts)}
+    base = clean_env()
+    origin, workspace = tmp_path / "origin", tmp_path / "builds" / "churn"
+    workspace.parent.mkdir()
+
+    main = _gitlab_job(origin, workspace, "main", {
+        **shared, "CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}, base)  # fmt: skip
+    assert main.returncode == 0, main.stdout + main.stderr
+    assert "Store: the shared one, from CONVEYOR_STORE_URL." in main.stdout
+    assert _registered(store_url) == [1]
+    assert (workspace / "conveyor-junit.xml").is_file()  # the file reports: junit names
+
+    env = clean_env(**shared)
+    promoted = _conveyor(origin, "models", "alias", "1", "production", env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    request = _gitlab_job(origin, workspace, "drop-tenure", {
+        **shared, "CI_PIPELINE_SOURCE": "merge_request_event",
+        "CI_MERGE_REQUEST_IID": "7"}, base)  # fmt: skip
+    assert request.returncode == 3, request.stdout + request.stderr
+    assert _registered(store_url) == [1]
+    assert (workspace / "conveyor-report.md").is_file()
