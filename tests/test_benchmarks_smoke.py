@@ -96,3 +96,24 @@ def test_the_gate_benchmarks_run_on_a_tiny_input(
     )
     assert out.returncode == 0, out.stderr
     assert expected in out.stdout
+
+
+def test_the_scale_benchmark_builds_its_store_and_times_every_read(tmp_path: Path) -> None:
+    """scale_bench on a tiny store: every read command answers on what it builds (a command
+    that failed would stop the benchmark), and the table has a row for each."""
+    from benchmarks import scale_bench
+
+    names = scale_bench.build(tmp_path, runs=200, versions=20, releases=10, events=2000)
+    walls, cpus = scale_bench.measure(tmp_path, scale_bench.COMMANDS, names, repeat=1)
+    assert set(walls) == set(cpus) == {" ".join(c) for c in scale_bench.COMMANDS}
+    assert all(0 < walls[c] < 60 and cpus[c] >= 0 for c in walls)
+    figures = {
+        "date": "today", "machine": scale_bench.machine(), "quick": True,
+        "load_before": (0.0, 0.0, 0.0), "load_after": (0.0, 0.0, 0.0), "repeat": 1,
+        "store": {"runs": 200, "versions": 20, "releases": 10, "events": 2000},
+        "build_seconds": 1.0, "read_command_seconds": walls, "read_command_cpu_seconds": cpus,
+        "log_bytes_per_request": None, "monitor_seconds_1m": None, "log_figures_note": "skipped",
+    }  # fmt: skip
+    table = scale_bench.table(figures)
+    assert table.count("| `conveyor ") == len(scale_bench.COMMANDS)
+    assert "`conveyor release show RELEASE`" in table
