@@ -6,11 +6,12 @@ the gateway cannot serve is refused with the gateway's error and never registere
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from conveyor.actions.ci import run_ci
 from tests.churn_project import backdate
+from tests.flavours.matrix import TASKS
+from tests.flavours.matrix import rows as _rows
 
 pytest.importorskip("xgboost")
 pytest.importorskip("lightgbm")
@@ -65,30 +66,6 @@ model:
 {extra}gates:
   - {gate}
 """
-
-# (task, evaluator, the threshold every family clears on this data)
-TASKS = {
-    "binary": ("classification", "roc_auc >= 0.8"),
-    "multiclass": ("classification", "accuracy >= 0.6"),
-    "regression": ("regression", "r2 >= 0.6"),
-}
-
-
-def _rows(task: str, labels: str, n: int = 1500, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 3))
-    signal = 1.5 * x[:, 0] - 1.0 * x[:, 1] + 0.5 * x[:, 2]
-    frame = pd.DataFrame(x, columns=["x1", "x2", "x3"])
-    frame["region"] = rng.choice(["north", "south", "east"], n)
-    noisy = signal + rng.normal(scale=0.5, size=n)
-    if task == "regression":
-        frame["label"] = noisy
-    elif task == "binary":
-        frame["label"] = np.where(noisy > 0, "Yes", "No") if labels == "str" else (noisy > 0) * 1
-    else:
-        grade = np.digitize(noisy, [-1.0, 1.0])
-        frame["label"] = np.array(["low", "mid", "high"])[grade] if labels == "str" else grade
-    return frame
 
 
 def _project(project, family: str, task: str, *, category: bool = False, extra: str = ""):

@@ -16,7 +16,8 @@ import pytest
 from conveyor.actions.ci import run_ci
 from conveyor.exceptions import RegistryError
 from tests.churn_project import backdate
-from tests.flavours.test_families import TASKS, _rows
+from tests.flavours.matrix import TASKS
+from tests.flavours.matrix import rows as _rows
 
 STEPS = """
 import numpy as np
