@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -293,8 +292,10 @@ else:
     dataset = ds.dataset(paths, format="parquet")
     cols = ["request_id", "row", "rows", "at", "version", "role", "status", "latency_ms",
             "prediction", "raw_inputs"] + ["in." + n for n in names]
-    filt = (ds.field("role") == "serve") & (ds.field("at") >= pa.scalar(since, pa.timestamp("us", tz="UTC")))
-    table = dataset.to_table(columns=cols, filter=filt).sort_by([("at", "ascending"), ("request_id", "ascending")])
+    start = pa.scalar(since, pa.timestamp("us", tz="UTC"))
+    filt = (ds.field("role") == "serve") & (ds.field("at") >= start)
+    table = dataset.to_table(columns=cols, filter=filt)
+    table = table.sort_by([("at", "ascending"), ("request_id", "ascending")])
 frame = table.to_pandas()
 seconds = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

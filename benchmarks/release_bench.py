@@ -255,22 +255,22 @@ def release_state(bench: Bench, release_id: str) -> str:
 
 
 def logged_rows(bench: Bench, since: float) -> set[str]:
-    """Request ids of the store's request-log rows with role 'serve' since ``since``."""
+    """Request ids of the prediction log's requests with role 'serve' since ``since``."""
     from datetime import UTC
 
-    from sqlalchemy import select
+    from conveyor.store.predictionlog.files import LogFiles
+    from conveyor.store.predictionlog.layout import log_url
+    from conveyor.store.predictionlog.query import read_requests
 
-    from conveyor.actions.models import open_registry
-    from conveyor.store import models as m
-
-    query = (
-        select(m.RequestLog.request_id)
-        .where(m.RequestLog.model == MODEL)
-        .where(m.RequestLog.role == "serve")
-        .where(m.RequestLog.at >= datetime.fromtimestamp(since, UTC))
+    table = read_requests(
+        LogFiles(log_url(bench.config.artifacts_url())),
+        MODEL,
+        ENV,
+        since=datetime.fromtimestamp(since, UTC),
+        roles=["serve"],
+        columns=["request_id"],
     )
-    with open_registry(bench.config) as registry, registry.store.engine.connect() as conn:
-        return set(conn.scalars(query))
+    return set(table.column("request_id").to_pylist())
 
 
 def load_summary(load: LoadRun) -> dict[str, Any]:

@@ -21,7 +21,7 @@ of 5, 20 or 40% of traffic), ``latency+5ms``, ``errors-2%`` (2% more 5xx) and ``
 class predicted three times as often: 12% of answers to 35%). False rollbacks are rollbacks of
 equal or better candidates; exposure is how many requests the bad candidate answered before its
 rollback. ``--quick`` also runs a few canaries through a real SQLite store (the request log's
-writer, the feedback table and ``collect()``) and checks they reach the same verdicts.
+writer, its feedback files and ``collect()``) and checks they reach the same verdicts.
 
 The full run writes its table to benchmarks/results/release_judge.md.
 """
@@ -217,7 +217,7 @@ def through_store(
     kind: str, seed: int, traffic: Traffic, analysis: AnalysisConfig, work: Path
 ) -> tuple[str, str]:
     """Write one canary's first ``seconds`` into a SQLite store with the gateway's request-log
-    writer and feedback table, read it back with ``collect()``, and judge both ways.
+    writer and its feedback files, read it back with ``collect()``, and judge both ways.
 
     Also writes pinned and smoke rows of the candidate that all failed: ``collect`` must not
     read them. Returns (verdict from the store, verdict in memory)."""
@@ -227,11 +227,13 @@ def through_store(
 
     from conveyor.gateway.requestlog import RequestLog
     from conveyor.store.metadata import Store
+    from conveyor.store.predictionlog.layout import attach
 
     r = draw(kind, traffic, np.random.default_rng(seed))
     upto = int(np.searchsorted(r.at, traffic.seconds))
     since = datetime.now(UTC) - timedelta(seconds=5)
     store = Store("sqlite:///" + str(work / f"{kind}-{seed}.db")).open()
+    attach(store, str(work / f"{kind}-{seed}-log"))  # the prediction log beside the store
     try:
         log = RequestLog(store, gateway="bench")
         ids = [f"{seed}-{i}" for i in range(upto)]
