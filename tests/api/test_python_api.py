@@ -3,12 +3,18 @@ tmp_path, the real gates and the servability check in its own process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -17,6 +23,33 @@ from conveyor.exceptions import ModelNotFound, RegistryError, UnsafeModelFile
 from tests.api.conftest import FEATURES, fitted
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def dashboard(config: Any) -> Iterator[str]:
+    """`conveyor ui` on uvicorn in a thread of this process, on a free loopback port."""
+    import uvicorn
+
+    from conveyor.dashboard.app import Dashboard
+    from tests.gateway.servers import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Dashboard(config, token=None), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def test_the_public_api_is_exactly_these_names() -> None:
@@ -236,3 +269,26 @@ def test_load_model_works_in_a_fresh_process_from_the_project_folder(api_project
     assert answer["p"] == list(model.predict(X_test))
     np.testing.assert_allclose(answer["q"], model.predict_proba(X_test))
     assert FEATURES == list(X_test.columns)
+
+
+def test_the_dashboard_shows_a_python_run_like_a_pipeline_run(api_project: Path) -> None:
+    model, X_test, y_test = fitted(api_project)
+    project = conveyor.open_project(api_project)
+    with conveyor.start_run("notebook", project=project) as run:
+        run.log_metric("cv_auc", 0.8)
+        run.log_param("C", 1.0)
+        conveyor.register(model, name="churn", data=(X_test, y_test), project=project)
+
+    with dashboard(project.config) as url, httpx.Client(base_url=url, timeout=30) as client:
+        runs = client.get("/runs.json").json()
+        page = client.get(f"/runs/{run.id}.json").json()
+        html = client.get(f"/runs/{run.id}")
+    assert [(r["run_id"], r["status"], r["steps"]) for r in runs["runs"]] == [
+        (run.id, "succeeded", {"ran": 1})
+    ]
+    assert [(s["step"], s["status"]) for s in page["steps"]] == [("notebook", "ran")]
+    assert page["params"] == {"notebook": {"C": 1.0}}
+    assert page["metrics"]["notebook"]["cv_auc"]["last"] == 0.8
+    assert page["metrics"]["notebook"]["roc_auc"]["last"] > 0.7  # register's evaluation
+    assert [v["version"] for v in page["versions"]] == [1]
+    assert html.status_code == 200 and run.id in html.text

@@ -103,6 +103,25 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _tracking(uri: str | None) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` for the block: resolving a ``runs:/``
+    URI to the model logged in that run looks the model up in the process-wide store, not in
+    the ``tracking_uri`` passed to ``download_artifacts`` (MLflow 3.17)."""
+    if uri is None:
+        yield
+        return
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if before is not None:  # restoring an unset URI also unset the variable
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def _download(source: str, tracking_uri: str | None, into: str) -> Path:
     """The MLflow model directory named by ``source``, downloaded into ``into`` if remote."""
     local = Path(source).expanduser()
@@ -123,7 +142,7 @@ def _download(source: str, tracking_uri: str | None, into: str) -> Path:
 
     where = tracking_uri or "the default tracking store (MLFLOW_TRACKING_URI unset)"
     try:
-        with _quiet():
+        with _quiet(), _tracking(tracking_uri):
             path = Path(
                 mlflow.artifacts.download_artifacts(
                     artifact_uri=source, dst_path=into, tracking_uri=tracking_uri
