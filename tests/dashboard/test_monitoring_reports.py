@@ -79,3 +79,23 @@ def test_distributions_are_shares_on_shared_bins_and_the_commonest_categories() 
     assert cats["live"][cats["categories"].index("c0")] == 1.0
     assert sum(cats["reference"]) == pytest.approx(1.0)
     assert monitoring._histogram(pd.Series([], dtype=float), pd.Series([], dtype=float)) is None
+
+
+def test_a_report_that_breaks_in_the_worker_is_kept_as_its_problem() -> None:
+    reports = Reports()
+
+    def work() -> Kept:
+        raise RuntimeError("the log's folder vanished")
+
+    try:
+        reports.schedule(("now", "m", "eu", 3), work)
+        reports.wait(10)
+        kept = reports.get(("now", "m", "eu", 3))
+        assert kept is not None and kept.report is None
+        assert kept.problem == (
+            "The report could not be computed (RuntimeError: the log's folder vanished); the "
+            "dashboard's log has the traceback."
+        )
+        assert not reports.pending(("now", "m", "eu", 3))  # the page stops waiting for it
+    finally:
+        reports.close()

@@ -19,6 +19,7 @@ the pictures draw, and a kept report holds no data frame.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -43,6 +44,8 @@ __all__ = [
     "history_ends",
     "series_point",
 ]
+
+log = logging.getLogger("conveyor.dashboard")
 
 BINS = 24
 TOP_CATEGORIES = 8
@@ -121,7 +124,16 @@ class Reports:
 
         def run() -> None:
             try:
-                self.put(key, work())
+                kept = work()
+            except Exception as exc:  # kept as a problem: else the page would wait forever
+                log.exception("monitoring report %s failed", key)
+                kept = Kept(
+                    at=datetime.now(UTC),
+                    problem=f"The report could not be computed ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); the dashboard's log has the traceback.",
+                )
+            try:
+                self.put(key, kept)
             finally:
                 with self._lock:
                     self._pending.discard(key)
