@@ -174,7 +174,7 @@ def test_the_exported_workflow_runs_unedited_for_main_and_for_a_pull_request(
     assert pr.failed_step.name == "Fail unless every gate passed"
     assert "::error::A quality gate failed" in pr.failed_step.log
     gates = pr.step("Run the pipeline and the quality gates")
-    assert gates.outputs == {"exit-code": "3"} and "--no-register" not in gates.log
+    assert gates.outputs == {"exit-code": "3"} and "not worse than production" in gates.log
     assert _registered(store_url) == [1]  # the pull request registered nothing
 
     # The report went to the artifact, the job summary and the pull request's comment, its
