@@ -312,6 +312,7 @@ def test_the_project_root_variable_is_the_one_conveyor_project_sets() -> None:
     assert ROOT_ENV == PROJECT_ROOT_ENV
 
 
+@pytest.mark.slow
 def test_a_custom_model_whose_module_is_missing_names_it_and_the_project(
     project, isolated_imports, tmp_path
 ) -> None:
@@ -336,6 +337,7 @@ def test_a_custom_model_whose_module_is_missing_names_it_and_the_project(
     assert f"the project folder {project.root.resolve()}" in message
 
 
+@pytest.mark.slow
 def test_a_custom_model_loads_only_when_conveyor_yaml_names_its_class(
     project, isolated_imports
 ) -> None:
@@ -349,6 +351,7 @@ def test_a_custom_model_loads_only_when_conveyor_yaml_names_its_class(
     assert "trusted_types: [proj_python_multiclass.custom.Centroids]" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_frames_and_matrices_give_a_custom_model_the_same_answer(project, isolated_imports):
     from conveyor.actions.models import open_registry
 
