@@ -13,6 +13,7 @@ DuckDB and PyArrow are imported inside the functions: the CLI's fast path import
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -131,7 +132,7 @@ def read_requests(
         con = _connect(files)
         try:
             scan = _scan(paths)
-            present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+            present = _columns(files, paths)
             wanted = [c for c in (columns or layout.REQUEST_COLUMNS) if c in present]
             select = [_q(c) for c in wanted]
             for name in inputs:
@@ -153,7 +154,7 @@ def read_requests(
             sql = f"SELECT {', '.join(select)} FROM {scan} {where} {order}"
             return con.sql(sql, params=params).to_arrow_table()
         finally:
-            con.close()
+            _release(con)
 
     return with_retry(read)
 
@@ -188,7 +189,7 @@ def read_all(files: LogFiles, kind: str = layout.REQUESTS) -> pa.Table:
                 f"SELECT * EXCLUDE (filename, file_row_number) FROM {scan} ORDER BY {order}"
             ).to_arrow_table()
         finally:
-            con.close()
+            _release(con)
 
     return with_retry(read)
 
@@ -226,7 +227,7 @@ def read_feedback(
             )
             return con.sql(sql).to_arrow_table()
         finally:
-            con.close()
+            _release(con)
 
     return with_retry(read)
 
@@ -266,7 +267,7 @@ def find_requests(
                 )
                 return {r[0] for r in con.execute(sql).fetchall()}
             finally:
-                con.close()
+                _release(con)
 
         found |= with_retry(read)
         if found >= wanted:
@@ -278,12 +279,52 @@ def find_requests(
 
 
 def _connect(files: LogFiles) -> duckdb.DuckDBPyConnection:
+    """This thread's DuckDB connection for the log's file system, kept open: its object cache
+    keeps the footers of files already read (they never change), so a long-lived reader such as
+    the controller reads each file's metadata once, not at every turn."""
     import duckdb
 
-    con = duckdb.connect(config={"threads": 2})
-    if files.remote:
-        con.register_filesystem(files.fs)
+    connections: dict[str, duckdb.DuckDBPyConnection] = getattr(_LOCAL, "connections", {})
+    key = files.root if files.remote else ""
+    con = connections.get(key)
+    if con is None:
+        con = duckdb.connect(config={"threads": 2, "enable_object_cache": True})
+        if files.remote:
+            con.register_filesystem(files.fs)
+        connections[key] = con
+        _LOCAL.connections = connections
     return con
+
+
+def _release(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop what a read registered on the kept connection (the ids it joined against)."""
+    try:
+        con.unregister("wanted")
+    except Exception:  # nothing was registered
+        pass
+
+
+_LOCAL = threading.local()
+_SCHEMAS: dict[str, frozenset[str]] = {}  # file -> its column names (files never change)
+_SCHEMAS_MAX = 200_000
+
+
+def _columns(files: LogFiles, paths: list[str]) -> set[str]:
+    """The union of the files' column names, each file's footer read once per process."""
+    import pyarrow.parquet as pq
+
+    present: set[str] = set()
+    for path in paths:
+        names = _SCHEMAS.get(path)
+        if names is None:
+            handle = files.fs.open(path, "rb") if files.remote else open(path, "rb")  # noqa: SIM115
+            with handle:
+                names = frozenset(pq.read_schema(handle).names)
+            if len(_SCHEMAS) >= _SCHEMAS_MAX:
+                _SCHEMAS.clear()
+            _SCHEMAS[path] = names
+        present |= names
+    return present
 
 
 def _scan(paths: list[str], *, order: bool = False) -> str:
