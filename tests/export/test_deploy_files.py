@@ -422,6 +422,19 @@ def test_the_image_installs_the_extras_the_store_needs_and_says_why(project) -> 
     assert "# Extra s3: the artifacts (store.artifacts) are in S3" in text
 
 
+def test_without_extras_the_image_says_how_to_add_a_store_named_only_by_the_environment(
+    config,
+) -> None:
+    text = render_docker(config)["Dockerfile"]
+    assert "# No extras: conveyor.yaml's store is SQLite on local files" in text
+    assert (
+        "# If CONVEYOR_STORE_URL or CONVEYOR_ARTIFACTS will name PostgreSQL or S3 where this "
+        "runs, export again with --extra postgres (or s3)." in text
+    )
+    with_extra = render_docker(config, extra=("postgres",))["Dockerfile"]
+    assert '"conveyor-ml[postgres]==0.1.0"' in with_extra and "No extras" not in with_extra
+
+
 def test_an_install_spec_replaces_the_release_and_a_wheel_in_the_project_is_copied(
     project,
 ) -> None:

@@ -155,8 +155,12 @@ def install_comment(install: Install) -> str:
         else f"Conveyor {__version__}, the version that wrote this file; export again after "
         "upgrading."
     ]
+    # A store named only by CONVEYOR_STORE_URL/CONVEYOR_ARTIFACTS (a CI secret, a container's
+    # environment) is invisible at export time; without its driver the file fails at run time.
     lines += [f"Extra {reason}." for reason in install.reasons] or [
         "No extras: conveyor.yaml's store is SQLite on local files (a PostgreSQL store.url adds "
-        "[postgres], an s3:// store.artifacts [s3]; or pass --extra)."
+        "[postgres], an s3:// store.artifacts [s3]; or pass --extra).",
+        "If CONVEYOR_STORE_URL or CONVEYOR_ARTIFACTS will name PostgreSQL or S3 where this runs, "
+        "export again with --extra postgres (or s3).",
     ]
     return "\n".join(lines)
