@@ -78,6 +78,20 @@ def serving(config: Any, token: str | None) -> Iterator[str]:
         thread.join(30)
 
 
+def warm(site: str, path: str) -> dict[str, Any]:
+    """An environment's monitoring page (its JSON twin) once none of its earlier windows is
+    still being computed by the dashboard's worker: the page reloads itself until then."""
+    import httpx
+
+    head, sep, query = path.partition("?")
+    deadline = time.monotonic() + 120
+    while True:
+        page = httpx.get(f"{site}{head}.json{sep}{query}", timeout=60).json()
+        if page["computing"] == 0 or time.monotonic() > deadline:
+            return dict(page)
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def shots() -> Path:
     folder = shots_folder()

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.conftest import Tab, free_port, needs_chromium, serving
+from tests.dashboard.conftest import Tab, free_port, needs_chromium, serving, warm
 from tests.dashboard.project import TOKEN, build
 
 pytestmark = pytest.mark.slow
@@ -76,6 +76,8 @@ def test_every_page_renders_without_console_errors_and_its_links_answer(
         "monitoring-production": "/monitoring/churn/production",
         "audit-log": "/events",
     }
+    _settled(site)  # pages that reload until their reports are in would move under the tab
+    warm(site, "/monitoring/churn/production")
     checked: set[str] = set()
     for name, path in pages.items():
         tab.open(path, shot=name)
@@ -480,6 +482,8 @@ def test_monitoring_shows_the_drift_and_live_quality_of_what_the_gateway_served(
 ) -> None:
     assert store["requests"] == 40
     listed = _settled(site)
+    warm(site, "/monitoring/churn/production")
+    warm(site, "/monitoring/churn/production?every=1m")
     production = next(e for e in listed["environments"] if e["environment"] == "production")
     assert production["state"] in ("fresh", "stale") and production["age_s"] >= 0
     tab.open("/monitoring", shot="monitoring-traffic")
@@ -507,6 +511,7 @@ def test_monitoring_shows_the_drift_and_live_quality_of_what_the_gateway_served(
     assert tab.page.locator("#service svg").count() == 3
     tab.page.screenshot(path=str(tab.shots / "monitoring-distributions.png"), full_page=True)
     twin = httpx.get(site + "/monitoring/churn/production.json").json()
+    assert twin["computing"] == 0 and len(twin["history"]) >= 12
     assert twin["history"][-1]["rows"] == 400  # the open window holds the traffic
     assert twin["distributions"]["features"]["tenure"]["n_live"] == 400
     assert sum(twin["distributions"]["features"]["tenure"]["live"]) == pytest.approx(1.0)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.conftest import Tab, needs_chromium, serving
+from tests.dashboard.conftest import Tab, needs_chromium, serving, warm
 from tests.dashboard.project import build_demo
 
 pytestmark = [pytest.mark.slow, needs_chromium]
@@ -78,6 +78,7 @@ def test_the_canary_traffic_steps(tab: Tab, demo: dict) -> None:
 def test_the_drift_alert(tab: Tab, demo: dict) -> None:
     tab.open("/", shot="story-4-overview")
     assert "churn@production:tenure drift" in tab.page.locator("#alerts").inner_text()
+    warm(tab.base, "/monitoring/churn/production")
     tab.open("/monitoring/churn/production", shot="story-4-drift-alert")
     fired = tab.page.locator("#alerts tr.alert-fired")
     assert fired.count() == 1 and "tenure drift" in fired.inner_text()

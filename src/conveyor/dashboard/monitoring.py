@@ -10,7 +10,8 @@ its successor, and a missing one computed in the request while the page's time b
 else by the worker (the page says so and reloads itself). One environment's page computes its
 report in the request when the kept one is stale, and its history: the same report over the
 windows before (``every`` seconds each, closed windows kept for ``closed_age_s``, as late
-labels may still change their live quality).
+labels may still change their live quality; those not kept yet computed in the request while
+its budget lasts, the rest by the worker).
 
 Distributions of reference and live values are reduced to bins here (shared edges between both
 sides' 1st and 99th percentiles, or the commonest categories), so the JSON twin carries what

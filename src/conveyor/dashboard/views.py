@@ -10,6 +10,7 @@ through ``queries`` where a page lists thousands of rows. Nothing here writes; t
 from __future__ import annotations
 
 import base64
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -410,6 +411,7 @@ def _weights(timeline: list[dict[str, Any]], start: datetime) -> list[tuple[date
 # -- monitoring ---------------------------------------------------------------------------------
 
 MONITOR_BUDGET_S = 0.08  # of the list page's time spent computing missing reports in the request
+HISTORY_BUDGET_S = 0.05  # of an environment's page, for the closed windows not yet kept
 
 
 def _observer(ctx: Context, model: str, environment: str) -> Any:
@@ -493,7 +495,10 @@ def monitoring_page(ctx: Context, model: str, environment: str, every_s: float |
     """One environment: its report now with reference and live distributions of every feature
     and of the predictions; the same report over the ``HISTORY`` closed windows of ``every_s``
     seconds before and the one still open (drift statistics, prediction drift, live quality and
-    label share, errors and latency over time); and the alerts fired and resolved there."""
+    label share, errors and latency over time); and the alerts fired and resolved there.
+
+    Closed windows not kept yet are computed here, newest first, while ``HISTORY_BUDGET_S``
+    lasts, the rest by the worker: the page marks them and reloads until they are in."""
     from conveyor.config.monitor import MonitorConfig
 
     served = next(
@@ -517,15 +522,26 @@ def monitoring_page(ctx: Context, model: str, environment: str, every_s: float |
     window = (ctx.config.monitor or MonitorConfig()).window
     every = every_s or window.seconds or 300.0
     observe = _observer(ctx, model, environment)
-    points = []
+    started = time.perf_counter()
+    points, computing = [], 0
     ends = monitoring_reports.history_ends(now, every)
-    for end in ends:
+    for end in reversed(ends):  # the newest first: the budget goes to the recent past
         past_key = ("past", model, environment, served["version"], every, end)
         past = reports.get(past_key)
         if past is None or past.older_than(reports.closed_age_s):
-            past = monitoring_reports.compute(observe, end=end, seconds=every)
-            reports.put(past_key, past)
-        points.append(monitoring_reports.series_point(past))
+            work = functools.partial(monitoring_reports.compute, observe, end=end, seconds=every)
+            within = time.perf_counter() - started < HISTORY_BUDGET_S
+            if past is None and within and not reports.pending(past_key):
+                past = work()
+                reports.put(past_key, past)
+            else:
+                reports.schedule(past_key, work)
+        if past is None:
+            computing += 1
+            points.append({"end": end.isoformat(timespec="seconds"), "computing": True})
+        else:
+            points.append(monitoring_reports.series_point(past))
+    points.reverse()
     # the window still open: from the last boundary to now, so the windows do not overlap
     open_s = (now - ends[-1]).total_seconds()
     if open_s >= 1.0:
@@ -548,6 +564,7 @@ def monitoring_page(ctx: Context, model: str, environment: str, every_s: float |
         "distributions": kept.distributions or {"features": {}, "predictions": None},
         "every_s": every,
         "history": points,
+        "computing": computing,
         "alerts": alerts,
     }
     return View(
@@ -597,7 +614,8 @@ def _monitor_charts(data: dict[str, Any]) -> dict[str, Any]:
             "p99 latency (ms) over time", [("p99 ms", series(lambda p: p.get("p99_ms")))]
         ),
         "traffic": charts.time_chart(
-            "served rows per window", [("rows", series(lambda p: float(p.get("rows") or 0)))]
+            "served rows per window",
+            [("rows", series(lambda p: None if p.get("computing") else float(p.get("rows") or 0)))],
         ),
     }
 
