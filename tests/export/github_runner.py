@@ -213,6 +213,8 @@ class Runner:
         ctx: dict[str, Any],
         summary: Path,
     ) -> StepResult:
+        if step.get("shell", "bash") != "bash":
+            raise KeyError(f"Step {name!r} asks for shell {step['shell']!r}; only bash runs here.")
         env = self._runner_env(ctx)
         env.update(self._env_of(self.workflow.get("env"), ctx))
         env.update(self._env_of(job.get("env"), ctx))
