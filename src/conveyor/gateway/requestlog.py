@@ -63,6 +63,7 @@ log = logging.getLogger("conveyor.gateway")
 _ROW_OVERHEAD = 200  # bytes a buffered row costs besides its texts (tuple, ids, numbers)
 _BATCH_BYTES = 64 * 1024 * 1024  # one flush's text at most: bounds the writer's peak memory
 _RECENT_IDS = 100_000  # request ids this gateway wrote, kept to answer feedback without a read
+_MERGE_MAX_AGE_S = 1800.0  # older own files are left to 'conveyor log compact' (takes > 1 h)
 
 # A buffered request: (request_id, time, model, version, environment, role, status, latency_ms,
 # rows, inputs, outputs), and optionally its gateway (rows moved from the old table carry one).
@@ -89,11 +90,14 @@ class RequestLog:
         error_log_seconds: float = 30.0,
         on_drop: Callable[[int], None] | None = None,
         log_url: str | None = None,
+        merge_seconds: float = 300.0,
     ) -> None:
         """Describe the log; nothing is opened or written until ``start``/``flush``.
 
         ``log_url`` is the log's root; by default the one attached to ``store`` by
-        ``open_stores`` or the gateway (``layout.attach``).
+        ``open_stores`` or the gateway (``layout.attach``). Every ``merge_seconds`` the writer
+        merges the files it wrote since into one per partition (``merge_own``), so a day holds
+        hundreds of files per gateway, not one per flush.
         """
         self.store = store
         self.gateway = gateway
@@ -121,6 +125,9 @@ class RequestLog:
         self._files: LogFiles | None = None
         self._signatures: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._recent: dict[str, None] = {}
+        self.merge_seconds = merge_seconds
+        self._mine: dict[str, list[tuple[str, float]]] = {}  # folder -> (file, written at)
+        self._merged_at = time.monotonic()
         self.written = 0
         self.files_written = 0
         self.dropped = 0
@@ -214,6 +221,8 @@ class RequestLog:
             self._thread.join(timeout)
             self._thread = None
         self.flush()
+        if self._mine:
+            self.merge_own()
 
     def pending(self) -> int:
         """Rows buffered, not yet in the log."""
@@ -266,15 +275,39 @@ class RequestLog:
         keys = list(groups)
         for i, key in enumerate(keys):
             try:
-                written = write_requests(self.files, groups[key], self._signature, self.gateway)
+                folder, name = _target(self.files, groups[key], self.gateway)
+                written = write_requests(
+                    self.files, groups[key], self._signature, self.gateway, name=name
+                )
             except Exception as exc:
                 rest = [e for k in keys[i:] for e in groups[k]]
                 raise _Unwritten(rest) from exc
             self.files_written += 1
             self.written += written
+            self._mine.setdefault(folder, []).append((name, time.monotonic()))
             for entry in groups[key]:
                 self._remember(entry[0])
         self.last_error = None
+
+    def merge_own(self) -> int:
+        """Merge the files this writer wrote since the last merge into one per partition;
+        returns the files merged. Only its own, and only young ones (under half an hour):
+        ``conveyor log compact`` takes files older than an hour, so no file is merged twice."""
+        from conveyor.store.predictionlog.maintenance import merge_files
+
+        merged = 0
+        now = time.monotonic()
+        for folder in list(self._mine):
+            names = [n for n, at in self._mine.pop(folder) if now - at < _MERGE_MAX_AGE_S]
+            if len(names) < 2:
+                continue
+            try:
+                if merge_files(self.files, folder, names) is not None:
+                    merged += len(names)
+            except Exception as exc:  # the files stay as they are: still correct, only more
+                log.warning("request log: cannot merge %d files in %s: %s", len(names), folder, exc)
+        self._merged_at = now
+        return merged
 
     def _remember(self, request_id: str) -> None:
         recent = self._recent
@@ -303,6 +336,9 @@ class RequestLog:
                 backoff = self.flush_seconds
             except Exception:
                 backoff = min(max(backoff * 2, self.flush_seconds * 2), 30.0)
+                continue
+            if time.monotonic() - self._merged_at >= self.merge_seconds:
+                self.merge_own()
 
     def add_feedback(self, items: list[tuple[str, str]], actor: str) -> int:
         """Store labels: (request id, JSON array of labels) pairs, as one feedback file."""
@@ -416,6 +452,15 @@ def _stored_signature(store: Store, model: str, version: int) -> dict[str, Any] 
             )
         ).scalar()
     return dict(row) if isinstance(row, dict) else None
+
+
+def _target(files: LogFiles, entries: Sequence[Entry], gateway: str) -> tuple[str, str]:
+    """The folder and new file name of a group of rows (one model, environment, day)."""
+    first = entries[0]
+    day = layout.day_of(first[1])
+    hour = datetime.fromtimestamp(first[1], UTC).hour
+    folder = layout.requests_dir(files.root, first[2], first[4], day)
+    return folder, layout.file_name(hour, gateway)
 
 
 def _groups(batch: Sequence[Entry]) -> dict[tuple[str, str, str, int], list[Entry]]:

@@ -13,7 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, insert, select
 
-from conveyor.gateway.requestlog import _migrate_requests, migrate_tables, write_requests
+from conveyor.gateway.requestlog import (
+    RequestLog,
+    _migrate_requests,
+    migrate_tables,
+    write_requests,
+)
 from conveyor.store import models as m
 from conveyor.store.metadata import Store
 from conveyor.store.predictionlog import layout
@@ -48,7 +53,7 @@ def test_compaction_merges_small_files_and_readers_see_each_row_once(tmp_path: P
     write_files(files, 300, 10, time.time())
     before = ids(files)
     assert len(before) == 300
-    done = compact(files)
+    done = compact(files, min_age_s=0)
     assert (done.files_in, done.files_out, done.rows) == (30, 1, 300)
     assert ids(files) == before
     day = Path(layout.requests_dir(files.root, "m", "production", layout.day_of(time.time())))
@@ -57,7 +62,7 @@ def test_compaction_merges_small_files_and_readers_see_each_row_once(tmp_path: P
     # more small files, then a second compaction that also takes the first compacted file
     write_files(files, 40, 10, time.time() + 1)
     assert len(ids(files)) == 340  # r0..r39 again: new rows under old ids, kept (no dedup by id)
-    assert compact(files, min_files=2).files_in == 5
+    assert compact(files, min_files=2, min_age_s=0).files_in == 5
     assert len(ids(files)) == 340
 
 
@@ -70,14 +75,14 @@ def test_a_crash_between_rename_and_delete_hides_the_inputs_until_the_next_run(
     inputs = sorted(p.name for p in day.iterdir())
     real_delete = files.delete
     files.delete = lambda paths: None  # the compactor dies before deleting its inputs
-    compact(files)
+    compact(files, min_age_s=0)
     files.delete = real_delete
     assert len(list(day.iterdir())) == 11  # the 10 inputs and the compacted file
     assert sorted(ids(files)) == sorted(f"r{i}" for i in range(100))  # each row once
     compacted = next(p for p in day.iterdir() if p.name.startswith(layout.COMPACTED_PREFIX))
     replaces = json.loads(pq.read_metadata(compacted).metadata[layout.REPLACES_KEY])
     assert replaces == inputs
-    compact(files)  # the next run finishes the deletes
+    compact(files, min_age_s=0)  # the next run finishes the deletes
     assert [p.name for p in day.iterdir()] == [compacted.name]
     assert sorted(ids(files)) == sorted(f"r{i}" for i in range(100))
 
@@ -93,12 +98,30 @@ def test_a_reader_whose_file_vanishes_lists_again(tmp_path: Path) -> None:
         if not calls:  # the first listing goes stale: a compaction runs right after it
             calls.append(folder)
             files.list_files = listed
-            compact(files)
+            compact(files, min_age_s=0)
         return out
 
     files.list_files = list_then_compact
     assert sorted(ids(files)) == sorted(f"r{i}" for i in range(50))
     assert calls
+
+
+def test_young_files_are_left_to_the_gateways_that_wrote_them(tmp_path: Path) -> None:
+    files = LogFiles(str(tmp_path / "log"))
+    write_files(files, 100, 10, time.time())
+    assert compact(files).files_in == 0  # all younger than an hour: a gateway may merge them
+    log = RequestLog(object(), gateway="g", log_url=files.root, merge_seconds=0.0)
+    log._signatures[("m", 1)] = SIGNATURE
+    for flush in range(3):
+        for i in range(100 + flush * 10, 110 + flush * 10):
+            e = entry(i, time.time())
+            log.record(*e[:1], *e[2:])
+        log.flush()
+    assert log.merge_own() == 3  # its three files, not the ten others wrote
+    assert sorted(ids(files)) == sorted(f"r{i}" for i in range(130))
+    day = Path(layout.requests_dir(files.root, "m", "production", layout.day_of(time.time())))
+    assert sum(p.name.startswith(layout.COMPACTED_PREFIX) for p in day.iterdir()) == 1
+    assert len(list(day.iterdir())) == 11
 
 
 def test_retention_deletes_whole_days_by_age_then_by_size(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ sees a row twice or misses one: before the rename it lists only the inputs; afte
 compacted file hides the inputs still present (``LogFiles.list_files``); a reader that listed an
 input deleted before it opened it gets ``FileNotFoundError`` and lists again
 (``files.with_retry``). A compacted file that replaces another compacted file lists that file's
-inputs too, so inputs left behind by a crash between rename and delete stay hidden. One
-compactor at a time: ``conveyor log compact`` holds the store lease ``prediction-log``.
+inputs too, so inputs left behind by a crash between rename and delete stay hidden. No file is
+merged by two at once: each gateway merges the files it wrote itself while they are young (every
+five minutes, ``RequestLog.merge_own``), ``conveyor log compact`` only files older than an hour, and it
+holds the store lease ``prediction-log``.
 
 **Retention** deletes whole day partitions older than ``serve.log.retain``, then the oldest days
 until the log fits in ``serve.log.max_gb``.
@@ -17,18 +19,27 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from conveyor.store.predictionlog import layout
 from conveyor.store.predictionlog.files import LogFiles
 
-__all__ = ["CompactionResult", "apply_retention", "compact", "day_folders", "log_bytes"]
+__all__ = [
+    "CompactionResult",
+    "apply_retention",
+    "compact",
+    "day_folders",
+    "log_bytes",
+    "merge_files",
+]
 
 log = logging.getLogger("conveyor.store")
 
 SMALL_BYTES = 32 * 1024 * 1024  # a file under this is merged with its neighbours
 MIN_FILES = 4  # a day with fewer small files is left alone
+MIN_AGE_S = 3600.0  # younger files may still be merged by the gateway that wrote them
 
 
 @dataclass
@@ -61,9 +72,14 @@ def day_folders(files: LogFiles) -> list[str]:
 
 
 def compact(
-    files: LogFiles, *, small_bytes: int = SMALL_BYTES, min_files: int = MIN_FILES
+    files: LogFiles,
+    *,
+    small_bytes: int = SMALL_BYTES,
+    min_files: int = MIN_FILES,
+    min_age_s: float = MIN_AGE_S,
 ) -> CompactionResult:
-    """Merge the small files of every day partition (see the module's docstring).
+    """Merge the small files of every day partition older than ``min_age_s`` (younger ones
+    are still the gateways' to merge; see the module's docstring).
 
     Raises:
         OSError: (or the fsspec driver's error) a file cannot be read, written or deleted;
@@ -71,18 +87,21 @@ def compact(
     """
     result = CompactionResult()
     for folder in day_folders(files):
-        _compact_folder(files, folder, small_bytes, min_files, result)
+        _compact_folder(files, folder, small_bytes, min_files, min_age_s, result)
     return result
 
 
 def _compact_folder(
-    files: LogFiles, folder: str, small_bytes: int, min_files: int, result: CompactionResult
+    files: LogFiles,
+    folder: str,
+    small_bytes: int,
+    min_files: int,
+    min_age_s: float,
+    result: CompactionResult,
 ) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     entries = files.entries(folder)
     sizes = {name: size for name, size, _m in entries}
+    mtimes = {name: mtime for name, _s, mtime in entries}
     replaced: set[str] = set()
     for name, size, _m in entries:
         if name.startswith(layout.COMPACTED_PREFIX):
@@ -90,12 +109,34 @@ def _compact_folder(
     leftovers = [n for n in sizes if n in replaced]
     if leftovers:  # a crash between a rename and its deletes: finish them
         files.delete(layout.join(folder, n) for n in leftovers)
-    live = [n for n in sizes if n not in replaced]
+    now = time.time()
+    live = [n for n in sizes if n not in replaced and now - mtimes[n] >= min_age_s]
     small = sorted(n for n in live if sizes[n] < small_bytes)
     if len(small) < min_files:
         return
+    rows = merge_files(files, folder, small, sizes)
+    if rows is None:
+        return
+    result.folders += 1
+    result.files_in += len(small)
+    result.files_out += 1
+    result.rows += rows
+
+
+def merge_files(
+    files: LogFiles, folder: str, names: list[str], sizes: dict[str, int] | None = None
+) -> int | None:
+    """Merge data files of one folder into one compacted file, then delete them; returns the
+    rows merged, or None when their columns do not merge (they are left as they are).
+
+    The caller makes sure no one else merges the same files at once (the store lease for
+    ``conveyor log compact``; a gateway merges only the files it wrote itself, while young).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     tables = []
-    for name in small:
+    for name in names:
         path = layout.join(folder, name)
         handle = files.fs.open(path, "rb") if files.remote else open(path, "rb")  # noqa: SIM115
         with handle:
@@ -104,20 +145,20 @@ def _compact_folder(
         merged = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         log.warning("prediction log: %s not compacted, its files do not merge: %s", folder, exc)
-        return
+        return None
     if "at" in merged.column_names:
         merged = merged.sort_by([("at", "ascending")])
-    replaces = set(small)
-    for name in small:
+    replaces = set(names)
+    for name in names:
         if name.startswith(layout.COMPACTED_PREFIX):
-            replaces.update(files.replaces(layout.join(folder, name), sizes[name]))
+            size = (sizes or {}).get(name)
+            if size is None:
+                size = next((s for n, s, _m in files.entries(folder) if n == name), 0)
+            replaces.update(files.replaces(layout.join(folder, name), size))
     meta = {layout.REPLACES_KEY: json.dumps(sorted(replaces)).encode()}
     files.write_table(folder, layout.compacted_name(), merged.replace_schema_metadata(None), meta)
     files.delete(layout.join(folder, n) for n in sorted(replaces))
-    result.folders += 1
-    result.files_in += len(small)
-    result.files_out += 1
-    result.rows += merged.num_rows
+    return merged.num_rows
 
 
 def log_bytes(files: LogFiles) -> dict[str, int]:
