@@ -29,13 +29,13 @@ if TYPE_CHECKING:
     from conveyor.actions.python_api import (
         LoadedModel,
         Project,
-        RegistrationRefused,
         Run,
         load_model,
         open_project,
         register,
         start_run,
     )
+    from conveyor.actions.registration import RegistrationRefused
 
 __version__ = "0.1.0"
 
@@ -56,30 +56,29 @@ __all__ = [
     "start_run",
 ]
 
-# The public names that live in conveyor.actions.python_api, imported when first asked for.
-_LAZY = frozenset(
-    {
-        "LoadedModel",
-        "Project",
-        "RegistrationRefused",
-        "Run",
-        "load_model",
-        "open_project",
-        "register",
-        "start_run",
-    }
-)
+# The public names that live in conveyor.actions, by module, imported when first asked for.
+_LAZY = {
+    "LoadedModel": "python_api",
+    "Project": "python_api",
+    "RegistrationRefused": "registration",
+    "Run": "python_api",
+    "load_model": "python_api",
+    "open_project": "python_api",
+    "register": "python_api",
+    "start_run": "python_api",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from conveyor.actions import python_api
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+    from importlib import import_module
 
-        value = getattr(python_api, name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+    value = getattr(import_module(f"conveyor.actions.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY)
+    return sorted(set(globals()) | set(_LAZY))

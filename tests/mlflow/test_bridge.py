@@ -284,3 +284,34 @@ def test_export_back_and_mlflow_models_serve_answers_the_same(
             server.wait()
         if server.stdout is not None:
             server.stdout.close()
+
+
+def test_an_xgboost_model_imports_from_its_own_file_without_a_pickle(
+    tmp_path: Path, target_project: Path
+) -> None:
+    xgb = pytest.importorskip("xgboost")
+    import warnings
+
+    import mlflow.xgboost
+
+    from conveyor.actions.mlflow_bridge import import_mlflow
+    from tests.mlflow.conftest import data
+
+    X_train, y_train, X_test, _ = data()
+    model = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(X_train, y_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.xgboost.save_model(
+            model,
+            str(tmp_path / "xgb"),
+            input_example=X_train.head(5),
+            pip_requirements=["xgboost"],
+        )
+
+    version = import_mlflow(str(tmp_path / "xgb"), name="churn-xgb", path=target_project)
+    assert version.file.format == "xgboost-json"
+    assert version.lineage["mlflow"]["flavour"] == "xgboost"
+    assert [(g["name"], g["verdict"]) for g in version.gates] == [("servable", "pass")]
+    loaded = conveyor.load_model("churn-xgb", path=target_project)
+    assert list(loaded.predict(X_test)) == list(model.predict(X_test))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test))
