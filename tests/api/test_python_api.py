@@ -292,3 +292,17 @@ def test_the_dashboard_shows_a_python_run_like_a_pipeline_run(api_project: Path)
     assert page["metrics"]["notebook"]["roc_auc"]["last"] > 0.7  # register's evaluation
     assert [v["version"] for v in page["versions"]] == [1]
     assert html.status_code == 200 and run.id in html.text
+
+
+def test_ctrl_c_inside_a_run_ends_it_interrupted(api_project: Path) -> None:
+    from conveyor.actions.runs import describe_run
+
+    project = conveyor.open_project(api_project)
+    with pytest.raises(KeyboardInterrupt):
+        with conveyor.start_run("long", project=project) as run:
+            run.log_metric("epoch", 1)
+            raise KeyboardInterrupt
+    shown = describe_run(project.config, run.id)
+    assert shown["status"] == "interrupted"
+    assert [(s["step"], s["status"]) for s in shown["steps"]] == [("long", "failed")]
+    assert run.status == "interrupted"

@@ -29,6 +29,7 @@ def conveyor_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow
 def test_import_a_runs_uri_carries_the_run_and_serves_the_same_answers(
     logged: Logged, target_project: Path
 ) -> None:
