@@ -1,12 +1,13 @@
 """A small, real double of GitHub's runner: runs one job of a workflow file on this machine.
 
 Each ``run:`` step is executed as the hosted runner executes it: its text, with ``${{ }}``
-expressions substituted, written to a file and run by ``bash --noprofile --norc -eo pipefail``
-in the job's working directory, with the workflow's, the job's and the step's ``env:`` and the
-runner's variables (``GITHUB_OUTPUT``, ``GITHUB_STEP_SUMMARY``, ``GITHUB_ENV``, ``GITHUB_PATH``,
-``GITHUB_EVENT_NAME``, ``GITHUB_REF``, ``GITHUB_WORKSPACE``, ...). ``if:`` conditions,
-``continue-on-error`` and ``steps.<id>.outputs/outcome`` follow GitHub's rules for the
-expressions the exported workflow uses. ``uses:`` steps cannot run here, so each known action is
+expressions substituted, written to a file and run by ``bash -e`` (``bash --noprofile --norc
+-eo pipefail`` with ``shell: bash``) in the job's working directory, with the workflow's, the
+job's and the step's ``env:`` and the runner's variables (``GITHUB_OUTPUT``,
+``GITHUB_STEP_SUMMARY``, ``GITHUB_ENV``, ``GITHUB_PATH``, ``GITHUB_EVENT_NAME``, ``GITHUB_REF``,
+``GITHUB_WORKSPACE``, ...). ``if:`` conditions, ``continue-on-error`` and
+``steps.<id>.outputs/outcome`` follow GitHub's rules for the expressions the exported workflow
+uses. ``uses:`` steps cannot run here, so each known action is
 replaced by its effect: checkout clones the repository, setup-python puts a fresh virtual
 environment first on PATH, upload-artifact copies the files and answers an artifact URL.
 
@@ -27,7 +28,9 @@ from typing import Any
 
 import yaml
 
+# How GitHub's Linux runners start a run: step's script: `shell: bash`, and no shell at all.
 SHELL = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]
+DEFAULT_SHELL = ["bash", "-e"]
 SERVER = "https://github.com"
 REPOSITORY = "acme/churn"
 RUN_ID = "4242"
@@ -213,8 +216,10 @@ class Runner:
         ctx: dict[str, Any],
         summary: Path,
     ) -> StepResult:
-        if step.get("shell", "bash") != "bash":
-            raise KeyError(f"Step {name!r} asks for shell {step['shell']!r}; only bash runs here.")
+        defaults = (job.get("defaults") or self.workflow.get("defaults") or {}).get("run", {})
+        shell = step.get("shell", defaults.get("shell"))
+        if shell not in (None, "bash"):
+            raise KeyError(f"Step {name!r} asks for shell {shell!r}; only bash runs here.")
         env = self._runner_env(ctx)
         env.update(self._env_of(self.workflow.get("env"), ctx))
         env.update(self._env_of(job.get("env"), ctx))
@@ -231,12 +236,11 @@ class Runner:
         env["GITHUB_STEP_SUMMARY"] = str(summary)
         script = tmp / f"step_{len(list(tmp.iterdir()))}.sh"
         script.write_text(self._substitute(str(step["run"]), ctx))
-        defaults = (job.get("defaults") or self.workflow.get("defaults") or {}).get("run", {})
         folder = self.workspace / step.get(
             "working-directory", defaults.get("working-directory", ".")
         )
         done = subprocess.run(
-            [*SHELL, str(script)],
+            [*(SHELL if shell == "bash" else DEFAULT_SHELL), str(script)],
             cwd=folder,
             env=env,
             stdin=subprocess.DEVNULL,

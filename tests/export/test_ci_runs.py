@@ -25,7 +25,7 @@ import yaml
 
 from tests.churn_project import STEPS, rows
 from tests.export.builds import build_wheel, clean_env, fresh_venv
-from tests.export.github_runner import SHELL, Event, JobResult, Runner
+from tests.export.github_runner import Event, JobResult, Runner
 from tests.pg_server import drop_database, fresh_database, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1200)]
@@ -212,8 +212,8 @@ def _gitlab_job(
     script = workspace.parent / f"script-{branch}.sh"
     script.write_text("\n".join(job["script"]) + "\n")
     return subprocess.run(
-        [*SHELL, str(script)], cwd=workspace, env=env, capture_output=True, text=True,
-        timeout=1200, check=False,
+        ["bash", "-eo", "pipefail", str(script)], cwd=workspace, env=env, capture_output=True,
+        text=True, timeout=1200, check=False,
     )  # fmt: skip
 
 
