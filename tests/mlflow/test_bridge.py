@@ -316,3 +316,36 @@ def test_an_xgboost_model_imports_from_its_own_file_without_a_pickle(
     loaded = conveyor.load_model("churn-xgb", path=target_project)
     assert list(loaded.predict(X_test)) == list(model.predict(X_test))
     np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test))
+
+
+def test_an_export_carries_the_project_code_its_trusted_types_need(tmp_path: Path) -> None:
+    from conveyor.actions.mlflow_bridge import export_mlflow
+    from tests.api.conftest import fitted, write_project
+
+    root = write_project(tmp_path / "api")  # its model uses features.Clip, trusted by name
+    model, X_test, y_test = fitted(root)
+    conveyor.register(model, name="churn", data=(X_test, y_test), path=root, gates=None)
+    out = export_mlflow("churn:1", tmp_path / "exported", path=root)
+    assert sorted(p.name for p in (out / "code").iterdir()) == ["features.py"]
+
+    X_test.to_csv(tmp_path / "rows.csv", index=False)
+    script = (
+        "import json, warnings, pandas, mlflow.pyfunc\n"
+        "warnings.simplefilter('ignore')\n"
+        f"m = mlflow.pyfunc.load_model({str(out)!r})\n"
+        f"rows = pandas.read_csv({str(tmp_path / 'rows.csv')!r})\n"
+        "print(json.dumps(m.predict(rows).tolist()))\n"
+    )
+    elsewhere = tmp_path / "elsewhere"  # not the project: features.py comes from the export
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == model.predict(X_test).tolist()

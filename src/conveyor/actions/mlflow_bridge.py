@@ -421,7 +421,8 @@ def export_mlflow(
     ``out`` gets ``MLmodel`` (a ``python_function`` flavour whose loader is this module, the
     signature with a ``predict_method`` param), ``model/`` (the model file, byte for byte the
     registered one, and ``conveyor.json``: its format, sha256, signature and the project's
-    trusted types), ``requirements.txt`` and ``python_env.yaml``.
+    trusted types), ``code/`` (the project's modules those types live in, if any),
+    ``requirements.txt`` and ``python_env.yaml``.
 
     Raises:
         ModelNotFound: no such version.
@@ -462,10 +463,35 @@ def export_mlflow(
     model_dir = target / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / file_name).write_bytes(data)
+    code = _copy_project_code(proj, target / "code")
+    meta["code"] = code
     write_text(model_dir / META, json.dumps(meta, indent=2) + "\n")
     with _quiet():
-        _write_mlmodel(target, record, _requirements(record.file.format))
+        _write_mlmodel(target, record, _requirements(record.file.format), bool(code))
     return target
+
+
+def _copy_project_code(proj: Project, into: Path) -> list[str]:
+    """The project's own modules the model's trusted types live in (``features`` for
+    ``features.Clip``), copied beside the model so MLflow puts them on the path when it loads
+    it (the MLmodel's ``code``); returns the modules copied."""
+    import shutil
+
+    copied = []
+    for module in sorted({name.split(".")[0] for name in proj.trusted_types()}):
+        for base in (proj.root / "src", proj.root):
+            package, file = base / module, base / f"{module}.py"
+            if (package / "__init__.py").is_file():
+                ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+                shutil.copytree(package, into / module, ignore=ignore)
+            elif file.is_file():
+                into.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, into / file.name)
+            else:
+                continue  # not the project's: a library the environment installs
+            copied.append(module)
+            break
+    return copied
 
 
 def _requirements(fmt: str) -> list[str]:
@@ -486,7 +512,7 @@ def _requirements(fmt: str) -> list[str]:
     return pins
 
 
-def _write_mlmodel(target: Path, record: Version, requirements: list[str]) -> None:
+def _write_mlmodel(target: Path, record: Version, requirements: list[str], with_code: bool) -> None:
     import mlflow.pyfunc
     from mlflow.models import Model, ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -521,6 +547,7 @@ def _write_mlmodel(target: Path, record: Version, requirements: list[str]) -> No
         mlmodel,
         loader_module=__name__,
         data="model",
+        code="code" if with_code else None,
         python_env="python_env.yaml",
         python_version=python,
     )
