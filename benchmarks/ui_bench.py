@@ -763,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{MONITOR_BUDGET_S * 1000:.0f} ms at most, after the first, which imports the monitor's "
         f"libraries; the worker thread computes the rest: all {MODELS * len(ENVIRONMENTS)} "
         f"were kept {settled / 1000:.1f} s after the first visit); an environment's page "
-        f"visited first took {cold_env:.0f} ms (its report and its 13 windows' reports). The "
+        f"visited first took {cold_env:.0f} ms (its report, its open window and its earlier "
+        "windows for 50 ms at most, the worker computing the rest). The "
         "table's times are of pages whose reports are kept (a report is recomputed in the "
         "background once older than 30 s).",
     ]

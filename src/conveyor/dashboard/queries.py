@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
@@ -245,8 +245,21 @@ def metric_series(store: Store, run_id: str) -> dict[str, dict[str, list[tuple[i
     return series
 
 
+LATE = timedelta(days=1)  # how late an event may be written after its own time and be found
+
+
 def events_page(store: Store, filters: EventFilter, *, cursor: int | None, limit: int) -> Page:
-    """Audit-log rows newest first by id; ``cursor`` is the last id of the previous page."""
+    """Audit-log rows newest first by id; ``cursor`` is the last id of the previous page.
+
+    With ``until``, walking ids down from the newest event to a day long past would read
+    every event after it, and asking the ``at`` index for everything before it every event
+    before: half the log for a day in its middle. Events are written in time order, give or
+    take a writer's clock, so the walk starts at the first event stamped at or after
+    ``until`` (one seek in the ``at`` index), and the few written after it yet stamped before
+    ``until`` (a late clock) are looked for in the day before ``until`` through the ``at``
+    index. An event written more than ``LATE`` after its own time is the only one a page
+    filtered by ``until`` can miss.
+    """
     q = select(_EVENTS)
     if filters.kind:
         q = q.where(_EVENTS.c.kind == filters.kind)
@@ -261,38 +274,25 @@ def events_page(store: Store, filters: EventFilter, *, cursor: int | None, limit
     if cursor is not None:
         q = q.where(_EVENTS.c.id < cursor)
     q = q.order_by(_EVENTS.c.id.desc()).limit(limit + 1)
+    until = filters.until
     with store.engine.connect() as conn:
-        if filters.until:
-            last = _last_id_before(conn, filters.until)
-            if last is None:
-                return Page([], None)
-            q = q.where(_EVENTS.c.id <= last)
-        found = conn.execute(q).all()
+        after = None
+        if until is not None:
+            after = conn.execute(
+                select(_EVENTS.c.id).where(_EVENTS.c.at >= until).order_by(_EVENTS.c.at).limit(1)
+            ).scalar()
+        if until is None or after is None:  # no filter by time, or every event is before it
+            found = list(conn.execute(q).all())
+        else:
+            found = list(conn.execute(q.where(_EVENTS.c.id < after)).all())
+            late = conn.execute(  # id + 0: through the at index, not a walk of the ids
+                q.where(_EVENTS.c.id + 0 > after, _EVENTS.c.at >= until - LATE)
+            ).all()
+            if late:
+                found = sorted([*found, *late], key=lambda e: e.id, reverse=True)
     more = len(found) > limit
     rows = [_event(e) for e in found[:limit]]
     return Page(rows, str(found[limit - 1].id) if more else None)
-
-
-def _last_id_before(conn: Any, until: datetime) -> int | None:
-    """The newest event id written before ``until``: an exact bound for walking ids down.
-
-    Walking ids down from the newest event to a day long past reads the whole log, and so
-    does asking the ``at`` index about a recent day. Events are written roughly in time order,
-    so the two ends of the log say which way is shorter: from the newest event backwards
-    (``max(id)``, SQLite's rowid walk) or through the ``at`` index up to ``until``
-    (``max(id + 0)`` keeps SQLite off the rowid shortcut). Either reads at most half the log.
-    """
-    ends = [
-        as_utc(conn.execute(select(_EVENTS.c.at).order_by(order).limit(1)).scalar())
-        for order in (_EVENTS.c.id.asc(), _EVENTS.c.id.desc())
-    ]
-    oldest, newest = ends
-    if oldest is None or newest is None:
-        return None
-    through_index = (until - oldest) < (newest - until)
-    key = _EVENTS.c.id + 0 if through_index else _EVENTS.c.id
-    last = conn.execute(select(func.max(key)).where(_EVENTS.c.at < until)).scalar()
-    return int(last) if last is not None else None
 
 
 def _event(e: Any) -> dict[str, Any]:
