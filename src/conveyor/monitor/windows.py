@@ -11,10 +11,10 @@ that fails is split in halves until the bad rows are isolated, so a clean log co
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from sqlalchemy import select
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from conveyor.store.metadata import Store
 
 __all__ = ["Window", "feedback_for", "log_files", "read_window"]
+
+_V = TypeVar("_V")
 
 MAX_PROBLEMS = 5  # bad rows described in a window; the rest are only counted
 
@@ -63,7 +65,7 @@ class Window:
     latencies_ms: numpy.ndarray
     requests: int
     served_at: Mapping[str, datetime] = field(default_factory=dict)  # request id -> time
-    request_rows: dict[str, int] = field(default_factory=dict)  # request id -> rows sent
+    request_rows: Mapping[str, int] = field(default_factory=dict)  # request id -> rows sent
     skipped: int = 0  # rows of served requests that did not fit the signature
     problems: list[str] = field(default_factory=list)  # the first few reasons, for people
     version: int | None = None  # the version filter, when one was asked
@@ -216,21 +218,30 @@ class _Read:
 
     def served_at(self) -> Mapping[str, datetime]:
         """Request id -> time, for the served requests whose inputs are a list of rows."""
+        import numpy as np
+
         at = self.table.column("at").cast("int64").to_numpy(zero_copy_only=False)
         ids = self.ids()
-        micros = {ids[i]: int(at[i]) for i in self.typed_first}
-        micros.update(
-            {rid: int(when.timestamp() * 1e6) for rid, when in self.raw_served_at.items()}
-        )
-        return _Times(micros)
+        keys = [ids[i] for i in self.typed_first]
+        micros = at[self.typed_first]
+        if self.raw_served_at:
+            keys += list(self.raw_served_at)
+            extra = [int(when.timestamp() * 1e6) for when in self.raw_served_at.values()]
+            micros = np.concatenate([micros, np.asarray(extra, dtype=np.int64)])
+        return _ById(keys, micros, lambda v: datetime.fromtimestamp(int(v) / 1e6, UTC))
 
-    def request_rows(self) -> dict[str, int]:
+    def request_rows(self) -> Mapping[str, int]:
         """Request id -> rows it sent, for the same requests."""
+        import numpy as np
+
         rows = self.table.column("rows").to_numpy(zero_copy_only=False)
         ids = self.ids()
-        out = {ids[i]: int(rows[i]) for i in self.typed_first}
-        out.update(self.raw_rows)
-        return out
+        keys = [ids[i] for i in self.typed_first]
+        counts = rows[self.typed_first]
+        if self.raw_rows:
+            keys += list(self.raw_rows)
+            counts = np.concatenate([counts, np.asarray(list(self.raw_rows.values()))])
+        return _ById(keys, counts, int)
 
     def frame(self, signature: dict[str, Any]) -> tuple[pandas.DataFrame, dict[str, list[Any]]]:
         """The rows that fit the signature in log order, and their predictions, request ids,
@@ -257,7 +268,10 @@ class _Read:
         version = self.table.column("version").to_numpy(zero_copy_only=False)
         position = self.table.column("row").to_numpy(zero_copy_only=False)
         ids = self.ids()
-        taken = predictions.take(index).to_pylist() if len(index) else []
+        if len(index) == len(self.table):  # every row typed and kept: no gather needed
+            taken = predictions.to_pylist()
+        else:
+            taken = predictions.take(index).to_pylist() if len(index) else []
         out: dict[str, list[Any]] = {
             "predictions": taken,
             "request_ids": [ids[i] for i in index],
@@ -291,7 +305,9 @@ class _Read:
         bad: list[tuple[int, numpy.ndarray]] = []
         rows = pa.array(self.typed, pa.int64())
         for j, f in enumerate(signature["inputs"]):
-            col = self.table.column(INPUT_PREFIX + self.names[j]).take(rows)
+            col = self.table.column(INPUT_PREFIX + self.names[j])
+            if len(self.typed) != len(self.table):
+                col = col.take(rows)
             kind = f.get("type")
             nulls = col.is_null().to_numpy(zero_copy_only=False)
             if kind in ("number", "integer"):
@@ -366,21 +382,28 @@ class _Read:
             self.problems.append(text)
 
 
-class _Times(Mapping[str, datetime]):
-    """Request id -> time served, made into a datetime only when asked (a window of a million
-    requests would otherwise build a million of them)."""
+class _ById(Mapping[str, _V]):
+    """Request id -> a value per request, kept as a list of ids beside a NumPy array: the
+    index by id and each Python value are made only when asked (a window of a million
+    requests would otherwise build a million-entry dict and a million datetimes it rarely
+    reads: the monitor looks up only the requests whose labels came back)."""
 
-    def __init__(self, micros: dict[str, int]) -> None:
-        self._micros = micros
+    def __init__(self, ids: list[str], values: numpy.ndarray, convert: Callable[[Any], _V]):
+        self._ids = ids
+        self._values = values
+        self._convert = convert
+        self._index: dict[str, int] | None = None
 
-    def __getitem__(self, key: str) -> datetime:
-        return datetime.fromtimestamp(self._micros[key] / 1e6, UTC)
+    def __getitem__(self, key: str) -> _V:
+        if self._index is None:
+            self._index = {rid: i for i, rid in enumerate(self._ids)}
+        return self._convert(self._values[self._index[key]])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._micros)
+        return iter(self._ids)
 
     def __len__(self) -> int:
-        return len(self._micros)
+        return len(self._ids)
 
 
 # -- parsing -----------------------------------------------------------------------------------
