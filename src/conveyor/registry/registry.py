@@ -621,7 +621,7 @@ def _numbers(metrics: dict) -> dict[str, float]:
     }
 
 
-def _version(row: m.ModelVersion | _PlainRow, aliases: dict[str, int]) -> Version:
+def _version(row: m.ModelVersion, aliases: dict[str, int]) -> Version:
     return Version(
         model=row.model,
         version=row.version,

@@ -8,6 +8,7 @@ any of those: SQLAlchemy and NumPy alone take longer to import than the 0.2 s su
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ class PlainReader:
         ).fetchall()
         return [_view(row) for row in rows]
 
-    def timeline(self, release_id: str) -> list[dict[str, Any]]:
+    def timeline(self, release_id: str) -> builtins.list[dict[str, Any]]:
         """The release's events, oldest first: at (as the store hands it back), kind, payload.
 
         Raises:
@@ -150,7 +151,7 @@ def _view(row: tuple[Any, ...]) -> ReleaseView:
         state=state,
         step=step,
         step_started_at=_utc(step_at),
-        plan=json.loads(plan) if plan is not None else None,
+        plan=json.loads(plan),
         verdicts=list((json.loads(verdicts) if verdicts is not None else None) or []),
         reason=reason,
         created_at=_utc(created),
