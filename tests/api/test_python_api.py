@@ -306,3 +306,20 @@ def test_ctrl_c_inside_a_run_ends_it_interrupted(api_project: Path) -> None:
     assert shown["status"] == "interrupted"
     assert [(s["step"], s["status"]) for s in shown["steps"]] == [("long", "failed")]
     assert run.status == "interrupted"
+
+
+def test_nothing_inside_conveyor_takes_the_lazy_names_from_the_root_package() -> None:
+    # conveyor/__init__.py is in no import-linter layer; a module importing load_model & co.
+    # from it would depend on actions/ without the contract seeing it.
+    import ast
+
+    lazy = set(conveyor._LAZY)
+    offenders = []
+    for path in (REPO / "src" / "conveyor").rglob("*.py"):
+        if "templates" in path.parts:
+            continue  # the example project is user code
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "conveyor":
+                used = lazy & {alias.name for alias in node.names}
+                offenders += [f"{path.relative_to(REPO)}: {name}" for name in sorted(used)]
+    assert not offenders
