@@ -349,3 +349,33 @@ def test_an_export_carries_the_project_code_its_trusted_types_need(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == model.predict(X_test).tolist()
+
+
+def test_a_lightgbm_model_imports_from_skops_through_the_allow_list(
+    tmp_path: Path, target_project: Path
+) -> None:
+    lgb = pytest.importorskip("lightgbm")
+    import warnings
+
+    import mlflow.lightgbm
+
+    from conveyor.actions.mlflow_bridge import import_mlflow
+    from tests.mlflow.conftest import data
+
+    X_train, y_train, X_test, _ = data()
+    model = lgb.LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1).fit(X_train, y_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.lightgbm.save_model(
+            model,
+            str(tmp_path / "lgbm"),
+            input_example=X_train.head(5),
+            pip_requirements=["lightgbm"],
+        )
+
+    version = import_mlflow(str(tmp_path / "lgbm"), name="churn-lgbm", path=target_project)
+    assert version.file.format == "lightgbm-text"  # stored as LightGBM's own text model
+    assert version.lineage["mlflow"]["serialization"] == "skops"
+    loaded = conveyor.load_model("churn-lgbm", path=target_project)
+    assert list(loaded.predict(X_test)) == list(model.predict(X_test))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test))

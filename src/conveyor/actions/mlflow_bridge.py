@@ -208,9 +208,15 @@ def _load_flavour(
             f"{what} is a LightGBM {cls or 'Booster'}; Conveyor imports the scikit-learn "
             "estimators (LGBMClassifier, LGBMRegressor)."
         )
-    # MLflow keeps a LightGBM scikit-learn estimator as a pickle
+    # MLflow keeps a LightGBM scikit-learn estimator as skops (its default since 3.x) or, from
+    # older versions and on Databricks, as a cloudpickle
+    fmt = str(conf.get("serialization_format") or "cloudpickle")
     data = (directory / str(conf["data"])).read_bytes()
-    return flavour, "pickle", _unpickle(data, "pickle", what, trust_pickle)
+    if fmt == "skops":
+        from conveyor.store.trusted import load_skops
+
+        return flavour, fmt, load_skops(data, trusted, what=what)
+    return flavour, fmt, _unpickle(data, fmt, what, trust_pickle)
 
 
 def _unpickle(data: bytes, fmt: str, what: str, trust_pickle: bool) -> Any:
@@ -220,7 +226,7 @@ def _unpickle(data: bytes, fmt: str, what: str, trust_pickle: bool) -> Any:
         raise UnsafeModelFile(
             f"{what} is a {fmt} file, and loading a {fmt} runs whatever code it holds. Pass "
             "--trust-pickle (trust_pickle=True) if you trust where it came from, or log it again "
-            "with mlflow.sklearn.log_model(..., serialization_format='skops')."
+            "with serialization_format='skops' (mlflow.sklearn or mlflow.lightgbm log_model)."
         )
     try:
         if fmt == "cloudpickle":
