@@ -1,6 +1,6 @@
 """The exported Dockerfile, built and run by a real container runtime (podman), becomes ready
-with only the environment its comments document, holds no training data, and imports the
-project's code.
+with only the environment its comments document, holds no training data, imports the project's
+code, and runs the controller too.
 
 Nothing is pulled from a registry: the Dockerfile's base, ``python:3.11-slim``, is built here
 once from Debian's packages with debootstrap (Debian 12's Python is 3.11) as
@@ -181,7 +181,21 @@ def _wait_ready(url: str, container: str) -> dict[str, object]:
     pytest.fail(f"/readyz not ready in 180 s ({last}):\n{_podman('logs', container, check=False)}")
 
 
-def test_the_exported_image_builds_runs_and_serves_with_the_documented_environment(
+def _wait_metrics(url: str, container: str) -> tuple[int, str]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = _podman("inspect", "--format", "{{.State.Running}}", container).strip()
+        if state != "true":
+            pytest.fail(f"The controller stopped:\n{_podman('logs', container, check=False)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.headers.get("content-type", "")
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer in 120 s:\n{_podman('logs', container, check=False)}")
+
+
+def test_the_exported_image_serves_and_runs_the_controller_with_the_documented_environment(
     runtime: None, wheel: Path, tmp_path: Path, store_url: str
 ) -> None:
     project = tmp_path / "shop"
@@ -243,8 +257,27 @@ def test_the_exported_image_builds_runs_and_serves_with_the_documented_environme
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert len(json.load(response)["predictions"]) == 3
+
+        # The controller from the same image, as the Dockerfile's comment runs it.
+        metrics_port = _free_port()
+        _podman(
+            "run", "-d", "--name", f"{container}-controller", "--network", "host", *_limits(),
+            "-v", f"{artifacts}:/shared/artifacts",
+            "-e", f"CONVEYOR_STORE_URL={store_url}",
+            "-e", "CONVEYOR_ARTIFACTS=/shared/artifacts",
+            "-e", f"CONVEYOR_TOKEN={TOKEN}",
+            image, "conveyor", "watch", "--url", url, "--metrics-port", str(metrics_port),
+            "--metrics-host", "0.0.0.0",
+        )  # fmt: skip
+        # Empty until its first monitoring report (this project configures no monitoring):
+        # what matters here is that it answers Prometheus on the address it was given.
+        status, kind = _wait_metrics(
+            f"http://127.0.0.1:{metrics_port}/metrics", f"{container}-controller"
+        )
+        assert status == 200 and kind.startswith("text/plain"), (status, kind)
     finally:
-        _podman("rm", "--force", "--time", "5", container, check=False, timeout=60)
+        for name in (container, f"{container}-controller"):
+            _podman("rm", "--force", "--time", "5", name, check=False, timeout=60)
         _podman("rmi", "--force", image, check=False, timeout=120)
 
 
