@@ -616,3 +616,14 @@ def test_the_kustomization_lists_the_manifests_and_makes_the_secrets(config) -> 
         for var in _container(doc)["env"]
     }
     assert made == referenced == {"conveyor-store", "conveyor-token"}
+
+
+def test_a_project_importing_torch_installs_the_torch_extra_and_says_where_the_cpu_build_is(
+    project,
+) -> None:
+    config = _config(project, "project: loans\n")
+    project.write("loans/net.py", "import torch\n\nclass Net(torch.nn.Module):\n    pass\n")
+    text = render_docker(config)["Dockerfile"]
+    assert '"conveyor-ml[torch]==0.1.0"' in text
+    assert "# Extra torch: the project's code imports torch" in text
+    assert "https://download.pytorch.org/whl/cpu" in text

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["PACKAGE", "Install", "extras_for", "install_spec"]
 
 PACKAGE = "conveyor-ml"
-KNOWN_EXTRAS = ("postgres", "s3", "xgboost", "lightgbm", "ray")
+KNOWN_EXTRAS = ("postgres", "s3", "xgboost", "lightgbm", "torch", "ray")
 # Folders of a project that hold no code of its own: never scanned for imports, never copied.
 SKIP_DIRS = frozenset(
     {".conveyor", ".git", ".venv", "venv", "node_modules", "build", "dist", "__pycache__"}
@@ -32,7 +32,7 @@ SKIP_DIRS = frozenset(
 # sets both, and tests/packaging checks the wheel's name), read without importing the package's
 # API, as export/ imports only config and exceptions.
 __version__ = importlib.metadata.version(PACKAGE)
-_FLAVOUR_IMPORT = re.compile(r"^\s*(?:import|from)\s+(xgboost|lightgbm)\b", re.MULTILINE)
+_FLAVOUR_IMPORT = re.compile(r"^\s*(?:import|from)\s+(xgboost|lightgbm|torch)\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ def extras_for(config: ProjectConfig, extra: tuple[str, ...] = ()) -> dict[str, 
             f"{flavour}: the project's code imports {flavour}, whose models Conveyor registers "
             "in their own format and converts to ONNX"
         )
+        if flavour == "torch":  # PyPI's default torch wheel carries CUDA: gigabytes for a CPU
+            reasons[flavour] += (
+                "; for a CPU-only image, install torch from https://download.pytorch.org/whl/cpu "
+                "first"
+            )
     for name in extra:
         if name not in KNOWN_EXTRAS:
             raise ExportError(
