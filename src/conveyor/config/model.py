@@ -98,7 +98,8 @@ model:
     trusted_types: list[str] = Field(
         default_factory=list,
         description="Full names of your own classes a skops file may contain beyond the "
-        "built-in allow-list, such as loans.features.Binner.",
+        "built-in allow-list, such as loans.features.Binner; a custom Python model's class "
+        "(loans.model.Churn) is imported only when named here.",
     )
     onnx: bool = Field(
         default=True,
