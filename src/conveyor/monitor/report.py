@@ -16,14 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
-import orjson
-from sqlalchemy import select
-
 from conveyor.exceptions import DataError, MonitorError
 from conveyor.monitor.reference import Reference, reference_for
-from conveyor.monitor.windows import Window, nothing_routed, read_window
-from conveyor.store import models as m
-from conveyor.store.metadata import as_utc
+from conveyor.monitor.windows import Window, feedback_for, nothing_routed, read_window
 
 if TYPE_CHECKING:
     import pandas
@@ -52,7 +47,6 @@ _KINDS = {
     "string": "categorical",
     "boolean": "categorical",
 }
-_CHUNK = 500  # request ids per feedback query
 
 
 class WindowSpan(TypedDict):
@@ -392,25 +386,9 @@ def live_quality(store: Store, window: Window, version: Version) -> LiveQuality:
 def _feedback(
     store: Store, request_ids: list[str]
 ) -> tuple[dict[str, list[Any]], dict[str, datetime]]:
-    """The latest labels sent for each request, and when they came."""
-    labels: dict[str, list[Any]] = {}
-    when: dict[str, datetime] = {}
-    with store.engine.connect() as conn:
-        for i in range(0, len(request_ids), _CHUNK):
-            chunk = request_ids[i : i + _CHUNK]
-            query = (
-                select(m.Feedback.request_id, m.Feedback.at, m.Feedback.labels)
-                .where(m.Feedback.request_id.in_(chunk))
-                .order_by(m.Feedback.at, m.Feedback.id)
-            )
-            for rid, at, text in conn.execute(query):
-                try:
-                    value = orjson.loads(text)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(value, list):
-                    labels[rid], when[rid] = value, as_utc(at)
-    return labels, when
+    """The latest labels sent for each request, and when they came (the prediction log's
+    feedback files, read by ``windows.feedback_for``)."""
+    return feedback_for(store, request_ids)
 
 
 def _metrics(
