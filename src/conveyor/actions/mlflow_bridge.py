@@ -2,8 +2,8 @@
 and versions out to a directory that ``mlflow models serve`` runs.
 
 Import reads an MLflow model (a ``runs:/`` or ``models:/`` URI against a tracking store, or a
-local directory with an ``MLmodel`` file), turns its flavour into Conveyor's (scikit-learn from
-skops, XGBoost from its own model file; never a pickle the user did not name with
+local directory with an ``MLmodel`` file), turns its flavour into Conveyor's (scikit-learn and
+LightGBM from skops, XGBoost from its own model file; never a pickle the user did not name with
 ``trust_pickle``), and registers it through :func:`conveyor.register`: the servability gate
 always, the project's gates when labelled data is given, the MLflow run's params and metrics
 carried into the run and the version's lineage.
