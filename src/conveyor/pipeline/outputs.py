@@ -271,7 +271,9 @@ def _store_pandas(where: str, value: Any, store: ArtifactStore) -> dict:
 
 
 def _store_skops(where: str, value: Any, store: ArtifactStore) -> dict:
-    import skops.io as sio
+    from conveyor.store.trusted import skops_io
+
+    sio = skops_io()
 
     path = _tmp(store, ".skops")
     try:

@@ -260,7 +260,9 @@ def load_model(
 
 
 def _save_skops(model: Any, store: ArtifactStore, cls: str, extra: tuple[str, ...]) -> ModelFile:
-    import skops.io as sio
+    from conveyor.store.trusted import skops_io
+
+    sio = skops_io()
 
     from conveyor.registry.flavours.sklearn import ScikitLearn
 

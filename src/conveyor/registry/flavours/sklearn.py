@@ -31,7 +31,9 @@ class ScikitLearn:
             RegistryError: skops cannot save the model.
             UnsafeModelFile: the file names a type nobody trusted.
         """
-        import skops.io as sio
+        from conveyor.store.trusted import skops_io
+
+        sio = skops_io()
 
         cls = class_name(model)
         try:
