@@ -7,9 +7,9 @@ compacted file hides the inputs still present (``LogFiles.list_files``); a reade
 input deleted before it opened it gets ``FileNotFoundError`` and lists again
 (``files.with_retry``). A compacted file that replaces another compacted file lists that file's
 inputs too, so inputs left behind by a crash between rename and delete stay hidden. No file is
-merged by two at once: each gateway merges the files it wrote itself while they are young (every
-five minutes, ``RequestLog.merge_own``), ``conveyor log compact`` only files older than an hour, and it
-holds the store lease ``prediction-log``.
+merged by two at once: each gateway merges the files it wrote itself while they are young
+(every five minutes, ``RequestLog.merge_own``), ``conveyor log compact`` only files older than
+an hour, and it holds the store lease ``prediction-log``.
 
 **Retention** deletes whole day partitions older than ``serve.log.retain``, then the oldest days
 until the log fits in ``serve.log.max_gb``.
