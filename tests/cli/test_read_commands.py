@@ -68,6 +68,9 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("show", "latest"),
         ("events", "--json"),
         ("events", "--id", "nope", "--limit", "3"),
+        ("models", "list", "--json"),
+        ("releases", "--json"),
+        ("releases", "-m", "nope", "--limit", "5", "--json"),
     ],
 )
 def test_read_commands_import_nothing_heavy(ran: Path, args: tuple[str, ...]) -> None:
