@@ -1,10 +1,10 @@
 """A retraining as a child process: started by the controller, dying with it, never blocking it.
 
 ``conveyor ci`` takes as long as training does, minutes or hours; run inside the controller's
-turn it would leave a canary unwatched for all that time. So the controller starts it as
-``python -m conveyor.controller.job`` and keeps turning. The child records how the job ended
-(``controller.retrain_finished`` or ``controller.retrain_failed``) and exits; the controller
-notices the exit on its next turn.
+turn it would leave a canary unwatched for all that time. So the controller starts this
+module's :func:`main` in a child Python process and keeps turning. The child records how the
+job ended (``controller.retrain_finished`` or ``controller.retrain_failed``) and exits; the
+controller notices the exit on its next turn.
 
 The child dies with the controller: Linux sends it SIGTERM when the controller's process (more
 exactly, the thread that started it) ends (``PR_SET_PDEATHSIG``), and a watchdog thread polling
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["RetrainJob", "describe_exit", "main"]
 
 STOPPED = 128 + signal.SIGTERM  # the child's exit status when it was stopped by SIGTERM
+# The child's program. Not ``-m conveyor.controller.job``: the package's __init__ imports this
+# module before runpy runs it again as __main__, which Python warns about in the child's log.
+_ENTRY = "import sys; from conveyor.controller.job import main; sys.exit(main())"
 
 
 class RetrainJob:
@@ -70,8 +73,8 @@ class RetrainJob:
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable,
-            "-m",
-            "conveyor.controller.job",
+            "-c",
+            _ENTRY,
             "--config",
             str(config_file),
             "--parent",
@@ -128,7 +131,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``conveyor ci`` as the controller's retraining and record how it ended."""
     parser = argparse.ArgumentParser(
-        prog="python -m conveyor.controller.job",
+        prog="conveyor.controller.job",
         description="The controller's retraining; started by `conveyor watch`, not by hand.",
     )
     parser.add_argument("--config", type=Path, required=True, help="the project's conveyor.yaml")
