@@ -1,7 +1,8 @@
 """Each model family through `conveyor ci` on a small project of its own: binary with string
 labels, multi-class and regression for scikit-learn, XGBoost and LightGBM. The registered
-version loads through Registry.load and predicts like the model evaluated in process; a model
-the gateway cannot serve is refused with the gateway's error and never registered."""
+version loads through Registry.load and predicts like the model evaluated in process, a real
+gateway serves it over JSON and v2 with the same answers, and its card renders; a model the
+gateway cannot serve is refused with the gateway's error and never registered."""
 
 from __future__ import annotations
 
@@ -136,6 +137,38 @@ def test_family_registers_and_loads_like_in_process(project, family: str, task: 
         assert len(record.card["confusion_matrix"]["labels"]) == 3
     if task == "binary" and family != "xgboost":
         assert record.card["positive_class"] == "Yes"
+    _served_like_in_process(config, record, in_process, features.head(40), task)
+
+
+def _served_like_in_process(config, record, in_process, rows, task: str) -> None:
+    """`conveyor serve` (a separate process) answers over JSON and v2 as the model trained in
+    process does, and the card renders."""
+    from conveyor.actions.models import open_registry, render_card
+    from tests.flavours.test_torch_python import _v2_outputs
+    from tests.gateway.servers import spawn
+
+    with open_registry(config) as registry:
+        registry.set_alias(config.model.name, "production", record.version)
+    with spawn(config.root) as gateway:
+        r = gateway.predict(config.model.name, rows.to_dict(orient="records"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        v2 = _v2_outputs(gateway, config.model.name, rows.to_numpy(np.float64))
+    onnx = record.onnx or {}
+    # ONNX Runtime computes in float32: the registration checked the copy within its tolerance
+    atol = max(1e-5, onnx.get("tolerance") or 0) if onnx.get("supported") else 1e-9
+    if task == "regression":
+        want = in_process.predict(rows)
+        np.testing.assert_allclose(body["predictions"], want, rtol=1e-5, atol=atol)
+        values = next(v for k, v in v2.items() if k != "probabilities")
+        np.testing.assert_allclose(values.reshape(-1), want, rtol=1e-5, atol=atol)
+    else:
+        want = in_process.predict_proba(rows)
+        np.testing.assert_allclose(body["probabilities"], want, atol=atol)
+        np.testing.assert_allclose(v2["probabilities"], want, atol=atol)
+        assert [str(p) for p in body["predictions"]] == [str(c) for c in in_process.predict(rows)]
+    markdown, written = render_card(config, None, str(record.version), config.root / "cards")
+    assert config.model.name in markdown and len(written) == 2
 
 
 def test_lightgbm_category_column_is_refused_with_the_gateways_error(project) -> None:
