@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from conveyor.data.diff import diff_profiles
@@ -41,10 +42,12 @@ def test_diff_of_two_real_snapshots(tmp_path: Path) -> None:
     diff = diff_profiles(_snapshot(tmp_path, "a", before), _snapshot(tmp_path, "b", after))
 
     assert diff["rows"] == {"before": 4, "after": 6, "added": 2, "removed": 0}
+    # pandas 3's str dtype is Arrow's large_string, pandas 2's object strings are string
+    text = pa.Table.from_pandas(after[["term"]], preserve_index=False).schema.field("term").type
     assert diff["columns"] == {
         "added": ["new"],
         "removed": ["old"],
-        "type_changed": {"term": {"before": "int64", "after": "large_string"}},
+        "type_changed": {"term": {"before": "int64", "after": str(text)}},
     }
     amount = diff["changes"]["amount"]
     assert amount["null_share"] == pytest.approx(

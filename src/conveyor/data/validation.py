@@ -202,6 +202,11 @@ def _fold(cases: pandas.DataFrame, frame: pandas.DataFrame, schema: Schema) -> l
         failures.append(((position.get(name, len(position)), _ORDER[kind]), failure))
 
     cases = cases.loc[~structural]
+    if frame.index.is_unique:
+        # Examples are the first failing rows in the frame's order: pandera lists its failure
+        # cases in an order that changed between pandas 2 and 3.
+        where = frame.index.get_indexer(cases["index"])
+        cases = cases.iloc[where.argsort(kind="stable")]
     number = pd.to_numeric(cases["check_number"], errors="coerce").fillna(-1).astype(int)
     cases = cases.assign(number=number)
     grouped = cases.groupby(["column", "check", "number"], sort=False)
