@@ -307,8 +307,8 @@ def prediction_drift(
         return None
     classify = version.task != "regression"
     if classify:
-        ref = np.array([_canon(v) for v in reference.predictions.tolist()], dtype=object)
-        cur = np.array([_canon(v) for v in current], dtype=object)
+        ref = np.array(_canon_all(reference.predictions.tolist()), dtype=object)
+        cur = np.array(_canon_all(current), dtype=object)
     else:
         try:
             cur = np.asarray(current, dtype=np.float64)
@@ -408,8 +408,8 @@ def _classification(
     alone cost ``conveyor monitor`` 0.9 s. ``tests/monitor/test_report.py`` compares both."""
     import numpy as np
 
-    y = np.array([_canon(v) for v in truth], dtype=object)
-    p = np.array([_canon(v) for v in predicted], dtype=object)
+    y = np.array(_canon_all(truth), dtype=object)
+    p = np.array(_canon_all(predicted), dtype=object)
     if not len(y):
         return {}
     seen = set(y.tolist()) | set(p.tolist())
@@ -468,6 +468,25 @@ def _is_number(value: Any) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(float(value))
     )
+
+
+def _canon_all(values: list[Any]) -> list[str]:
+    """``_canon`` of each value, computed once per distinct value: a million predictions hold
+    a handful of labels, and the call per value cost 0.8 s. Values that compare equal get the
+    same text (1 == 1.0 == True all give "1"), so one text per dict key is the same answer."""
+    known: dict[Any, str] = {}
+    out: list[str] = []
+    add = out.append
+    for value in values:
+        try:
+            text = known.get(value)
+        except TypeError:  # unhashable (a list): no memo
+            add(_canon(value))
+            continue
+        if text is None:
+            text = known[value] = _canon(value)
+        add(text)
+    return out
 
 
 def _canon(value: Any) -> str:

@@ -38,6 +38,19 @@ __all__ = ["Window", "feedback_for", "log_files", "read_window"]
 _V = TypeVar("_V")
 
 MAX_PROBLEMS = 5  # bad rows described in a window; the rest are only counted
+# the request-level columns a window uses: not the gateway, the probabilities or the raw
+# outputs, which would be read, sorted and held for nothing
+_COLUMNS = (
+    "request_id",
+    "row",
+    "rows",
+    "at",
+    "version",
+    "status",
+    "latency_ms",
+    "prediction",
+    "raw_inputs",
+)
 
 
 @dataclass
@@ -129,6 +142,7 @@ def read_window(
         roles=["serve"],
         inputs=names,
         last=last,
+        columns=_COLUMNS,
     )
     read = _Read(table, names)
     if start is None:
@@ -249,9 +263,14 @@ class _Read:
         import numpy as np
         import pandas as pd
 
-        from conveyor.registry.signature import frame_from_columns
+        from conveyor.registry.signature import frame_from_columns, is_numeric
 
-        typed, bad = self._typed_columns(signature)
+        if is_numeric(signature):
+            block, bad = self._numeric_block(signature)
+            typed: list[Any] = list(block)
+        else:
+            block = None
+            typed, bad = self._typed_columns(signature)
         keep = np.ones(len(self.typed), dtype=bool)
         for j, why in bad:
             keep &= ~why
@@ -261,24 +280,32 @@ class _Read:
                     f"request {self.ids()[k]} row {self.table.column('row')[k].as_py()}: "
                     f"field {self.names[j]!r} is missing, but the field is not nullable"
                 )
-        self.skipped += int((~keep).sum())
+        dropped = int((~keep).sum())
+        self.skipped += dropped
         index = self.typed[keep]
-        arrays = [col[keep] for col in typed]
         predictions = self.table.column("prediction")
         version = self.table.column("version").to_numpy(zero_copy_only=False)
         position = self.table.column("row").to_numpy(zero_copy_only=False)
-        ids = self.ids()
         if len(index) == len(self.table):  # every row typed and kept: no gather needed
             taken = predictions.to_pylist()
+            request_ids = list(self.ids())
+        elif len(index):
+            taken = predictions.take(index).to_pylist()
+            request_ids = self.table.column("request_id").take(index).to_pylist()
         else:
-            taken = predictions.take(index).to_pylist() if len(index) else []
+            taken, request_ids = [], []
         out: dict[str, list[Any]] = {
             "predictions": taken,
-            "request_ids": [ids[i] for i in index],
+            "request_ids": request_ids,
             "positions": position[index].astype(int).tolist(),
             "versions": version[index].astype(int).tolist(),
         }
-        frame = frame_from_columns(signature, arrays) if len(index) else _empty(signature)
+        if not len(index):
+            frame = _empty(signature)
+        elif block is not None:
+            frame = _block_frame(self.names, block[:, keep] if dropped else block)
+        else:
+            frame = frame_from_columns(signature, [col[keep] for col in typed])
         if len(self.raw_first):
             raw_frame, raw_out, raw_order = self._raw(signature)
             if len(raw_frame):
@@ -291,6 +318,51 @@ class _Read:
                     merged = out[key] + raw_out[key]
                     out[key] = [merged[i] for i in order]
         return frame, out
+
+    def _numeric_block(
+        self, signature: dict[str, Any]
+    ) -> tuple[numpy.ndarray, list[tuple[int, numpy.ndarray]]]:
+        """An all-numeric signature's typed rows as one float64 block (fields, rows), each
+        column written once into its row of the block, which becomes the frame's only block
+        without a copy; and the rows where a field that is not nullable is missing. The
+        values are those ``_typed_columns`` gives (NaN for a null), without its per-column
+        copies and pandas' stacking of 25 columns (0.7 s and 200 MB on a million rows)."""
+        import numpy as np
+        import pyarrow as pa
+
+        fields = signature["inputs"]
+        block = np.empty((len(self.names), len(self.typed)), dtype=np.float64)
+        every = len(self.typed) == len(self.table)
+        bad: list[tuple[int, numpy.ndarray]] = []
+        for j, name in enumerate(self.names):
+            col = self.table.column(INPUT_PREFIX + name)
+            if pa.types.is_null(col.type):
+                block[j] = np.nan
+                nulls = np.ones(len(self.typed), dtype=bool)
+            else:
+                if col.type != pa.float64():
+                    col = col.cast(pa.float64())
+                at = 0
+                for chunk in col.chunks:  # each chunk straight into the block
+                    values = chunk.to_numpy(zero_copy_only=False)
+                    if chunk.null_count:
+                        values = np.where(
+                            chunk.is_null().to_numpy(zero_copy_only=False), np.nan, values
+                        )
+                    if every:
+                        block[j, at : at + len(values)] = values
+                    else:  # the typed rows are ascending: those of this chunk are a slice
+                        start, stop = np.searchsorted(self.typed, [at, at + len(values)])
+                        block[j, start:stop] = values[self.typed[start:stop] - at]
+                    at += len(values)
+                nulls = (
+                    col.is_null().to_numpy(zero_copy_only=False)[self.typed]
+                    if col.null_count
+                    else None
+                )
+            if nulls is not None and nulls.any() and not fields[j].get("nullable", True):
+                bad.append((j, nulls))
+        return block, bad
 
     def _typed_columns(
         self, signature: dict[str, Any]
@@ -520,6 +592,14 @@ class _Parsed:
         if keep is None or keep.all():
             return list(values)
         return [v for v, k in zip(values, keep, strict=True) if k]
+
+
+def _block_frame(names: list[str], block: numpy.ndarray) -> pandas.DataFrame:
+    """A frame over a float64 block (fields, rows) without copying it: the transposed block is
+    the frame's one 2-D block, each column a contiguous row of it."""
+    import pandas as pd
+
+    return pd.DataFrame(block.T, columns=names, copy=False)
 
 
 def _input_names(signature: dict[str, Any]) -> list[str]:
