@@ -24,7 +24,7 @@ from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
 from conveyor.store.predictionlog.files import LogFiles
 from conveyor.store.predictionlog.layout import INPUT_PREFIX
-from conveyor.store.predictionlog.query import latest_labels, log_of, read_requests
+from conveyor.store.predictionlog.query import LOG_ORDER, latest_labels, log_of, read_requests
 
 if TYPE_CHECKING:
     import numpy
@@ -143,6 +143,7 @@ def read_window(
         inputs=names,
         last=last,
         columns=_COLUMNS,
+        ordered=False,  # _Read orders them
     )
     read = _Read(table, names)
     if start is None:
@@ -196,26 +197,43 @@ class _Read:
 
     def __init__(self, table: pa.Table, names: list[str]) -> None:
         import numpy as np
+        import pyarrow.compute as pc
 
-        self.table = table
+        # The rows come unordered (``read_requests(ordered=False)``): the request columns are
+        # put in log order here, and each input is gathered once, in that order, from
+        # ``self.inputs`` at ``self.source`` (below): ``order[typed]``.
+        keys = [(c, "ascending") for c in LOG_ORDER if c in table.column_names]
+        order = pc.sort_indices(table, sort_keys=keys).to_numpy() if len(table) else None
+        if order is not None and bool(np.all(order == np.arange(len(order)))):
+            order = None  # already in log order
+        requests = table.select([c for c in table.column_names if c in _COLUMNS])
+        self.table = requests.take(order) if order is not None else requests
+        self.inputs = table.select([c for c in table.column_names if c not in _COLUMNS])
+        self.order = order
         self.names = names
         self.skipped = 0
         self.problems: list[str] = []
-        row = table.column("row").to_numpy(zero_copy_only=False)
-        status = table.column("status").to_numpy(zero_copy_only=False)
+        row = self.table.column("row").to_numpy(zero_copy_only=False)
+        status = self.table.column("status").to_numpy(zero_copy_only=False)
         self.first = np.flatnonzero(row == 0)  # one per request, in log order
         self.statuses = status[self.first].astype(np.int64)
         self.latencies = (
-            table.column("latency_ms").to_numpy(zero_copy_only=False)[self.first].astype(np.float64)
+            self.table.column("latency_ms")
+            .to_numpy(zero_copy_only=False)[self.first]
+            .astype(np.float64)
         )
         # raw_inputs is set on a request's row 0 only: spread it to all the request's rows
         request = np.cumsum(row == 0) - 1
-        kept_raw = table.column("raw_inputs").is_valid().to_numpy(zero_copy_only=False)
+        kept_raw = self.table.column("raw_inputs").is_valid().to_numpy(zero_copy_only=False)
         raw = kept_raw[self.first][request] if len(request) else kept_raw
         served = status == 200
         self.typed = np.flatnonzero(served & ~raw)
         self.raw_first = np.flatnonzero(served & raw & (row == 0))
         self.typed_first = np.flatnonzero(served & ~raw & (row == 0))
+        # where the typed rows are in ``self.inputs`` (None: at the same places)
+        self.source = None if order is None else order[self.typed]
+        if self.source is None and len(self.typed) != len(table):
+            self.source = self.typed
         self.raw_served_at: dict[str, datetime] = {}
         self.raw_rows: dict[str, int] = {}
         self._ids: list[str] | None = None
@@ -332,34 +350,26 @@ class _Read:
 
         fields = signature["inputs"]
         block = np.empty((len(self.names), len(self.typed)), dtype=np.float64)
-        every = len(self.typed) == len(self.table)
+        source = self.source
         bad: list[tuple[int, numpy.ndarray]] = []
         for j, name in enumerate(self.names):
-            col = self.table.column(INPUT_PREFIX + name)
+            col = self.inputs.column(INPUT_PREFIX + name)
             if pa.types.is_null(col.type):
                 block[j] = np.nan
-                nulls = np.ones(len(self.typed), dtype=bool)
+                nulls: numpy.ndarray | None = np.ones(len(self.typed), dtype=bool)
             else:
                 if col.type != pa.float64():
                     col = col.cast(pa.float64())
-                at = 0
-                for chunk in col.chunks:  # each chunk straight into the block
-                    values = chunk.to_numpy(zero_copy_only=False)
-                    if chunk.null_count:
-                        values = np.where(
-                            chunk.is_null().to_numpy(zero_copy_only=False), np.nan, values
-                        )
-                    if every:
-                        block[j, at : at + len(values)] = values
-                    else:  # the typed rows are ascending: those of this chunk are a slice
-                        start, stop = np.searchsorted(self.typed, [at, at + len(values)])
-                        block[j, start:stop] = values[self.typed[start:stop] - at]
-                    at += len(values)
-                nulls = (
-                    col.is_null().to_numpy(zero_copy_only=False)[self.typed]
-                    if col.null_count
-                    else None
-                )
+                values = col.to_numpy()  # nulls as NaN; a copy only of a column in chunks
+                if source is None:
+                    block[j] = values
+                else:
+                    np.take(values, source, out=block[j])
+                del values
+                nulls = None
+                if col.null_count:
+                    nulls = col.is_null().to_numpy(zero_copy_only=False)
+                    nulls = nulls if source is None else nulls[source]
             if nulls is not None and nulls.any() and not fields[j].get("nullable", True):
                 bad.append((j, nulls))
         return block, bad
@@ -375,10 +385,10 @@ class _Read:
 
         columns: list[Any] = []
         bad: list[tuple[int, numpy.ndarray]] = []
-        rows = pa.array(self.typed, pa.int64())
+        rows = None if self.source is None else pa.array(self.source, pa.int64())
         for j, f in enumerate(signature["inputs"]):
-            col = self.table.column(INPUT_PREFIX + self.names[j])
-            if len(self.typed) != len(self.table):
+            col = self.inputs.column(INPUT_PREFIX + self.names[j])
+            if rows is not None:
                 col = col.take(rows)
             kind = f.get("type")
             nulls = col.is_null().to_numpy(zero_copy_only=False)
