@@ -306,7 +306,7 @@ class _Read:
         position = self.table.column("row").to_numpy(zero_copy_only=False)
         if len(index) == len(self.table):  # every row typed and kept: no gather needed
             taken = predictions.to_pylist()
-            request_ids = list(self.ids())
+            request_ids = self.ids()  # no copy: nothing here changes the list
         elif len(index):
             taken = predictions.take(index).to_pylist()
             request_ids = self.table.column("request_id").take(index).to_pylist()
