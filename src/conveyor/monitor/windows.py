@@ -146,6 +146,7 @@ def read_window(
         ordered=False,  # _Read orders them
     )
     read = _Read(table, names)
+    del table  # _Read holds what it needs: each input is released once gathered
     if start is None:
         start = read.first_at() or end
     frame, kept = read.frame(signature)
@@ -366,6 +367,9 @@ class _Read:
                 else:
                     np.take(values, source, out=block[j])
                 del values
+                # release the column: the block grows as the table shrinks (200 MB less at
+                # the peak on a million rows of 25 inputs)
+                self.inputs = self.inputs.drop_columns([INPUT_PREFIX + name])
                 nulls = None
                 if col.null_count:
                     nulls = col.is_null().to_numpy(zero_copy_only=False)
