@@ -379,3 +379,11 @@ def test_live_regression_metrics_equal_scikit_learn() -> None:
     assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, q)), rel=1e-12)
     assert _metrics([], [], None, regression=True) == {}
     assert _metrics([], [], [0, 1], regression=False) == {}
+
+
+def test_labels_made_canonical_once_per_value_are_those_of_each_value() -> None:
+    from conveyor.monitor.report import _canon, _canon_all
+
+    values = [1, 1.0, True, np.int64(1), "1", 0, -0.0, False, 2.5, float("nan"), None, [1, 2]]
+    values = values + values[::-1]
+    assert _canon_all(values) == [_canon(v) for v in values]
