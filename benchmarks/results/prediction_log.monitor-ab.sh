@@ -1,0 +1,8 @@
+# before/after of the monitoring report over the 1M-row project, same harness (the new
+# benchmark's child), alternating: PYTHONPATH picks the source tree
+for i in 1 2; do for t in /tmp/mon/base /work/wt-monitor; do
+  echo "$(basename $t) load=$(cut -d' ' -f1 /proc/loadavg) $(cd /work/wt-monitor && PYTHONPATH=$t/src /work/main/.venv/bin/python -c "
+import sys, json; sys.path.insert(0, '.')
+from benchmarks.prediction_log_bench import monitor_seconds_1m
+print(json.dumps(monitor_seconds_1m('/tmp/mon/project')))")"
+done; done
