@@ -331,3 +331,59 @@ def test_prometheus_text_of_an_empty_window_leaves_drift_out(config) -> None:
     assert report["quality"]["metrics"] == {} and not report["enough"]
     names = {f.name for f in text_string_to_metric_families(prometheus_text(report))}
     assert names == {"conveyor_monitor_rows", "conveyor_labelled_share"}
+
+
+@pytest.mark.parametrize(
+    ("truth", "predicted", "classes"),
+    [
+        ([0, 1, 1, 0, 1, 1], [0, 1, 0, 0, 1, 0], [0, 1]),  # binary, positive class 1
+        ([1, 1, 1], [1, 1, 1], [0, 1]),  # one class seen
+        ([0, 0, 0], [0, 0, 0], [0, 1]),  # the positive class never seen: 0 by zero_division
+        (["a", "b", "c", "a"], ["a", "c", "c", "b"], ["a", "b", "c"]),  # macro
+        ([0, 1, 2, 1], [0, 1, 1, 1], [0, 1]),  # a label outside the classes: macro
+        ([1.0, True, 0, 2], [1, 1, 0.0, 0], None),  # canonical labels, no classes
+        (["no", "yes", "yes", "no", "yes"], ["yes", "yes", "no", "no", "no"], ["no", "yes"]),
+    ],
+)
+def test_live_metrics_equal_scikit_learn(truth: list, predicted: list, classes) -> None:
+    from conveyor.monitor.report import _canon, _metrics
+
+    got = _metrics(truth, predicted, classes, regression=False)
+    y, p = [_canon(v) for v in truth], [_canon(v) for v in predicted]
+    seen = set(y) | set(p)
+    known = [_canon(c) for c in classes] if classes else []
+    if len(known) == 2 and seen <= set(known):
+        average: dict = {"average": "binary", "pos_label": known[1]}
+    else:
+        average = {"average": "macro", "labels": sorted(seen)}
+    want = {
+        "accuracy": skm.accuracy_score(y, p),
+        "precision": skm.precision_score(y, p, zero_division=0.0, **average),
+        "recall": skm.recall_score(y, p, zero_division=0.0, **average),
+        "f1": skm.f1_score(y, p, zero_division=0.0, **average),
+    }
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
+def test_live_regression_metrics_equal_scikit_learn() -> None:
+    from conveyor.monitor.report import _metrics
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(10, 3, 500).tolist() + [None, "x", float("nan")]
+    predicted = (np.asarray(truth[:500]) + rng.normal(0, 1, 500)).tolist() + [1.0, 2.0, 3.0]
+    got = _metrics(truth, predicted, None, regression=True)
+    y, q = np.asarray(truth[:500]), np.asarray(predicted[:500])
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, q), rel=1e-12)
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, q)), rel=1e-12)
+    assert _metrics([], [], None, regression=True) == {}
+    assert _metrics([], [], [0, 1], regression=False) == {}
+
+
+def test_labels_made_canonical_once_per_value_are_those_of_each_value() -> None:
+    from conveyor.monitor.report import _canon, _canon_all
+
+    values = [1, 1.0, True, np.int64(1), "1", 0, -0.0, False, 2.5, float("nan"), None, [1, 2]]
+    values = values + values[::-1]
+    assert _canon_all(values) == [_canon(v) for v in values]

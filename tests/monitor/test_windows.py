@@ -128,3 +128,55 @@ def test_problems_name_the_request_and_field(config) -> None:
     assert window.problems == [
         "request odd row 0: the row, field 'f4': got the boolean true, which should be a number."
     ]
+
+
+def test_a_window_of_files_written_out_of_order_is_in_log_order(config) -> None:
+    """The window reads the log unordered and orders it itself (Arrow's sort on the key
+    columns, then one gather per input): the same rows, in the same order, as DuckDB's
+    ORDER BY of the same files, with requests sharing a timestamp ordered by id."""
+    from conveyor.store.predictionlog.query import log_of, read_requests
+
+    rng = np.random.default_rng(7)
+    logged = []
+    for k in range(300):
+        rows = [rng.normal(size=5).round(3).tolist() for _ in range(int(rng.integers(1, 4)))]
+        logged.append(
+            entry(
+                f"q{int(rng.integers(0, 10**6)):06d}-{k}",
+                rows,
+                rng.integers(0, 2, len(rows)).tolist(),
+                ago=float(rng.integers(1, 60)),  # many requests share a second
+                status=500 if k % 37 == 0 else 200,
+            )
+        )
+    order = rng.permutation(len(logged))
+    for part in np.array_split(order, 3):  # three writes: three files, each out of order
+        write(config, [logged[i] for i in part])
+    with registry_of(config) as registry:
+        window = read_window(registry.store, "num", "production", seconds=3600, now=NOW)
+        table = read_requests(
+            log_of(registry.store),
+            "num",
+            "production",
+            since=NOW - timedelta(seconds=3600),
+            until=NOW,
+            roles=["serve"],
+            inputs=NUM_FIELDS,
+        )
+    served = table.filter(np.asarray(table.column("status").to_numpy()) == 200)
+    expected = np.column_stack([served.column(f"in.{n}").to_numpy() for n in NUM_FIELDS])
+    assert (
+        window.rows
+        == served.num_rows
+        == sum(len(json.loads(e["inputs"])) for e in logged if e["status"] == 200)
+    )
+    assert np.array_equal(window.inputs.to_numpy(), expected)
+    assert window.request_ids == served.column("request_id").to_pylist()
+    assert window.positions == served.column("row").to_pylist()
+    assert window.predictions == served.column("prediction").to_pylist()
+    firsts = np.asarray(table["row"].to_numpy()) == 0
+    assert window.statuses.tolist() == np.asarray(table["status"].to_numpy())[firsts].tolist()
+    ordered = sorted(logged, key=lambda e: (e["at"], e["request_id"]))
+    assert [window.served_at[rid] for rid in dict.fromkeys(window.request_ids)] == [
+        e["at"] for e in ordered if e["status"] == 200
+    ]

@@ -24,7 +24,7 @@ from conveyor.store import models as m
 from conveyor.store.metadata import as_utc
 from conveyor.store.predictionlog.files import LogFiles
 from conveyor.store.predictionlog.layout import INPUT_PREFIX
-from conveyor.store.predictionlog.query import latest_labels, log_of, read_requests
+from conveyor.store.predictionlog.query import LOG_ORDER, latest_labels, log_of, read_requests
 
 if TYPE_CHECKING:
     import numpy
@@ -38,6 +38,19 @@ __all__ = ["Window", "feedback_for", "log_files", "read_window"]
 _V = TypeVar("_V")
 
 MAX_PROBLEMS = 5  # bad rows described in a window; the rest are only counted
+# the request-level columns a window uses: not the gateway, the probabilities or the raw
+# outputs, which would be read, sorted and held for nothing
+_COLUMNS = (
+    "request_id",
+    "row",
+    "rows",
+    "at",
+    "version",
+    "status",
+    "latency_ms",
+    "prediction",
+    "raw_inputs",
+)
 
 
 @dataclass
@@ -129,8 +142,11 @@ def read_window(
         roles=["serve"],
         inputs=names,
         last=last,
+        columns=_COLUMNS,
+        ordered=False,  # _Read orders them
     )
     read = _Read(table, names)
+    del table  # _Read holds what it needs: each input is released once gathered
     if start is None:
         start = read.first_at() or end
     frame, kept = read.frame(signature)
@@ -182,26 +198,43 @@ class _Read:
 
     def __init__(self, table: pa.Table, names: list[str]) -> None:
         import numpy as np
+        import pyarrow.compute as pc
 
-        self.table = table
+        # The rows come unordered (``read_requests(ordered=False)``): the request columns are
+        # put in log order here, and each input is gathered once, in that order, from
+        # ``self.inputs`` at ``self.source`` (below): ``order[typed]``.
+        keys = [(c, "ascending") for c in LOG_ORDER if c in table.column_names]
+        order = pc.sort_indices(table, sort_keys=keys).to_numpy() if len(table) else None
+        if order is not None and bool(np.all(order == np.arange(len(order)))):
+            order = None  # already in log order
+        requests = table.select([c for c in table.column_names if c in _COLUMNS])
+        self.table = requests.take(order) if order is not None else requests
+        self.inputs = table.select([c for c in table.column_names if c not in _COLUMNS])
+        self.order = order
         self.names = names
         self.skipped = 0
         self.problems: list[str] = []
-        row = table.column("row").to_numpy(zero_copy_only=False)
-        status = table.column("status").to_numpy(zero_copy_only=False)
+        row = self.table.column("row").to_numpy(zero_copy_only=False)
+        status = self.table.column("status").to_numpy(zero_copy_only=False)
         self.first = np.flatnonzero(row == 0)  # one per request, in log order
         self.statuses = status[self.first].astype(np.int64)
         self.latencies = (
-            table.column("latency_ms").to_numpy(zero_copy_only=False)[self.first].astype(np.float64)
+            self.table.column("latency_ms")
+            .to_numpy(zero_copy_only=False)[self.first]
+            .astype(np.float64)
         )
         # raw_inputs is set on a request's row 0 only: spread it to all the request's rows
         request = np.cumsum(row == 0) - 1
-        kept_raw = table.column("raw_inputs").is_valid().to_numpy(zero_copy_only=False)
+        kept_raw = self.table.column("raw_inputs").is_valid().to_numpy(zero_copy_only=False)
         raw = kept_raw[self.first][request] if len(request) else kept_raw
         served = status == 200
         self.typed = np.flatnonzero(served & ~raw)
         self.raw_first = np.flatnonzero(served & raw & (row == 0))
         self.typed_first = np.flatnonzero(served & ~raw & (row == 0))
+        # where the typed rows are in ``self.inputs`` (None: at the same places)
+        self.source = None if order is None else order[self.typed]
+        if self.source is None and len(self.typed) != len(table):
+            self.source = self.typed
         self.raw_served_at: dict[str, datetime] = {}
         self.raw_rows: dict[str, int] = {}
         self._ids: list[str] | None = None
@@ -249,9 +282,14 @@ class _Read:
         import numpy as np
         import pandas as pd
 
-        from conveyor.registry.signature import frame_from_columns
+        from conveyor.registry.signature import frame_from_columns, is_numeric
 
-        typed, bad = self._typed_columns(signature)
+        if is_numeric(signature):
+            block, bad = self._numeric_block(signature)
+            typed: list[Any] = list(block)
+        else:
+            block = None
+            typed, bad = self._typed_columns(signature)
         keep = np.ones(len(self.typed), dtype=bool)
         for j, why in bad:
             keep &= ~why
@@ -261,24 +299,32 @@ class _Read:
                     f"request {self.ids()[k]} row {self.table.column('row')[k].as_py()}: "
                     f"field {self.names[j]!r} is missing, but the field is not nullable"
                 )
-        self.skipped += int((~keep).sum())
+        dropped = int((~keep).sum())
+        self.skipped += dropped
         index = self.typed[keep]
-        arrays = [col[keep] for col in typed]
         predictions = self.table.column("prediction")
         version = self.table.column("version").to_numpy(zero_copy_only=False)
         position = self.table.column("row").to_numpy(zero_copy_only=False)
-        ids = self.ids()
         if len(index) == len(self.table):  # every row typed and kept: no gather needed
             taken = predictions.to_pylist()
+            request_ids = self.ids()  # no copy: nothing here changes the list
+        elif len(index):
+            taken = predictions.take(index).to_pylist()
+            request_ids = self.table.column("request_id").take(index).to_pylist()
         else:
-            taken = predictions.take(index).to_pylist() if len(index) else []
+            taken, request_ids = [], []
         out: dict[str, list[Any]] = {
             "predictions": taken,
-            "request_ids": [ids[i] for i in index],
+            "request_ids": request_ids,
             "positions": position[index].astype(int).tolist(),
             "versions": version[index].astype(int).tolist(),
         }
-        frame = frame_from_columns(signature, arrays) if len(index) else _empty(signature)
+        if not len(index):
+            frame = _empty(signature)
+        elif block is not None:
+            frame = _block_frame(self.names, block[:, keep] if dropped else block)
+        else:
+            frame = frame_from_columns(signature, [col[keep] for col in typed])
         if len(self.raw_first):
             raw_frame, raw_out, raw_order = self._raw(signature)
             if len(raw_frame):
@@ -292,6 +338,46 @@ class _Read:
                     out[key] = [merged[i] for i in order]
         return frame, out
 
+    def _numeric_block(
+        self, signature: dict[str, Any]
+    ) -> tuple[numpy.ndarray, list[tuple[int, numpy.ndarray]]]:
+        """An all-numeric signature's typed rows as one float64 block (fields, rows), each
+        column written once into its row of the block, which becomes the frame's only block
+        without a copy; and the rows where a field that is not nullable is missing. The
+        values are those ``_typed_columns`` gives (NaN for a null), without its per-column
+        copies and pandas' stacking of 25 columns (0.7 s and 200 MB on a million rows)."""
+        import numpy as np
+        import pyarrow as pa
+
+        fields = signature["inputs"]
+        block = np.empty((len(self.names), len(self.typed)), dtype=np.float64)
+        source = self.source
+        bad: list[tuple[int, numpy.ndarray]] = []
+        for j, name in enumerate(self.names):
+            col = self.inputs.column(INPUT_PREFIX + name)
+            if pa.types.is_null(col.type):
+                block[j] = np.nan
+                nulls: numpy.ndarray | None = np.ones(len(self.typed), dtype=bool)
+            else:
+                if col.type != pa.float64():
+                    col = col.cast(pa.float64())
+                values = col.to_numpy()  # nulls as NaN; a copy only of a column in chunks
+                if source is None:
+                    block[j] = values
+                else:
+                    np.take(values, source, out=block[j])
+                del values
+                # release the column: the block grows as the table shrinks (200 MB less at
+                # the peak on a million rows of 25 inputs)
+                self.inputs = self.inputs.drop_columns([INPUT_PREFIX + name])
+                nulls = None
+                if col.null_count:
+                    nulls = col.is_null().to_numpy(zero_copy_only=False)
+                    nulls = nulls if source is None else nulls[source]
+            if nulls is not None and nulls.any() and not fields[j].get("nullable", True):
+                bad.append((j, nulls))
+        return block, bad
+
     def _typed_columns(
         self, signature: dict[str, Any]
     ) -> tuple[list[Any], list[tuple[int, numpy.ndarray]]]:
@@ -303,10 +389,10 @@ class _Read:
 
         columns: list[Any] = []
         bad: list[tuple[int, numpy.ndarray]] = []
-        rows = pa.array(self.typed, pa.int64())
+        rows = None if self.source is None else pa.array(self.source, pa.int64())
         for j, f in enumerate(signature["inputs"]):
-            col = self.table.column(INPUT_PREFIX + self.names[j])
-            if len(self.typed) != len(self.table):
+            col = self.inputs.column(INPUT_PREFIX + self.names[j])
+            if rows is not None:
                 col = col.take(rows)
             kind = f.get("type")
             nulls = col.is_null().to_numpy(zero_copy_only=False)
@@ -520,6 +606,14 @@ class _Parsed:
         if keep is None or keep.all():
             return list(values)
         return [v for v, k in zip(values, keep, strict=True) if k]
+
+
+def _block_frame(names: list[str], block: numpy.ndarray) -> pandas.DataFrame:
+    """A frame over a float64 block (fields, rows) without copying it: the transposed block is
+    the frame's one 2-D block, each column a contiguous row of it."""
+    import pandas as pd
+
+    return pd.DataFrame(block.T, columns=names, copy=False)
 
 
 def _input_names(signature: dict[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "LOG_ORDER",
     "find_requests",
     "read_all",
     "latest_labels",
@@ -35,6 +36,9 @@ __all__ = [
     "read_requests",
     "request_files",
 ]
+
+
+LOG_ORDER = ("at", "request_id", "version", "role", "row")  # the requests' order, ascending
 
 
 def log_of(store: Any) -> LogFiles:
@@ -107,6 +111,7 @@ def read_requests(
     inputs: Sequence[str] = (),
     last: int | None = None,
     columns: Sequence[str] | None = None,
+    ordered: bool = True,
 ) -> pa.Table:
     """Rows of logged requests in log order (time, then request, then row).
 
@@ -123,6 +128,11 @@ def read_requests(
         last: only the last ``last`` requests (by time) of those selected.
         columns: the request-level columns to read (default: all of ``REQUEST_COLUMNS`` that
             exist).
+        ordered: False: the rows in no particular order, for a caller that puts them in log
+            order itself (``LOG_ORDER``). DuckDB's ORDER BY materialises every selected column
+            once more: on a million rows of 25 inputs, 1.4 s and 250 MB that the monitor's
+            window saves by sorting the key columns' indices with Arrow and gathering its
+            inputs once, in that order.
     """
 
     def read() -> pa.Table:
@@ -139,11 +149,12 @@ def read_requests(
                 col = layout.INPUT_PREFIX + name
                 select.append(_q(col) if col in present else f"NULL AS {_q(col)}")
             where, params = _where(since, until, versions, roles)
-            order = (
-                'ORDER BY "at", "request_id", "version", "role", "row"'
-                if "row" in present
-                else 'ORDER BY "at"'
-            )
+            if not ordered:
+                order = ""
+            elif "row" in present:
+                order = "ORDER BY " + ", ".join(_q(c) for c in LOG_ORDER)
+            else:
+                order = 'ORDER BY "at"'
             if last is not None:
                 picked = (
                     f'SELECT "request_id" FROM {scan} {where} AND "row" = 0 '
