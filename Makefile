@@ -33,11 +33,15 @@ setup: $(VENV)/.synced
 demo: setup
 	bash scripts/demo.sh
 
+# Three workers on two cores: most slow tests wait on servers and child processes, not the
+# CPU. One test file stays on one worker (its module fixtures are built once).
+PYTEST_WORKERS ?= 3
+
 test: setup
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 test-fast: setup
-	$(VENV)/bin/python -m pytest -m "not slow"
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 # The wheel and the sdist in dist/, with uv's build frontend (offline: hatchling is in uv's cache).
 dist: | $(UV)
