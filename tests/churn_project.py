@@ -32,6 +32,25 @@ def train(train: pd.DataFrame, features: list, C: float) -> Pipeline:
     return model.fit(train[features], train["churned"])
 """
 
+#: conveyor.yaml for the steps above, up to the model's target: tests add gates, deploy, ...
+CONFIG_HEAD = """\
+project: shop
+data:
+  rows: data/rows.csv
+pipeline:
+  prepare: {run: shop:prepare, inputs: [data.rows]}
+  train:
+    run: shop:train
+    inputs: [prepare.train]
+    params: {features: [tenure, spend, region], C: 1.0}
+  evaluate: {run: conveyor.evaluate:classification, inputs: [train, prepare.test]}
+model:
+  name: churn
+  from: train
+  holdout: prepare.test
+  target: churned
+"""
+
 
 def rows(n: int = 3000, seed: int = 0, shift: float = 0.0) -> pd.DataFrame:
     """Customers whose churn depends on tenure, spend and region; ``shift`` moves tenure."""

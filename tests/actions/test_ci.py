@@ -11,24 +11,11 @@ import pytest
 
 from conveyor.actions.ci import run_ci
 from conveyor.exceptions import ConfigError, DataError, GateError, ModelTampered
-from tests.churn_project import STEPS, rows, write_data
+from tests.churn_project import CONFIG_HEAD, STEPS, rows, write_data
 
-CONFIG = """
-project: shop
-data:
-  rows: data/rows.csv
-pipeline:
-  prepare: {run: shop:prepare, inputs: [data.rows]}
-  train:
-    run: shop:train
-    inputs: [prepare.train]
-    params: {features: [tenure, spend, region], C: 1.0}
-  evaluate: {run: conveyor.evaluate:classification, inputs: [train, prepare.test]}
-model:
-  name: churn
-  from: train
-  holdout: prepare.test
-  target: churned
+CONFIG = (
+    CONFIG_HEAD
+    + """\
   slices: [region]
   intended_use: Rank customers for a retention call.
 validate:
@@ -40,6 +27,7 @@ gates:
   - fairness: {group: region, metric: recall, max_gap: 0.5}
   - size: {max_mb: 5}
 """
+)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.churn_project import STEPS, rows, write_data
+from tests.churn_project import CONFIG_HEAD, STEPS, rows, write_data
 
 TOKEN = "dashboard-test-token-0123456789"
 
@@ -146,22 +146,9 @@ def serve_traffic(config: Any) -> int:
 
 # -- the demo's story ---------------------------------------------------------------------------
 
-DEMO_CONFIG = """
-project: shop
-data:
-  rows: data/rows.csv
-pipeline:
-  prepare: {run: shop:prepare, inputs: [data.rows]}
-  train:
-    run: shop:train
-    inputs: [prepare.train]
-    params: {features: [tenure, spend, region], C: 1.0}
-  evaluate: {run: conveyor.evaluate:classification, inputs: [train, prepare.test]}
-model:
-  name: churn
-  from: train
-  holdout: prepare.test
-  target: churned
+DEMO_CONFIG = (
+    CONFIG_HEAD
+    + """\
 gates:
   - roc_auc >= 0.70
 deploy:
@@ -176,6 +163,7 @@ monitor:
   alerts:
     - {name: tenure drift, when: {column: tenure}}
 """
+)
 
 
 def build_demo(root: Path) -> dict[str, Any]:

@@ -23,34 +23,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.churn_project import STEPS, rows
+from tests.churn_project import CONFIG_HEAD, STEPS, rows
 from tests.export.builds import build_wheel, clean_env, fresh_venv
 from tests.export.github_runner import Event, JobResult, Runner
 from tests.pg_server import drop_database, fresh_database, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1200)]
 
-CONFIG = """\
-project: shop
-data:
-  rows: data/rows.csv
-pipeline:
-  prepare: {run: shop:prepare, inputs: [data.rows]}
-  train:
-    run: shop:train
-    inputs: [prepare.train]
-    params: {features: [tenure, spend, region], C: 1.0}
-  evaluate: {run: conveyor.evaluate:classification, inputs: [train, prepare.test]}
-model:
-  name: churn
-  from: train
-  holdout: prepare.test
-  target: churned
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 gates:
   - roc_auc >= 0.55
   - name: not worse than production
     check: roc_auc >= production.roc_auc - 0.01
 """
+)
 GH = """\
 #!/usr/bin/env bash
 # A recording double of the GitHub CLI: keeps each call's words and the body it would post.

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.churn_project import STEPS, rows
+from tests.churn_project import CONFIG_HEAD, STEPS, rows
 from tests.export.builds import build_wheel, clean_env
 from tests.pg_server import drop_database, fresh_database, on_ci, require_postgres
 
@@ -38,25 +38,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(2400)]
 
 BASE = "localhost/python:3.11-slim"
 TOKEN = "image-test-token-0123456789abcdef"
-CONFIG = """\
-project: shop
-data:
-  rows: data/rows.csv
-pipeline:
-  prepare: {run: shop:prepare, inputs: [data.rows]}
-  train:
-    run: shop:train
-    inputs: [prepare.train]
-    params: {features: [tenure, spend, region], C: 1.0}
-  evaluate: {run: conveyor.evaluate:classification, inputs: [train, prepare.test]}
-model:
-  name: churn
-  from: train
-  holdout: prepare.test
-  target: churned
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 gates:
   - roc_auc >= 0.55
 """
+)
 
 
 def _podman_args() -> list[str]:
