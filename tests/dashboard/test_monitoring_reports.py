@@ -10,6 +10,7 @@ import pytest
 
 from conveyor.dashboard import monitoring
 from conveyor.dashboard.monitoring import Kept, Reports
+from conveyor.monitor.html import TOP_CATEGORIES
 
 
 def test_a_report_asked_for_twice_while_queued_is_computed_once() -> None:
@@ -74,7 +75,7 @@ def test_distributions_are_shares_on_shared_bins_and_the_commonest_categories() 
     assert numbers["n_reference"] == numbers["n_live"] == 100
     labels = [f"c{i}" for i in range(12)]
     cats = monitoring._categories(pd.Series(labels * 2), pd.Series(["c0"] * 5))
-    assert cats is not None and len(cats["categories"]) == monitoring.TOP_CATEGORIES
+    assert cats is not None and len(cats["categories"]) == TOP_CATEGORIES
     assert cats["categories"][-1] == "(other)"
     assert cats["live"][cats["categories"].index("c0")] == 1.0
     assert sum(cats["reference"]) == pytest.approx(1.0)

@@ -49,7 +49,6 @@ __all__ = [
 log = logging.getLogger("conveyor.dashboard")
 
 BINS = 24
-TOP_CATEGORIES = 8
 HISTORY = 12  # closed windows before the open one on an environment's page
 
 
@@ -308,20 +307,11 @@ def _histogram(reference: pandas.Series, live: pandas.Series) -> dict[str, Any] 
 
 def _categories(reference: pandas.Series, live: pandas.Series) -> dict[str, Any] | None:
     """Each side's share of the commonest categories; the rest summed as ``(other)``."""
-    import pandas as pd
+    from conveyor.monitor.html import category_shares
 
-    ref = reference.dropna().astype(str).value_counts(normalize=True)
-    cur = live.dropna().astype(str).value_counts(normalize=True)
-    if ref.empty and cur.empty:
+    table = category_shares(reference, live)
+    if table is None:
         return None
-    table = pd.concat([ref.rename("ref"), cur.rename("cur")], axis=1).fillna(0.0)
-    table = table.assign(total=table["ref"] + table["cur"]).sort_values(
-        "total", ascending=False, kind="stable"
-    )
-    if len(table) > TOP_CATEGORIES:
-        rest = table.iloc[TOP_CATEGORIES - 1 :][["ref", "cur"]].sum()
-        table = table.iloc[: TOP_CATEGORIES - 1][["ref", "cur"]]
-        table.loc["(other)"] = rest
     return {
         "kind": "categorical",
         "categories": [str(c) for c in table.index],

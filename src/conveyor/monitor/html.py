@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from conveyor.monitor.report import MonitorReport, WindowSpan
     from conveyor.monitor.windows import Window
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["category_shares", "render_html", "write_html"]
 
 BINS = 24
 TOP_CATEGORIES = 8
@@ -192,8 +192,10 @@ def _histogram(reference: pandas.Series, current: pandas.Series) -> Markup | Non
     return Markup(canvas.render())
 
 
-def _bars(reference: pandas.Series, current: pandas.Series) -> Markup | None:
-    """Paired horizontal bars: each category's share on each side (the commonest first)."""
+def category_shares(reference: pandas.Series, current: pandas.Series) -> pandas.DataFrame | None:
+    """Each side's share of the commonest categories (columns ``ref`` and ``cur``, the commonest
+    over both first), the rest summed as ``(other)``; None when neither side has a value. The
+    monitor page and the dashboard draw the same table."""
     import pandas as pd
 
     ref = reference.dropna().astype(str).value_counts(normalize=True)
@@ -208,6 +210,14 @@ def _bars(reference: pandas.Series, current: pandas.Series) -> Markup | None:
         rest = table.iloc[TOP_CATEGORIES - 1 :][["ref", "cur"]].sum()
         table = table.iloc[: TOP_CATEGORIES - 1][["ref", "cur"]]
         table.loc["(other)"] = rest
+    return table[["ref", "cur"]]
+
+
+def _bars(reference: pandas.Series, current: pandas.Series) -> Markup | None:
+    """Paired horizontal bars: each category's share on each side (the commonest first)."""
+    table = category_shares(reference, current)
+    if table is None:
+        return None
     row_h, label_w = 18, 110
     height = row_h * len(table) + 4
     bar_w = WIDTH - label_w - 40
