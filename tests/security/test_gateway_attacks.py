@@ -226,8 +226,15 @@ def test_a_killed_supervisor_takes_its_workers_and_the_port_is_served_again(
                 os.kill(w, signal.SIGKILL)
         reaper.wait(30)
     with serving(root, port=port, workers=2) as (url, _again):
-        r = httpx.post(url + "/v1/models/num/predict", json={"instances": [ROW]}, timeout=10)
-        assert r.status_code == 200
+        # Ready means one worker answered /readyz; the other may still be loading the model
+        # and answer 503 (not ready) for a moment, never anything else.
+        deadline = time.monotonic() + 30
+        while True:
+            r = httpx.post(url + "/v1/models/num/predict", json={"instances": [ROW]}, timeout=10)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
 
 
 def test_large_requests_do_not_bloat_the_request_log(tmp_path: Path) -> None:
