@@ -1,5 +1,6 @@
 """The flavour matrix's shared data: the tasks every family is run on, each with the gate it
-clears, and the rows of a small project (three numeric features, a region, a label)."""
+clears, the rows of a small project (three numeric features, a region, a label), and how a
+served model is asked over v2."""
 
 from __future__ import annotations
 
@@ -31,3 +32,23 @@ def rows(task: str, labels: str, n: int = 1500, seed: int = 0) -> pd.DataFrame:
         grade = np.digitize(noisy, [-1.0, 1.0])
         frame["label"] = np.array(["low", "mid", "high"])[grade] if labels == "str" else grade
     return frame
+
+
+def v2_outputs(gateway, name: str, X: np.ndarray) -> dict[str, np.ndarray]:
+    """A served model's answer to rows sent as one FP64 tensor over v2, output by name."""
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(X.shape),
+                "datatype": "FP64",
+                "data": X.ravel().tolist(),
+            }
+        ]
+    }
+    r = gateway.post(f"/v2/models/{name}/infer", json=body)
+    assert r.status_code == 200, r.text
+    out = {}
+    for o in r.json()["outputs"]:
+        out[o["name"]] = np.asarray(o["data"]).reshape(o["shape"])
+    return out

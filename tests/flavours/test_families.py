@@ -11,7 +11,7 @@ import pytest
 
 from conveyor.actions.ci import run_ci
 from tests.churn_project import backdate
-from tests.flavours.matrix import TASKS
+from tests.flavours.matrix import TASKS, v2_outputs
 from tests.flavours.matrix import rows as _rows
 
 pytest.importorskip("xgboost")
@@ -144,7 +144,6 @@ def _served_like_in_process(config, record, in_process, rows, task: str) -> None
     """`conveyor serve` (a separate process) answers over JSON and v2 as the model trained in
     process does, and the card renders."""
     from conveyor.actions.models import open_registry, render_card
-    from tests.flavours.test_torch_python import _v2_outputs
     from tests.gateway.servers import spawn
 
     with open_registry(config) as registry:
@@ -153,7 +152,7 @@ def _served_like_in_process(config, record, in_process, rows, task: str) -> None
         r = gateway.predict(config.model.name, rows.to_dict(orient="records"))
         assert r.status_code == 200, r.text
         body = r.json()
-        v2 = _v2_outputs(gateway, config.model.name, rows.to_numpy(np.float64))
+        v2 = v2_outputs(gateway, config.model.name, rows.to_numpy(np.float64))
     onnx = record.onnx or {}
     # ONNX Runtime computes in float32: the registration checked the copy within its tolerance
     atol = max(1e-5, onnx.get("tolerance") or 0) if onnx.get("supported") else 1e-9

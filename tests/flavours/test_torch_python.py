@@ -16,7 +16,7 @@ import pytest
 from conveyor.actions.ci import run_ci
 from conveyor.exceptions import RegistryError
 from tests.churn_project import backdate
-from tests.flavours.matrix import TASKS
+from tests.flavours.matrix import TASKS, v2_outputs
 from tests.flavours.matrix import rows as _rows
 
 STEPS = """
@@ -218,25 +218,6 @@ def _loaded(config, version: int):
     return record, model, holdout, in_process
 
 
-def _v2_outputs(gateway, name: str, X: np.ndarray) -> dict[str, np.ndarray]:
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": list(X.shape),
-                "datatype": "FP64",
-                "data": X.ravel().tolist(),
-            }
-        ]
-    }
-    r = gateway.post(f"/v2/models/{name}/infer", json=body)
-    assert r.status_code == 200, r.text
-    out = {}
-    for o in r.json()["outputs"]:
-        out[o["name"]] = np.asarray(o["data"]).reshape(o["shape"])
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["torch", "python"])
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
@@ -280,7 +261,7 @@ def test_family_registers_serves_and_renders_its_card(
         r = gateway.predict(config.model.name, rows.to_dict(orient="records"))
         assert r.status_code == 200, r.text
         body = r.json()
-        v2 = _v2_outputs(gateway, config.model.name, rows.to_numpy(np.float64))
+        v2 = v2_outputs(gateway, config.model.name, rows.to_numpy(np.float64))
     served_by = record.onnx.get("supported") and "onnx" or "native"
     atol = 1e-5 if served_by == "onnx" else 1e-9  # ONNX Runtime computes in float32
     if classification:
