@@ -51,8 +51,8 @@ bench: setup
 	$(VENV)/bin/python benchmarks/run.py
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check --no-cache src tests benchmarks scripts
+	$(VENV)/bin/ruff format --no-cache --check src tests benchmarks scripts
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

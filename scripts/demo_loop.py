@@ -7,8 +7,8 @@
 What is simulated, and said so when it happens: the traffic (held-out applications replayed at
 about 60 requests a second), the labels (the true grade of each replayed loan, sent back a
 moment later for 60% of requests), and the drift (March's applications arrive with loan
-amounts 1.6 times larger (up to the $40,000 limit) and debt-to-income 8 points higher, as if a campaign had changed who
-applies). Everything else is the product doing its job.
+amounts 1.6 times larger (up to the $40,000 limit) and debt-to-income 8 points higher, as if
+a campaign had changed who applies). Everything else is the product doing its job.
 """
 
 from __future__ import annotations
@@ -73,9 +73,7 @@ def split(project: Path) -> None:
     shifted(data[months == "Mar-2018"]).to_parquet(incoming / "2018-03.parquet")
     (project / "data" / "loans.parquet").unlink()
     config = project / "conveyor.yaml"
-    text = config.read_text().replace(
-        "loans: data/loans.parquet", "loans: data/loans/*.parquet"
-    )
+    text = config.read_text().replace("loans: data/loans.parquet", "loans: data/loans/*.parquet")
     hook = (
         "    - {name: data drift, when: {drift_share: 0.05}, "
         f'webhook: "http://127.0.0.1:{HOOK_PORT}/hook", secret_env: DEMO_WEBHOOK_SECRET}}'
@@ -84,8 +82,10 @@ def split(project: Path) -> None:
     config.write_text(text)
     kept = int((months != "Mar-2018").sum())
     print(f"data/loans/2018-01-02.parquet: {kept:,} loans of Jan-Feb 2018 (training sees these)")
-    print(f"incoming/2018-03.parquet: {int((months == 'Mar-2018').sum()):,} loans of March, held "
-          "back; they arrive later (with the simulated campaign applied)")
+    print(
+        f"incoming/2018-03.parquet: {int((months == 'Mar-2018').sum()):,} loans of March, held "
+        "back; they arrive later (with the simulated campaign applied)"
+    )
 
 
 # -- the webhook receiver -------------------------------------------------------------------
@@ -110,8 +110,10 @@ class HookHandler(BaseHTTPRequestHandler):
         ok = fresh and hmac.compare_digest(want, fields.get("v1", ""))
         payload = json.loads(body)
         self.server.received.append({"signed": ok, **payload})
-        note(f"webhook received: alert {payload.get('alert')!r} {payload.get('state')} "
-             f"(HMAC signature {'verified' if ok else 'WRONG'}): {payload.get('summary')}")
+        note(
+            f"webhook received: alert {payload.get('alert')!r} {payload.get('state')} "
+            f"(HMAC signature {'verified' if ok else 'WRONG'}): {payload.get('summary')}"
+        )
         self.send_response(200 if ok else 401)
         self.end_headers()
 
@@ -143,11 +145,14 @@ class Traffic:
                 world = self.world
                 i = rng.randrange(len(world))
                 row = world.iloc[i]
-                record = {k: (None if isinstance(v, float) and np.isnan(v) else _plain(v))
-                          for k, v in row[self.features].items()}
+                record = {
+                    k: (None if isinstance(v, float) and np.isnan(v) else _plain(v))
+                    for k, v in row[self.features].items()
+                }
                 try:
-                    r = client.post(f"{URL}/v1/models/{MODEL}/predict",
-                                    json={"instances": [record]})
+                    r = client.post(
+                        f"{URL}/v1/models/{MODEL}/predict", json={"instances": [record]}
+                    )
                 except httpx.HTTPError:
                     self.answers.append((time.monotonic(), 0, 0))
                     continue
@@ -156,8 +161,7 @@ class Traffic:
                 if r.status_code == 200 and rng.random() < 0.6:
                     label = int(row["grade"] in ("D", "E", "F", "G"))
                     with self._lock:
-                        self._labels.append((time.monotonic() + 1.0, r.json()["request_id"],
-                                             label))
+                        self._labels.append((time.monotonic() + 1.0, r.json()["request_id"], label))
                 time.sleep(0.012)
 
     def feedback(self) -> None:
@@ -170,8 +174,7 @@ class Traffic:
                     self._labels = [x for x in self._labels if x[0] > now]
                 if due:
                     items = [{"request_id": rid, "label": label} for _t, rid, label in due]
-                    r = client.post(f"{URL}/v1/feedback", json={"feedback": items},
-                                    headers=headers)
+                    r = client.post(f"{URL}/v1/feedback", json={"feedback": items}, headers=headers)
                     if r.status_code == 422:  # not flushed to the log yet: try again later
                         with self._lock:
                             self._labels.extend((now + 1.0, rid, y) for _t, rid, y in due)
@@ -199,8 +202,12 @@ def cli(*args: str, quiet: bool = False) -> str:
 
 
 def events_since(store_cli_limit: int = 400) -> list[dict]:
-    out = subprocess.run([CONVEYOR, "events", "--json", "--limit", str(store_cli_limit)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [CONVEYOR, "events", "--json", "--limit", str(store_cli_limit)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -216,16 +223,21 @@ def wait_until(what: str, predicate, timeout: float) -> float:
 def production() -> dict:
     try:
         r = httpx.get(f"{URL}/v1/models/{MODEL}/versions", timeout=5)
-        return r.json().get("environments", {}).get("production", {}) if r.status_code == 200 \
-            else {}
+        return (
+            r.json().get("environments", {}).get("production", {}) if r.status_code == 200 else {}
+        )
     except httpx.HTTPError:
         return {}
 
 
 def loop(project: Path) -> None:
     os.chdir(project)
-    env = {**os.environ, "CONVEYOR_TOKEN": TOKEN, "DEMO_WEBHOOK_SECRET": SECRET,
-           "CONVEYOR_GATEWAY_URL": URL}
+    env = {
+        **os.environ,
+        "CONVEYOR_TOKEN": TOKEN,
+        "DEMO_WEBHOOK_SECRET": SECRET,
+        "CONVEYOR_GATEWAY_URL": URL,
+    }
     os.environ.update(env)
     hooks = Hooks(("127.0.0.1", HOOK_PORT), HookHandler)
     hooks.received = []
@@ -234,8 +246,7 @@ def loop(project: Path) -> None:
 
     def start(name: str, *args: str) -> subprocess.Popen:
         log = open(project / f"{name}.log", "w")  # noqa: SIM115 (kept open for the process)
-        proc = subprocess.Popen([CONVEYOR, *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=env)
+        proc = subprocess.Popen([CONVEYOR, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
         procs.append(proc)
         return proc
 
@@ -255,12 +266,14 @@ def loop(project: Path) -> None:
         say("conveyor serve (the gateway) and conveyor watch (the controller) start")
         start("gateway", "serve", "--port", str(PORT), "--log-level", "warning")
         start("controller", "watch", "--interval", "0.5", "--monitor-every", "2")
-        threading.Thread(target=follow, args=(project / "controller.log", "watch"),
-                         daemon=True).start()
-        note("the controller sees version 1 serving production but never staged: it releases "
-             "it to staging, where the smoke requests run against the gateway")
-        wait_until("production to serve version 1",
-                   lambda: production().get("stable") == 1, 120)
+        threading.Thread(
+            target=follow, args=(project / "controller.log", "watch"), daemon=True
+        ).start()
+        note(
+            "the controller sees version 1 serving production but never staged: it releases "
+            "it to staging, where the smoke requests run against the gateway"
+        )
+        wait_until("production to serve version 1", lambda: production().get("stable") == 1, 120)
         note(f"production serves version 1 (gateway {URL})")
         sys.path.insert(0, str(HERE / "scripts"))
         import demo_client
@@ -276,21 +289,26 @@ def loop(project: Path) -> None:
         threading.Thread(target=traffic.run, daemon=True).start()
         threading.Thread(target=traffic.feedback, daemon=True).start()
 
-        say("live traffic (simulated: Jan-Feb applications replayed, ~60/s) and labels "
-            "(simulated: each loan's true grade, sent back 1 s later for 60% of requests)")
+        say(
+            "live traffic (simulated: Jan-Feb applications replayed, ~60/s) and labels "
+            "(simulated: each loan's true grade, sent back 1 s later for 60% of requests)"
+        )
         time.sleep(10)
         cli("monitor", "--html", "monitor-before.html")
 
-        say("March arrives: a new data file, and live applications change (SIMULATED campaign: "
-            "loan amounts x1.6 up to the $40,000 limit, debt-to-income +8)")
+        say(
+            "March arrives: a new data file, and live applications change (SIMULATED campaign: "
+            "loan amounts x1.6 up to the $40,000 limit, debt-to-income +8)"
+        )
         arrival = time.monotonic()
         (project / "data" / "loans" / "2018-03.parquet").write_bytes(
             (project / "incoming" / "2018-03.parquet").read_bytes()
         )
         traffic.use(march)
         note("data/loans/2018-03.parquet written; traffic now comes from March")
-        alerted = wait_until("the drift alert", lambda: any(
-            h.get("state") == "firing" for h in hooks.received), 180)
+        alerted = wait_until(
+            "the drift alert", lambda: any(h.get("state") == "firing" for h in hooks.received), 180
+        )
         note(f"drift alert {alerted - arrival:.1f}s after the drifting batch arrived")
         serving = wait_until(
             "the retrained version to serve all of production",
@@ -298,37 +316,58 @@ def loop(project: Path) -> None:
             300,
         )
         version = production().get("stable")
-        note(f"retrained version {version} serves 100% of production "
-             f"{serving - arrival:.1f}s after the batch arrived (retraining, gates, staging smoke, "
-             "canary 20% -> 50% -> 100%)")
+        note(
+            f"retrained version {version} serves 100% of production "
+            f"{serving - arrival:.1f}s after the batch arrived (retraining, gates, staging smoke, "
+            "canary 20% -> 50% -> 100%)"
+        )
         cli("monitor", "--html", "monitor-after.html")
 
-        say(f"a shadow comparison: version 1 against version {version} on the same live "
-            "requests (answers no one)")
-        out = cli("deploy", MODEL, "1", "--to", "production", "--shadow", "8s", "--json",
-                  quiet=True)
+        say(
+            f"a shadow comparison: version 1 against version {version} on the same live "
+            "requests (answers no one)"
+        )
+        out = cli(
+            "deploy", MODEL, "1", "--to", "production", "--shadow", "8s", "--json", quiet=True
+        )
         shadow_id = json.loads(out)["release"]["id"]
         note(f"release {shadow_id}: v1 mirrors production traffic for 8 s")
-        wait_until("the comparison to finish", lambda: json.loads(cli(
-            "release", "show", shadow_id, "--json", quiet=True))["release"]["state"]
-            not in ("running", "paused"), 90)
+        wait_until(
+            "the comparison to finish",
+            lambda: (
+                json.loads(cli("release", "show", shadow_id, "--json", quiet=True))["release"][
+                    "state"
+                ]
+                not in ("running", "paused")
+            ),
+            90,
+        )
         cli("release", "show", shadow_id)
 
-        say("a bad candidate: a model trained on inverted labels, registered by hand with no "
-            "gates (the Python API), goes through staging's smoke requests and into a canary")
+        say(
+            "a bad candidate: a model trained on inverted labels, registered by hand with no "
+            "gates (the Python API), goes through staging's smoke requests and into a canary"
+        )
         bad = register_inverted(project, features)
         note(f"version {bad} registered")
         bad_start = time.monotonic()
-        wait_until(f"version {bad} to reach the production canary",
-                   lambda: production().get("canary") == bad, 120)
+        wait_until(
+            f"version {bad} to reach the production canary",
+            lambda: production().get("canary") == bad,
+            120,
+        )
         note(f"version {bad} takes 20% of production")
-        wait_until(f"the automatic rollback of version {bad}",
-                   lambda: production().get("canary") is None
-                   and production().get("stable") == version, 120)
+        wait_until(
+            f"the automatic rollback of version {bad}",
+            lambda: production().get("canary") is None and production().get("stable") == version,
+            120,
+        )
         served = [a for a in traffic.since(bad_start) if a[2] == bad]
         total = traffic.since(T0)
-        note(f"rolled back automatically: version {bad} answered {len(served)} requests, "
-             f"{len(served) / max(len(total), 1):.2%} of the {len(total):,} requests of the demo")
+        note(
+            f"rolled back automatically: version {bad} answered {len(served)} requests, "
+            f"{len(served) / max(len(total), 1):.2%} of the {len(total):,} requests of the demo"
+        )
         cli("releases", "--limit", "6")
 
         failed = [a for a in total if a[1] != 200]
@@ -359,10 +398,9 @@ def loop(project: Path) -> None:
 
 def register_inverted(project: Path, features: list[str]) -> int:
     sys.path.insert(0, str(project))
+    import conveyor
     from conveyor.actions.models import register_fitted
     from conveyor.config import load_config
-
-    import conveyor
 
     steps = __import__("loans.steps", fromlist=["prepare"])
     # the steps log metrics to their run; called by hand here, there is no run to log to
@@ -373,8 +411,9 @@ def register_inverted(project: Path, features: list[str]) -> int:
     flipped = parts["train"].assign(high_risk=1 - parts["train"]["high_risk"])
     model = steps.train(flipped, max_depth=6, learning_rate=0.1, max_iter=60)
     config = load_config(project / "conveyor.yaml")
-    version = register_fitted(config, model, parts["test"][features], name=MODEL,
-                              task="classification")
+    version = register_fitted(
+        config, model, parts["test"][features], name=MODEL, task="classification"
+    )
     return version.version
 
 

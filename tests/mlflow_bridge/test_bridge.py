@@ -18,7 +18,7 @@ import pytest
 import conveyor
 from conveyor.exceptions import ModelNotFound, RegistryError, UnsafeModelFile
 from tests.gateway.servers import TOKEN, free_port, spawn
-from tests.mlflow.conftest import Logged, log_model
+from tests.mlflow_bridge.conftest import Logged, log_model
 
 CLI = [sys.executable, "-m", "conveyor.cli.main"]
 
@@ -296,7 +296,7 @@ def test_an_xgboost_model_imports_from_its_own_file_without_a_pickle(
     import mlflow.xgboost
 
     from conveyor.actions.mlflow_bridge import import_mlflow
-    from tests.mlflow.conftest import data
+    from tests.mlflow_bridge.conftest import data
 
     X_train, y_train, X_test, _ = data()
     model = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(X_train, y_train)
@@ -360,7 +360,7 @@ def test_a_lightgbm_model_imports_from_skops_through_the_allow_list(
     import mlflow.lightgbm
 
     from conveyor.actions.mlflow_bridge import import_mlflow
-    from tests.mlflow.conftest import data
+    from tests.mlflow_bridge.conftest import data
 
     X_train, y_train, X_test, _ = data()
     model = lgb.LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1).fit(X_train, y_train)

@@ -55,12 +55,11 @@ def log_model(root: Path, *, serialization_format: str = "skops") -> Logged:
 
 
 def _log_model(root: Path, serialization_format: str) -> Logged:
+    import mlflow
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    import mlflow
 
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
