@@ -39,7 +39,15 @@ import orjson
 
 from conveyor.exceptions import GatewayError, InvalidInput, RegistryError
 from conveyor.store.predictionlog import layout
-from conveyor.store.predictionlog.files import LogFiles
+from conveyor.store.predictionlog.files import (
+    LogFiles,
+    bool_array,
+    float32_lists,
+    inferred_array,
+    number_array,
+    string_array,
+    time_array,
+)
 
 if TYPE_CHECKING:
     import numpy
@@ -534,10 +542,10 @@ def write_feedback(
     actors = [actor] * len(items) if isinstance(actor, str) else list(actor)
     table = pa.table(
         {
-            "request_id": pa.array([rid for rid, _l in items], pa.string()),
+            "request_id": string_array([rid for rid, _l in items]),
             "at": _times(list(at) if at else [now] * len(items)),
-            "labels": pa.array([labels for _r, labels in items], pa.string()),
-            "actor": pa.array(actors, pa.string()),
+            "labels": string_array([labels for _r, labels in items]),
+            "actor": string_array(actors),
         }
     )
     hour = datetime.fromtimestamp(now, UTC).hour
@@ -609,32 +617,33 @@ def requests_table(
 
     def first_only(column: list[str | None]) -> pa.Array:
         if single:
-            return pa.array(column, pa.string())
+            return string_array(column)
         out = np.full(total, None, dtype=object)
         out[starts] = column
-        return pa.array(out, pa.string())
+        return string_array(out)
 
+    # Built from NumPy buffers, never by pa.array(): that imports pandas (files.py says why).
     columns: dict[str, Any] = {
-        "request_id": pa.array(per_row([e[0] for e in entries], object), pa.string()),
-        "row": pa.array(
+        "request_id": string_array(per_row([e[0] for e in entries], object)),
+        "row": number_array(
             np.zeros(total, np.int32) if single else np.arange(total) - np.repeat(starts, counts),
             pa.int32(),
         ),
-        "rows": pa.array(per_row([int(e[8] or 0) for e in entries], np.int32)),
+        "rows": number_array(per_row([int(e[8] or 0) for e in entries], np.int32), pa.int32()),
         "at": _times(per_row([e[1] for e in entries], np.float64)),
-        "version": pa.array(per_row([e[3] for e in entries], np.int32)),
-        "role": pa.array(per_row([e[5] for e in entries], object), pa.string()),
-        "status": pa.array(per_row([e[6] for e in entries], np.int16)),
-        "latency_ms": pa.array(per_row([e[7] for e in entries], np.float32)),
-        "gateway": pa.array(
-            per_row([e[11] if len(e) > 11 else gateway for e in entries], object), pa.string()
+        "version": number_array(per_row([e[3] for e in entries], np.int32), pa.int32()),
+        "role": string_array(per_row([e[5] for e in entries], object)),
+        "status": number_array(per_row([e[6] for e in entries], np.int16), pa.int16()),
+        "latency_ms": number_array(per_row([e[7] for e in entries], np.float32), pa.float32()),
+        "gateway": string_array(
+            per_row([e[11] if len(e) > 11 else gateway for e in entries], object)
         ),
     }
     if fields:
         columns.update(_input_columns(fields, blocks, counts, starts, total))
     columns["prediction"] = _prediction_array(predictions)
     if has_probabilities:
-        columns["probabilities"] = pa.array(probabilities, pa.list_(pa.float32()))
+        columns["probabilities"] = float32_lists(probabilities)
     columns["raw_inputs"] = first_only(raw)
     columns["raw_outputs"] = first_only(raw_out)
     return pa.table(columns)
@@ -717,7 +726,7 @@ def _input_columns(
                 full = np.full(total, np.nan)
                 for where, cols in placed:
                     full[where] = cols[k]
-            out[name] = pa.array(full, pa.float64(), from_pandas=True)
+            out[name] = number_array(full, pa.float64(), nan_is_null=True)
         elif kind == "datetime":
             stamps = np.full(total, np.datetime64("NaT"), dtype="datetime64[ns]")
             for where, cols in placed:
@@ -727,8 +736,8 @@ def _input_columns(
             obj = np.full(total, None, dtype=object)
             for where, cols in placed:
                 obj[where] = np.asarray(cols[k], dtype=object)
-            kind_type = pa.bool_() if kind == "boolean" else pa.string()
-            out[name] = pa.array(obj, kind_type, from_pandas=True)
+            build = bool_array if kind == "boolean" else string_array
+            out[name] = build(obj, nan_is_null=True)
     return out
 
 
@@ -747,11 +756,9 @@ def _prediction_array(predictions: list[Any]) -> pa.Array:
     import pyarrow as pa
 
     try:
-        return pa.array(predictions)
+        return inferred_array(predictions)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        return pa.array(
-            [None if p is None else orjson.dumps(p).decode() for p in predictions], pa.string()
-        )
+        return string_array([None if p is None else orjson.dumps(p).decode() for p in predictions])
 
 
 def _answer(answer: Any) -> tuple[list[Any] | None, list[Any] | None]:
@@ -774,10 +781,9 @@ def _answer(answer: Any) -> tuple[list[Any] | None, list[Any] | None]:
 
 def _times(seconds: Any) -> pa.Array:
     import numpy as np
-    import pyarrow as pa
 
     micros = np.round(np.asarray(seconds, dtype=np.float64) * 1e6).astype(np.int64)
-    return pa.array(micros, pa.timestamp("us", tz="UTC"))
+    return time_array(micros)
 
 
 class ErrorThrottle:

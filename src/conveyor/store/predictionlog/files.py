@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from fsspec import AbstractFileSystem
 
-__all__ = ["LogFiles"]
+__all__ = [
+    "LogFiles",
+    "bool_array",
+    "float32_lists",
+    "inferred_array",
+    "number_array",
+    "string_array",
+    "time_array",
+]
 
 _T = TypeVar("_T")
 
@@ -218,3 +226,164 @@ def _mtime(info: dict[str, Any]) -> float:
     if hasattr(value, "timestamp"):
         return float(value.timestamp())
     return float(value)
+
+
+# -- columns without PyArrow's pandas shim -------------------------------------------------------
+#
+# Every ``pa.array()`` call asks PyArrow's pandas shim whether its argument is a pandas object,
+# and that imports pandas: +46 MB of RSS in a gateway worker that otherwise never needs it
+# (tests/gateway/test_lean_worker.py pins it). These build the log's columns from NumPy buffers
+# with ``pa.Array.from_buffers``, which never asks; each handles the values the gateway logs and
+# hands anything else to ``pa.array`` unchanged, so a column is the same array either way
+# (tests/store/predictionlog/test_arrays.py compares them).
+
+_NUMPY = {"int16": "int16", "int32": "int32", "int64": "int64", "float": "float32",
+          "double": "float64", "bool": "bool"}  # fmt: skip
+
+
+def _validity(valid: Any) -> Any:
+    """The validity bitmap of a boolean mask, or None when every value is valid."""
+    import numpy as np
+    import pyarrow as pa
+
+    if valid is None or valid.all():
+        return None
+    return pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def number_array(values: Any, type_: pa.DataType, *, nan_is_null: bool = False) -> pa.Array:
+    """A numeric column (int16/32/64, float32/64) from a NumPy array or a list of numbers.
+
+    ``nan_is_null`` makes NaN a null, as ``pa.array(..., from_pandas=True)`` does.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    arr = np.ascontiguousarray(np.asarray(values, dtype=_NUMPY[str(type_)]))
+    valid = ~np.isnan(arr) if nan_is_null and arr.dtype.kind == "f" else None
+    return pa.Array.from_buffers(type_, len(arr), [_validity(valid), pa.py_buffer(arr)])
+
+
+def time_array(micros: Any) -> pa.Array:
+    """A ``timestamp[us, UTC]`` column from int64 microseconds since the epoch."""
+    import numpy as np
+    import pyarrow as pa
+
+    arr = np.ascontiguousarray(np.asarray(micros, dtype=np.int64))
+    return pa.Array.from_buffers(pa.timestamp("us", tz="UTC"), len(arr), [None, pa.py_buffer(arr)])
+
+
+def _null(value: Any, nan_is_null: bool) -> bool:
+    return value is None or (nan_is_null and type(value) is float and value != value)
+
+
+def string_array(values: Any, *, nan_is_null: bool = False) -> pa.Array:
+    """A string column from str values and None (NaN too with ``nan_is_null``); other values go
+    to ``pa.array``, which converts or raises as it always did."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(values)
+    valid = np.ones(n, dtype=bool)
+    encoded: list[bytes] = []
+    for i, value in enumerate(values):
+        if type(value) is str:
+            try:
+                encoded.append(value.encode())
+            except UnicodeEncodeError:  # a lone surrogate: pa.array raises as it always did
+                return pa.array(values, pa.string(), from_pandas=nan_is_null)
+        elif _null(value, nan_is_null):
+            valid[i] = False
+            encoded.append(b"")
+        else:
+            return pa.array(values, pa.string(), from_pandas=nan_is_null)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:])
+    if offsets[-1] > 2**31 - 1:  # past 2 GB pa.array splits a string column into chunks
+        return pa.array(values, pa.string(), from_pandas=nan_is_null)
+    return pa.Array.from_buffers(
+        pa.string(),
+        n,
+        [_validity(valid), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))],
+    )
+
+
+def bool_array(values: Any, *, nan_is_null: bool = False) -> pa.Array:
+    """A boolean column from True/False and None (NaN too with ``nan_is_null``)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(values)
+    valid = np.ones(n, dtype=bool)
+    bits = np.zeros(n, dtype=bool)
+    for i, value in enumerate(values):
+        if value is True:
+            bits[i] = True
+        elif value is False:
+            pass
+        elif _null(value, nan_is_null):
+            valid[i] = False
+        else:
+            return pa.array(values, pa.bool_(), from_pandas=nan_is_null)
+    data = pa.py_buffer(np.packbits(bits, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), n, [_validity(valid), data])
+
+
+def inferred_array(values: list[Any]) -> pa.Array:
+    """The column ``pa.array(values)`` infers, built without it when every value is None or of
+    one JSON scalar kind (ints become int64, ints and floats float64)."""
+    import numpy as np
+    import pyarrow as pa
+
+    kinds = {type(v) for v in values} - {type(None)}
+    n = len(values)
+    if not kinds:
+        return pa.nulls(n)
+    if kinds == {str}:
+        return string_array(values)
+    if kinds == {bool}:
+        return bool_array(values)
+    if kinds <= {int, float}:
+        valid = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+        filled = [0 if v is None else v for v in values]
+        type_ = pa.int64() if kinds == {int} else pa.float64()
+        try:
+            arr = np.asarray(filled, dtype=_NUMPY[str(type_)])
+        except OverflowError:
+            return pa.array(values)
+        if arr.dtype.kind == "f" and any(type(v) is int and abs(v) > 2**53 for v in filled):
+            return pa.array(values)  # pyarrow refuses such an int in a float column
+        return pa.Array.from_buffers(type_, n, [_validity(valid), pa.py_buffer(arr)])
+    return pa.array(values)
+
+
+def float32_lists(values: list[Any]) -> pa.Array:
+    """A ``list<float32>`` column from lists of numbers and None (the probabilities)."""
+    import numpy as np
+    import pyarrow as pa
+
+    type_ = pa.list_(pa.float32())
+    n = len(values)
+    valid = np.ones(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
+    flat: list[Any] = []
+    for i, value in enumerate(values):
+        if value is None:
+            valid[i] = False
+        elif type(value) is list and all(type(x) is float or type(x) is int for x in value):
+            lengths[i] = len(value)
+            flat.extend(value)
+        else:
+            return pa.array(values, type_)
+    try:
+        items = np.asarray(flat, dtype=np.float32)
+    except OverflowError:
+        return pa.array(values, type_)
+    if len(flat) > 2**31 - 1 or any(type(x) is int and abs(x) > 2**24 for x in flat):
+        return pa.array(values, type_)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:], dtype=np.int32)
+    child = pa.Array.from_buffers(pa.float32(), len(items), [None, pa.py_buffer(items)])
+    return pa.Array.from_buffers(
+        type_, n, [_validity(valid), pa.py_buffer(offsets)], children=[child]
+    )
