@@ -69,7 +69,7 @@ log = logging.getLogger("conveyor.gateway")
 
 
 _ROW_OVERHEAD = 200  # bytes a buffered row costs besides its texts (tuple, ids, numbers)
-_BATCH_BYTES = 64 * 1024 * 1024  # one flush's text at most: bounds the writer's peak memory
+_BATCH_BYTES = 8 * 1024 * 1024  # one table build's text at most: bounds the writer's peak memory
 _RECENT_IDS = 100_000  # request ids this gateway wrote, kept to answer feedback without a read
 _MERGE_MAX_AGE_S = 1800.0  # older own files are left to 'conveyor log compact' (takes > 1 h)
 
