@@ -445,9 +445,8 @@ class WriterProcess:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._end(kill=True)
-        import conveyor
-
-        source = os.path.dirname(os.path.dirname(os.path.abspath(conveyor.__file__)))
+        # the folder holding the conveyor package this module was imported from
+        source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from conveyor.gateway.requestlog import serve; serve()"],
