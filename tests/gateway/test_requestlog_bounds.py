@@ -143,6 +143,12 @@ def test_a_writer_process_that_dies_loses_no_rows_and_is_started_again(tmp_path:
         assert log.flush() == 1 and log.pending() == 0
         second = log._writer._proc
         assert second is not None and second.pid != first.pid
+        # a Ctrl-C or SIGTERM sent to the gateway's process group leaves it to the last flush
+        os.kill(second.pid, signal.SIGINT)
+        os.kill(second.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        record(log, "c")
+        assert log.flush() == 1 and log._writer._proc is second and second.poll() is None
         log.close()
         assert second.poll() is not None  # close() ended the child
-    assert [r.request_id for r in logged(config)] == ["a", "b"]
+    assert [r.request_id for r in logged(config)] == ["a", "b", "c"]

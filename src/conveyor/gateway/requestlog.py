@@ -488,7 +488,14 @@ def _read_frame(stream: Any) -> Any:
 
 def serve() -> None:
     """The writer process's loop (``WriterProcess`` starts it): one frame in, one answer out,
-    until its input ends. Its stdout carries only answers: anything printed goes to stderr."""
+    until its input ends. Its stdout carries only answers: anything printed goes to stderr.
+    It ignores SIGINT and SIGTERM: a Ctrl-C or a stop sent to the gateway's process group must
+    not cut it off before the gateway's last flush; it ends when the gateway closes the pipe
+    (or dies)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
