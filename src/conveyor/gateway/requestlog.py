@@ -224,7 +224,12 @@ class RequestLog:
             self._wake.set()
 
     def start(self) -> None:
-        """Start the writer thread."""
+        """Start the writer process (so the first flush does not wait for it to load PyArrow)
+        and the writer thread."""
+        try:
+            self._writer.start()
+        except OSError as exc:  # the first flush tries again, and reports it
+            log.warning("request log: cannot start the writer process yet: %s", exc)
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._loop, name="conveyor-request-log", daemon=True
@@ -436,6 +441,15 @@ class WriterProcess:
             raise OSError(f"{reply['error']}: {reply['message']}")
         raise GatewayError(f"The request log's writer failed: {reply['error']}: {reply['message']}")
 
+    def start(self) -> None:
+        """Start the child now rather than on the first call.
+
+        Raises:
+            OSError: the child cannot be started.
+        """
+        with self._lock:
+            self._start()
+
     def stop(self) -> None:
         """Close the child's input and wait for it to finish what it was writing."""
         with self._lock:
@@ -496,6 +510,8 @@ def serve() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import pyarrow.parquet  # noqa: F401  (loaded before the first batch arrives, not after)
+
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
