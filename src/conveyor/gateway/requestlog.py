@@ -404,8 +404,9 @@ class WriterProcess:
     the child says their file exists. The child writes each file atomically (``LogFiles``); if
     it dies, the call raises ``OSError`` (the rows stay buffered) and the next call starts a
     new one. If the gateway dies, the child reads end-of-file, finishes the file it is writing
-    and exits. Cost: a second interpreter per worker (about 110 MB resident once it has written,
-    measured in benchmarks/results/gateway-lean.md) and one copy of each batch through a pipe.
+    and exits. Cost: a second interpreter per worker (77 MB resident at start, 91 MB after light
+    traffic, ~150 MB under a 100-row flood; benchmarks/results/gateway-lean.md) and one copy of
+    each batch through a pipe.
     """
 
     def __init__(self) -> None:
