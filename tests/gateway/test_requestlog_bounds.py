@@ -122,3 +122,33 @@ def test_a_store_outage_logs_a_line_per_interval_with_a_count_not_one_per_attemp
     assert 1 <= len(cannot) <= 3, lines
     assert lines[-1] == f"request log: writing again after {failures} failed attempts"
     assert log.pending() == 0 and log.written > 0
+
+
+def test_a_writer_process_that_dies_loses_no_rows_and_is_started_again(tmp_path: Path) -> None:
+    """The files are written by a child process (the worker never loads PyArrow): when it is
+    killed, the next flush starts another and nothing buffered is lost."""
+    import os
+    import signal
+
+    config = load(write_project(tmp_path / "p"))
+    with Store(config.store_url()) as store:
+        log = RequestLog(store, gateway="t", log_url=log_url(config.artifacts_url()))
+        record(log, "a")
+        assert log.flush() == 1
+        first = log._writer._proc
+        assert first is not None and first.poll() is None
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        record(log, "b")
+        assert log.flush() == 1 and log.pending() == 0
+        second = log._writer._proc
+        assert second is not None and second.pid != first.pid
+        # a Ctrl-C or SIGTERM sent to the gateway's process group leaves it to the last flush
+        os.kill(second.pid, signal.SIGINT)
+        os.kill(second.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        record(log, "c")
+        assert log.flush() == 1 and log._writer._proc is second and second.poll() is None
+        log.close()
+        assert second.poll() is not None  # close() ended the child
+    assert [r.request_id for r in logged(config)] == ["a", "b", "c"]

@@ -1,13 +1,14 @@
 """The request log: a sampled record of what each served request sent and got, and labels later.
 
-``record`` is called on the hot path and only appends a tuple to a deque. A writer thread turns
-the buffered requests into Parquet files of the prediction log (``conveyor.store.predictionlog``;
-the layout is in docs/prediction-log.md): one file per flush and per model, environment, day and
-version, with one typed column per signature input, written atomically and never appended to. It
-flushes when ``flush_rows`` rows wait or the oldest has waited ``flush_seconds``, so the log is
-shared by every replica writing under the same artifact store and costs the event loop
-microseconds. Inputs that do not fit the version's signature are kept as their JSON text
-(``raw_inputs``), which the monitor checks row by row as it always did.
+``record`` is called on the hot path and only appends a tuple to a deque. A writer thread hands
+the buffered requests to a writer process (``WriterProcess``: the worker itself never loads
+PyArrow), which turns them into Parquet files of the prediction log
+(``conveyor.store.predictionlog``; the layout is in docs/prediction-log.md): one file per flush
+and per model, environment, day and version, with one typed column per signature input, written
+atomically and never appended to. It flushes when ``flush_rows`` rows wait or the oldest has
+waited ``flush_seconds``, so the log is shared by every replica writing under the same artifact
+store and costs the event loop microseconds. Inputs that do not fit the version's signature are
+kept as their JSON text (``raw_inputs``), which the monitor checks row by row as it always did.
 
 Memory and disk are bounded in bytes, not only rows: an input or output text longer than
 ``max_input_bytes``/``max_output_bytes`` is stored as a small JSON marker with its original
@@ -26,10 +27,15 @@ While the log cannot be written the writer backs off (up to 30 s) and logs one l
 
 from __future__ import annotations
 
+import builtins
 import logging
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -59,8 +65,10 @@ __all__ = [
     "ErrorThrottle",
     "RequestLog",
     "Signatures",
+    "WriterProcess",
     "migrate_tables",
     "requests_table",
+    "serve",
     "write_feedback",
     "write_requests",
 ]
@@ -131,6 +139,8 @@ class RequestLog:
         self._random = random.random
         self._errors = ErrorThrottle(log, error_log_seconds)
         self._files: LogFiles | None = None
+        self._writer = WriterProcess()
+        weakref.finalize(self, self._writer.stop)  # a log dropped without close() ends its child
         self._signatures: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._recent: dict[str, None] = {}
         self.merge_seconds = merge_seconds
@@ -214,7 +224,12 @@ class RequestLog:
             self._wake.set()
 
     def start(self) -> None:
-        """Start the writer thread."""
+        """Start the writer process (so the first flush does not wait for it to load PyArrow)
+        and the writer thread."""
+        try:
+            self._writer.start()
+        except OSError as exc:  # the first flush tries again, and reports it
+            log.warning("request log: cannot start the writer process yet: %s", exc)
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._loop, name="conveyor-request-log", daemon=True
@@ -228,9 +243,12 @@ class RequestLog:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self.flush()
-        if self._mine:
-            self.merge_own()
+        try:
+            self.flush()
+            if self._mine:
+                self.merge_own()
+        finally:
+            self._writer.stop()
 
     def pending(self) -> int:
         """Rows buffered, not yet in the log."""
@@ -284,8 +302,14 @@ class RequestLog:
         for i, key in enumerate(keys):
             try:
                 folder, name = _target(self.files, groups[key], self.gateway)
-                written = write_requests(
-                    self.files, groups[key], self._signature, self.gateway, name=name
+                first = groups[key][0]
+                written = self._writer.call(
+                    "requests",
+                    root=self.files.root,
+                    name=name,
+                    entries=groups[key],
+                    signature=self._signature(first[2], first[3]),
+                    gateway=self.gateway,
                 )
             except Exception as exc:
                 rest = [e for k in keys[i:] for e in groups[k]]
@@ -301,8 +325,6 @@ class RequestLog:
         """Merge the files this writer wrote since the last merge into one per partition;
         returns the files merged. Only its own, and only young ones (under half an hour):
         ``conveyor log compact`` takes files older than an hour, so no file is merged twice."""
-        from conveyor.store.predictionlog.maintenance import merge_files
-
         merged = 0
         now = time.monotonic()
         for folder in list(self._mine):
@@ -310,7 +332,7 @@ class RequestLog:
             if len(names) < 2:
                 continue
             try:
-                if merge_files(self.files, folder, names) is not None:
+                if self._writer.call("merge", root=self.files.root, folder=folder, names=names):
                     merged += len(names)
             except Exception as exc:  # the files stay as they are: still correct, only more
                 log.warning("request log: cannot merge %d files in %s: %s", len(names), folder, exc)
@@ -350,20 +372,189 @@ class RequestLog:
 
     def add_feedback(self, items: list[tuple[str, str]], actor: str) -> int:
         """Store labels: (request id, JSON array of labels) pairs, as one feedback file."""
-        return write_feedback(self.files, items, actor, self.gateway)
+        return int(
+            self._writer.call(
+                "feedback", root=self.files.root, items=items, actor=actor, gateway=self.gateway
+            )
+        )
 
     def known_requests(self, request_ids: list[str]) -> set[str]:
         """Which of these request ids are in the log: buffered, written by this gateway lately,
         or found in the log's files of the last days (written by any gateway)."""
-        from conveyor.store.predictionlog.query import find_requests
-
         wanted = set(request_ids)
         found = {item[0] for item in list(self._buffer) if item[0] in wanted}
         found |= {rid for rid in wanted - found if rid in self._recent}
         rest = wanted - found
         if rest:
-            found |= find_requests(self.files, sorted(rest))
+            found |= set(self._writer.call("find", root=self.files.root, ids=sorted(rest)))
         return found
+
+
+# -- the writer process --------------------------------------------------------------------------
+
+
+class WriterProcess:
+    """A child process that turns batches of requests into the log's files, so the gateway
+    worker never loads PyArrow (50 MB resident, and the JSON parsing of each batch: up to
+    ~100 MB while it runs) and its event loop never waits for the writer's GIL.
+
+    One per ``RequestLog``, started on first use. Each call sends one length-prefixed JSON
+    frame down the child's stdin and waits for its answer, so the writer thread knows a file
+    was written (or why not) exactly as when it wrote the file itself: rows stay buffered until
+    the child says their file exists. The child writes each file atomically (``LogFiles``); if
+    it dies, the call raises ``OSError`` (the rows stay buffered) and the next call starts a
+    new one. If the gateway dies, the child reads end-of-file, finishes the file it is writing
+    and exits. Cost: a second interpreter per worker (77 MB resident at start, 91 MB after light
+    traffic, ~150 MB under a 100-row flood; benchmarks/results/gateway-lean.md) and one copy of
+    each batch through a pipe.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Run ``op`` in the child; returns its result.
+
+        Raises:
+            OSError: the child's file-system error (its type kept where it is a built-in one),
+                or the child died or could not start.
+            GatewayError: any other error the child met.
+        """
+        frame = orjson.dumps({"op": op, **args})
+        with self._lock:
+            proc = self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(len(frame).to_bytes(8, "little"))
+                proc.stdin.write(frame)  # not concatenated: a batch's frame is megabytes
+                proc.stdin.flush()
+                reply = _read_frame(proc.stdout)
+            except (OSError, EOFError, ValueError) as exc:
+                self._end(kill=True)
+                raise OSError(f"The request log's writer process stopped: {exc}") from exc
+        if "error" not in reply:
+            return reply["result"]
+        kind = getattr(builtins, reply["error"], None)
+        if isinstance(kind, type) and issubclass(kind, OSError):
+            raise kind(reply["message"])
+        if reply.get("oserror"):
+            raise OSError(f"{reply['error']}: {reply['message']}")
+        raise GatewayError(f"The request log's writer failed: {reply['error']}: {reply['message']}")
+
+    def start(self) -> None:
+        """Start the child now rather than on the first call.
+
+        Raises:
+            OSError: the child cannot be started.
+        """
+        with self._lock:
+            self._start()
+
+    def stop(self) -> None:
+        """Close the child's input and wait for it to finish what it was writing."""
+        with self._lock:
+            self._end(kill=False)
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._end(kill=True)
+        # the folder holding the conveyor package this module was imported from
+        source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from conveyor.gateway.requestlog import serve; serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        return self._proc
+
+    def _end(self, *, kill: bool) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _read_frame(stream: Any) -> Any:
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError("end of stream") if not head else ValueError("a cut frame")
+    size = int.from_bytes(head, "little")
+    body = stream.read(size)
+    if len(body) < size:
+        raise ValueError("a cut frame")
+    return orjson.loads(body)
+
+
+def serve() -> None:
+    """The writer process's loop (``WriterProcess`` starts it): one frame in, one answer out,
+    until its input ends. Its stdout carries only answers: anything printed goes to stderr.
+    It ignores SIGINT and SIGTERM: a Ctrl-C or a stop sent to the gateway's process group must
+    not cut it off before the gateway's last flush; it ends when the gateway closes the pipe
+    (or dies)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import pyarrow.parquet  # noqa: F401  (loaded before the first batch arrives, not after)
+
+    inp = sys.stdin.buffer
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    roots: dict[str, LogFiles] = {}
+    while True:
+        try:
+            request = _read_frame(inp)
+        except (EOFError, ValueError):
+            return
+        files = roots.get(request["root"])
+        if files is None:
+            files = roots[request["root"]] = LogFiles(request["root"])
+        try:
+            reply: dict[str, Any] = {"result": _run(files, request)}
+        except Exception as exc:
+            reply = {"error": type(exc).__name__, "message": str(exc),
+                     "oserror": isinstance(exc, OSError)}  # fmt: skip
+        frame = orjson.dumps(reply)
+        out.write(len(frame).to_bytes(8, "little") + frame)
+        out.flush()
+
+
+def _run(files: LogFiles, request: dict[str, Any]) -> Any:
+    op = request["op"]
+    if op == "requests":
+        signature = request["signature"]
+        entries = [tuple(e) for e in request["entries"]]
+        return write_requests(
+            files, entries, lambda _m, _v: signature, request["gateway"], name=request["name"]
+        )
+    if op == "feedback":
+        items = [(rid, labels) for rid, labels in request["items"]]
+        return write_feedback(files, items, request["actor"], request["gateway"])
+    if op == "merge":
+        from conveyor.store.predictionlog.maintenance import merge_files
+
+        return merge_files(files, request["folder"], request["names"]) is not None
+    if op == "find":
+        from conveyor.store.predictionlog.query import find_requests
+
+        return sorted(find_requests(files, request["ids"]))
+    raise ValueError(f"unknown operation {op!r}")
 
 
 def migrate_tables(store: Store, files: LogFiles, *, chunk: int = 50_000) -> tuple[int, int]:
