@@ -169,7 +169,7 @@ def build_project(work: Path, rows: int) -> dict[str, Any]:
 
     from conveyor.actions.models import open_registry, register_fitted
     from conveyor.config import load_config
-    from conveyor.gateway.requestlog import write_requests
+    from conveyor.gateway.logtables import write_requests
     from conveyor.store.predictionlog.query import log_of
 
     shutil.rmtree(work, ignore_errors=True)

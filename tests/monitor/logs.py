@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor.actions.models import open_registry
-from conveyor.gateway.requestlog import write_feedback, write_requests
+from conveyor.gateway.logtables import write_feedback, write_requests
 from conveyor.store.predictionlog.query import log_of
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

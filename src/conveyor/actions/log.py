@@ -52,7 +52,7 @@ def compact_log(config: ProjectConfig, *, wait: bool = False) -> dict[str, Any]:
 def migrate_log(config: ProjectConfig) -> dict[str, int]:
     """Move the rows of the metadata store's old ``request_log`` and ``feedback`` tables into
     the prediction log (idempotent: a second run finds nothing to move)."""
-    from conveyor.gateway.requestlog import migrate_tables
+    from conveyor.gateway.logtables import migrate_tables
     from conveyor.store.predictionlog.query import log_of
     from conveyor.store.stores import open_stores
 

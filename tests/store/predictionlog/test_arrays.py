@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conveyor.gateway.requestlog import requests_table
+from conveyor.gateway.logtables import requests_table
 from conveyor.store.predictionlog.files import (
     bool_array,
     float32_lists,
@@ -126,7 +126,7 @@ def test_probabilities_equal_pa_array(values: list[Any]) -> None:
 
 _WRITE = """
 import json, sys, time
-from conveyor.gateway.requestlog import requests_table
+from conveyor.gateway.logtables import requests_table
 from conveyor.store.predictionlog.files import LogFiles
 sig = json.loads(sys.argv[1])
 now = time.time()

@@ -13,12 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, insert, select
 
-from conveyor.gateway.requestlog import (
-    RequestLog,
-    _migrate_requests,
-    migrate_tables,
-    write_requests,
-)
+from conveyor.gateway.logtables import _migrate_requests, migrate_tables, write_requests
+from conveyor.gateway.requestlog import RequestLog
 from conveyor.store import models as m
 from conveyor.store.metadata import Store
 from conveyor.store.predictionlog import layout

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from conveyor.gateway.requestlog import write_requests
+from conveyor.gateway.logtables import write_requests
 from conveyor.monitor.windows import read_window
 from conveyor.store.predictionlog.files import LogFiles
 from conveyor.store.predictionlog.layout import attach
