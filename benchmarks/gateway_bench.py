@@ -290,7 +290,14 @@ def bench_server(
                 f"  tries {cell['tries']}"
             )
         result["cpu_us_per_request"] = result["cells"]["rows1_c8"]["cpu_us_per_request"]
-        result["rss_mb"] = round(serving.tree_rss_mb(serving.process_tree(server.pid)), 1)
+        tree = serving.process_tree(server.pid)
+        result["rss_mb"] = round(serving.tree_rss_mb(tree), 1)
+        # each process's own figure: the serving process first (for Conveyor the worker, whose
+        # RSS issue 16's goal is about), then its children (the request log's writer)
+        result["rss_by_process_mb"] = {
+            str(pid): round(serving.tree_rss_mb([pid]), 1)
+            for pid in [server.pid, *(p for p in tree if p != server.pid)]
+        }
         if swap:
             result["swap"] = swap_cell(server, prepared, fix, load)
         result["ok"] = True
@@ -568,6 +575,17 @@ def _notes(results: dict[str, Any]) -> list[str]:
     ]
     if started:
         notes += ["", f"Start to ready: {', '.join(started)}."]
+    apart = [
+        f"{LABELS[n]} " + " + ".join(f"{mb:.0f}" for mb in r["rss_by_process_mb"].values())
+        for n, r in results["servers"].items()
+        if r.get("ok") and len(r.get("rss_by_process_mb", {})) > 1
+    ]
+    if apart:
+        notes += [
+            "",
+            "RSS MB by process after the last cell (the server's process first, then its "
+            f"children: Conveyor's request-log writer): {', '.join(apart)}.",
+        ]
     if worst:
         foreign, _, name, key = max(worst)
         notes += [

@@ -81,13 +81,20 @@ def _wait_ready(port: int, path: str, limit: float = 120.0) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    total = 0
+    """RSS of the process and its children (the gateway's worker and its log writer)."""
+    return round(sum(rss_by_process(pid).values()), 1)
+
+
+def rss_by_process(pid: int) -> dict[str, float]:
+    """RSS MB of the process and of each child, by pid: the worker's own figure is the one
+    issue 16's goal is about, the writer child's is what the log costs beside it."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    found = {}
     for p in [pid, *map(int, children)]:
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS"):
-                total += int(line.split()[1])
-    return round(total / 1024, 1)
+                found[str(p)] = round(int(line.split()[1]) / 1024, 1)
+    return found
 
 
 def resident_by_mapping(pid: int, top: int = 12) -> dict[str, float]:
@@ -179,6 +186,7 @@ def main() -> None:
                 "p99_ms": q(0.99),
                 "mean_ms": round(statistics.fmean(xs) * 1000, 3),
                 "rss_mb": rss_mb(procs[name].pid),
+                "rss_by_process_mb": rss_by_process(procs[name].pid),
             }
         figures["gateway_resident_mb"] = resident_by_mapping(procs["conveyor"].pid)
     finally:
@@ -198,7 +206,8 @@ def main() -> None:
         f = figures[name]
         print(
             f"  {name:13} {f['requests']:6} requests  p50 {f['p50_ms']:.3f}  "
-            f"p90 {f['p90_ms']:.3f}  p99 {f['p99_ms']:.3f} ms  RSS {f['rss_mb']} MB"
+            f"p90 {f['p90_ms']:.3f}  p99 {f['p99_ms']:.3f} ms  RSS {f['rss_mb']} MB "
+            f"(by pid, first the server's: {f['rss_by_process_mb']})"
         )
     print(f"  Conveyor ÷ FastAPI-ONNX: p50 {figures['p50_ratio']}×, p99 {figures['p99_ratio']}×")
     print("  gateway resident MB by mapping:", figures["gateway_resident_mb"])

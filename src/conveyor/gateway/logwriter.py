@@ -33,7 +33,7 @@ class WriterProcess:
     ~100 MB while it runs) and its event loop never waits for the writer's GIL.
 
     One per ``RequestLog``, started on first use. Each call sends one length-prefixed JSON
-    frame down the child's stdin and waits for its answer, so the writer thread knows a file
+    frame down the child's stdin and waits for its answer, so RequestLog's thread knows a file
     was written (or why not) exactly as when it wrote the file itself: rows stay buffered until
     the child says their file exists. The child writes each file atomically (``LogFiles``); if
     it dies, the call raises ``OSError`` (the rows stay buffered) and the next call starts a
