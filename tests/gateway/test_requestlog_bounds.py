@@ -152,3 +152,31 @@ def test_a_writer_process_that_dies_loses_no_rows_and_is_started_again(tmp_path:
         log.close()
         assert second.poll() is not None  # close() ended the child
     assert [r.request_id for r in logged(config)] == ["a", "b", "c"]
+
+
+def test_the_heap_a_burst_freed_is_handed_back_on_glibc() -> None:
+    """After a burst drained, the writer thread (and the writer process after a big batch) call
+    malloc_trim, so a worker does not keep the buffer's peak for good (gateway-lean.md: 180 ->
+    136 MB after a 100-row flood). On glibc the call exists and frees a big freed block's pages."""
+    import platform
+
+    from conveyor.gateway.logwriter import release_freed_heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+
+    def rss_kb() -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    # texts the size of a logged request's (over pymalloc's 512 bytes, under the mmap
+    # threshold): glibc's heap, which free() keeps (measured: 77 MB held after del, 11 MB
+    # after the trim)
+    junk = [("x" * 600) + str(i) for i in range(100_000)]
+    before_free = rss_kb()
+    del junk
+    assert release_freed_heap() is True
+    assert rss_kb() < before_free - 30_000  # at least 30 of the ~60 MB went back

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 from conveyor.gateway.logtables import write_feedback, write_requests
 
-__all__ = ["WriterProcess", "serve"]
+_TRIM_AFTER_BYTES = 2 * 1024 * 1024  # a batch this large leaves enough freed heap to hand back
+
+__all__ = ["WriterProcess", "release_freed_heap", "serve"]
 
 
 class WriterProcess:
@@ -167,6 +169,14 @@ def serve() -> None:
         frame = orjson.dumps(reply)
         out.write(len(frame).to_bytes(8, "little") + frame)
         out.flush()
+        if request["op"] == "requests" and _text_size(request["entries"]) >= _TRIM_AFTER_BYTES:
+            del request
+            release_freed_heap()
+
+
+def _text_size(entries: list[Any]) -> int:
+    """The inputs' and outputs' text of a batch of entries (see ``logtables.Entry``)."""
+    return sum(len(e[9]) + len(e[10]) for e in entries)
 
 
 def _run(files: LogFiles, request: dict[str, Any]) -> Any:
@@ -189,3 +199,28 @@ def _run(files: LogFiles, request: dict[str, Any]) -> Any:
 
         return sorted(find_requests(files, request["ids"]))
     raise ValueError(f"unknown operation {op!r}")
+
+
+def release_freed_heap() -> bool:
+    """Hand the heap that buffered rows freed back to the system; True if it could.
+
+    glibc keeps freed small blocks in its arenas, so after a burst of 100-row requests filled
+    the buffer (up to ``serve.log.max_buffer_mb``) the worker would hold that peak for good.
+    ``malloc_trim`` returns it; it runs in the writer thread, outside the GIL (ctypes releases
+    it), only once a burst has drained. Other C libraries (musl, macOS) have no such call.
+    """
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM is False:
+        return False
+    _TRIM(0)
+    return True
+
+
+_TRIM: Any = None

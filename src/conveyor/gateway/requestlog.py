@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import GatewayError
 from conveyor.gateway.logtables import Entry, stored_signature
-from conveyor.gateway.logwriter import WriterProcess
+from conveyor.gateway.logwriter import WriterProcess, release_freed_heap
 from conveyor.store.predictionlog import layout
 from conveyor.store.predictionlog.files import LogFiles
 
@@ -54,6 +54,7 @@ log = logging.getLogger("conveyor.gateway")
 _ROW_OVERHEAD = 200  # bytes a buffered row costs besides its texts (tuple, ids, numbers)
 _BATCH_BYTES = 8 * 1024 * 1024  # one table build's text at most: bounds the writer's peak memory
 _RECENT_IDS = 100_000  # request ids this gateway wrote, kept to answer feedback without a read
+_TRIM_AFTER_BYTES = 16 * 1024 * 1024  # text drained from the buffer before the heap is trimmed
 _MERGE_MAX_AGE_S = 1800.0  # older own files are left to 'conveyor log compact' (takes > 1 h)
 
 
@@ -102,6 +103,7 @@ class RequestLog:
         # writer), so no lock is needed: the buffered bytes are their difference.
         self._bytes_in = 0
         self._bytes_out = 0
+        self._drained = 0  # text written since the heap was last trimmed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flushing = threading.Lock()
@@ -331,12 +333,17 @@ class RequestLog:
             else:
                 self._wake.wait(backoff)
             self._wake.clear()
+            before = self._bytes_out
             try:
                 self.flush()
                 backoff = self.flush_seconds
             except Exception:
                 backoff = min(max(backoff * 2, self.flush_seconds * 2), 30.0)
                 continue
+            self._drained += self._bytes_out - before
+            if self._drained >= _TRIM_AFTER_BYTES and not self._buffer:
+                self._drained = 0
+                release_freed_heap()
             if time.monotonic() - self._merged_at >= self.merge_seconds:
                 self.merge_own()
 
