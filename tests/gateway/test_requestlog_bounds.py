@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+import pytest
+
 from conveyor.gateway.requestlog import RequestLog
 from conveyor.store.metadata import Store
 from conveyor.store.predictionlog.layout import log_url
