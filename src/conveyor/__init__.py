@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from conveyor.exceptions import ConveyorError
+from conveyor.exceptions import ConveyorError, RegistrationRefused
 from conveyor.pipeline.tracking import log_artifact, log_metric, log_metrics, log_param
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
         register,
         start_run,
     )
-    from conveyor.actions.registration import RegistrationRefused
 
 __version__ = "0.1.0"
 
@@ -60,7 +59,6 @@ __all__ = [
 _LAZY = {
     "LoadedModel": "python_api",
     "Project": "python_api",
-    "RegistrationRefused": "registration",
     "Run": "python_api",
     "load_model": "python_api",
     "open_project": "python_api",

@@ -32,6 +32,7 @@ them (as ``Error: ...``) and picks the exit code.
     ├── ReleaseError           a release cannot start or move (another runs, wrong state)
     ├── MonitorError           monitoring cannot run (nothing routed, no reference)
     ├── GateError              a gate cannot be evaluated (a missing metric, a bad column)
+    │   └── RegistrationRefused  conveyor.register judged the model and a gate failed (.gates)
     └── ExportError            a CI or deployment file cannot be written
 """
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 class ConveyorError(Exception):
@@ -198,6 +200,15 @@ class MonitorError(ConveyorError):
 
 class GateError(ConveyorError):
     """A gate cannot be evaluated: it names a metric, column or environment that is not there."""
+
+
+class RegistrationRefused(GateError):
+    """``conveyor.register`` judged the model and a blocking gate failed; ``gates`` holds every
+    verdict (as ``conveyor models show`` prints them), and nothing was registered."""
+
+    def __init__(self, message: str, gates: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.gates = gates
 
 
 class ExportError(ConveyorError):

@@ -531,7 +531,7 @@ class _Job:
             }
         finally:
             os.unlink(path)
-        result = _servable_result(answer, len(rows))
+        result = servable_result(answer, len(rows))
         result.duration_s = time.perf_counter() - start
         self.notify(result)
         return result
@@ -685,7 +685,7 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _servable_result(answer: dict[str, Any], rows: int) -> GateResult:
+def servable_result(answer: dict[str, Any], rows: int) -> GateResult:
     evidence = {k: v for k, v in answer.items() if k != "ok"}
     if not answer.get("ok"):
         summary = f"cannot be served: {answer.get('error')}"

@@ -449,9 +449,9 @@ def export_mlflow(
                 f"{record.label} is a pickle; export writes the formats that load without "
                 f"running code ({', '.join(_FILE_NAMES)}). Register it as skops first."
             )
-        from conveyor.registry.modelfile import _verified_bytes
+        from conveyor.registry.modelfile import verified_bytes
 
-        data = _verified_bytes(registry.artifacts, record.file, record.label)
+        data = verified_bytes(registry.artifacts, record.file, record.label)
     file_name = _FILE_NAMES.get(record.file.format, f"model.{record.file.format}")
     meta = {
         "model": record.model,

@@ -329,7 +329,7 @@ def register_fitted(
     )
     with open_registry(config) as registry:
         file = save_model(model, registry.artifacts)
-        holdout = _store_frame(registry.artifacts, features)
+        holdout = store_frame(registry.artifacts, features)
         onnx_record = None
         if onnx:
             data, report = export_onnx(model, features.head(1000), task=task)
@@ -356,7 +356,7 @@ def register_fitted(
         return registry.version(name, version.version)
 
 
-def _store_frame(artifacts: Any, frame: Any) -> dict[str, Any]:
+def store_frame(artifacts: Any, frame: Any) -> dict[str, Any]:
     """A frame as a Parquet artifact, described as a pipeline output (the monitor's reference)."""
     fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=artifacts.tmp_dir())
     os.close(fd)

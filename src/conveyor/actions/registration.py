@@ -17,26 +17,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.exceptions import GateError
+from conveyor.exceptions import GateError, RegistrationRefused
 
 if TYPE_CHECKING:
     from conveyor.actions.python_api import Project, Run
     from conveyor.config import ProjectConfig
     from conveyor.registry.registry import Registry, Version
 
-__all__ = ["PROJECT_GATES", "Options", "RegistrationRefused", "judge_and_register"]
+__all__ = ["PROJECT_GATES", "Options", "judge_and_register"]
 
 #: ``gates=`` of :func:`conveyor.register`: the project's ``gates:`` list from conveyor.yaml.
 PROJECT_GATES = "project"
-
-
-class RegistrationRefused(GateError):
-    """``conveyor.register`` judged the model and a blocking gate failed; ``gates`` holds every
-    verdict (as ``conveyor models show`` prints them), and nothing was registered."""
-
-    def __init__(self, message: str, gates: list[dict[str, Any]]) -> None:
-        super().__init__(message)
-        self.gates = gates
 
 
 @dataclass(frozen=True)
@@ -152,7 +143,7 @@ def judge_and_register(
         RegistrationRefused: a blocking gate failed (a ``candidate.rejected`` event is written).
         GateError: the data or a gate cannot be used as given.
     """
-    from conveyor.actions.models import _store_frame
+    from conveyor.actions.models import store_frame
     from conveyor.evaluate.steps import features_of
     from conveyor.evaluate.values import jsonable
     from conveyor.gates.model_gates import Candidate, evaluate_gate
@@ -193,7 +184,7 @@ def judge_and_register(
     with proj.registry() as registry:
         artifacts = registry.artifacts
         file = save_model(model, artifacts, trusted_extra=trusted)
-        holdout_desc = _store_frame(artifacts, rows.holdout)
+        holdout_desc = store_frame(artifacts, rows.holdout)
         onnx_record, serving = None, None
         if onnx if onnx is not None else (own.onnx if own else True):
             data_bytes, report = flavour.export_onnx(model, features.head(500), task)
@@ -338,7 +329,7 @@ def _servable(
     import subprocess
     import tempfile
 
-    from conveyor.actions.ci import SERVABLE_ROWS, SERVABLE_TIMEOUT_S, _servable_result
+    from conveyor.actions.ci import SERVABLE_ROWS, SERVABLE_TIMEOUT_S, servable_result
     from conveyor.evaluate.steps import class_probabilities
     from conveyor.evaluate.values import jsonable
 
@@ -371,7 +362,7 @@ def _servable(
         answer = {"ok": False, "error": f"loading and predicting took over {SERVABLE_TIMEOUT_S} s"}
     finally:
         os.unlink(tmp)
-    result = _servable_result(answer, len(rows))
+    result = servable_result(answer, len(rows))
     result.duration_s = time.perf_counter() - start
     return result
 

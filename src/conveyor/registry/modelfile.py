@@ -33,7 +33,9 @@ __all__ = [
     "check_trusted",
     "from_step_output",
     "load_model",
+    "pickle_refused",
     "save_model",
+    "verified_bytes",
 ]
 
 ModelFormat = Literal[
@@ -193,7 +195,7 @@ def save_model(
         return _save_skops(model, store, cls, tuple(trusted_extra))
     if format == "pickle":
         if not allow_pickle:
-            raise _pickle_refused(f"the {cls}")
+            raise pickle_refused(f"the {cls}")
         try:
             data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -231,8 +233,8 @@ def load_model(
     """
     if file.format == "pickle":
         if not allow_pickle:
-            raise _pickle_refused(what)
-        data = _verified_bytes(store, file, what)
+            raise pickle_refused(what)
+        data = verified_bytes(store, file, what)
         try:
             return pickle.loads(data)
         except Exception as exc:
@@ -246,11 +248,11 @@ def load_model(
         flavour = for_format(file.format)
         return flavour.load(
             file.format,
-            _verified_bytes(store, file, what),
+            verified_bytes(store, file, what),
             what=what,
             trusted_extra=tuple(trusted_extra),
         )
-    data = _verified_bytes(store, file, what)
+    data = verified_bytes(store, file, what)
     try:
         return load_skops(data, trusted_extra, what=what)
     except UnsafeModelFile:
@@ -275,7 +277,7 @@ def _save_skops(model: Any, store: ArtifactStore, cls: str, extra: tuple[str, ..
     return ModelFile("skops", artifact.digest, artifact.size, trusted, cls)
 
 
-def _verified_bytes(store: ArtifactStore, file: ModelFile, what: str) -> bytes:
+def verified_bytes(store: ArtifactStore, file: ModelFile, what: str) -> bytes:
     """The file's bytes, hashed in the same read that returns them."""
     try:
         return store.read_bytes(file.digest)
@@ -295,7 +297,7 @@ def _verified_bytes(store: ArtifactStore, file: ModelFile, what: str) -> bytes:
         raise RegistryError(f"Cannot read the file of {what}: {exc}") from exc
 
 
-def _pickle_refused(what: str) -> UnsafeModelFile:
+def pickle_refused(what: str) -> UnsafeModelFile:
     return UnsafeModelFile(
         f"Refusing to use a pickle for {what}: pickles can run any code when loaded and are "
         "forbidden by the policy `registry.allow_pickle`. Save the model as skops, or set "

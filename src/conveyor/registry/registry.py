@@ -343,11 +343,11 @@ class Registry:
             UnsafeModelFile: a pickle under a policy that forbids them.
             RegistryError: the file is missing from the artifact store or cannot be read.
         """
-        from conveyor.registry.modelfile import _pickle_refused, _verified_bytes
+        from conveyor.registry.modelfile import pickle_refused, verified_bytes
 
         if version.file.format == "pickle" and not allow_pickle:
-            raise _pickle_refused(version.label)
-        _verified_bytes(self.artifacts, version.file, version.label)
+            raise pickle_refused(version.label)
+        verified_bytes(self.artifacts, version.file, version.label)
 
     # -- helpers ---------------------------------------------------------------------------
 
