@@ -75,7 +75,11 @@ def test_tracking_project_stores_every_value(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("script", "args", "expected"),
     [
-        ("gates_significance.py", ["--seeds", "3", "--boot-seeds", "2"], "not worse"),
+        (
+            "gates_significance.py",
+            ["--seeds", "3", "--boot-seeds", "2", "--calibration-rows", "100000"],
+            "not worse",
+        ),
         ("validation_bench.py", ["--rows", "20000"], "pandera"),
         ("drift_bench.py", ["--rows", "3000", "--repeat", "1"], "scipy"),
     ],
