@@ -193,6 +193,7 @@ class Controller:
 
     def _monitor(self, now: datetime) -> list[Act]:
         from conveyor.monitor.alerts import Alerter, evaluate
+        from conveyor.monitor.kept import keep, key_for, take
         from conveyor.monitor.report import monitor_report, prometheus_text
 
         monitor = self.config.monitor
@@ -203,11 +204,16 @@ class Controller:
             or self.registry.alias(model, monitor.environment) is None
         ):
             return []
+        # kept for `conveyor monitor`, which prints it while the log has not changed since;
+        # the fingerprint is taken before the report reads anything (monitor/kept.py)
+        key = key_for(self.config, None, None, None)
+        fingerprint = take(self.config, self.store, key) if key is not None else None
         try:
             report = monitor_report(self.config, self.registry, now=now)
         except ConveyorError as exc:
             log.warning("monitoring skipped: %s", exc)
             return []
+        keep(self.config, self.store, fingerprint, report, by="conveyor watch")
         self.last_report = report
         self.metrics_text = prometheus_text(report)
         write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", self.metrics_text)
