@@ -34,9 +34,7 @@ def monitor(
     ] = None,
     fresh: Annotated[
         bool,
-        typer.Option(
-            "--fresh", help="Compute the report even if the kept one still holds."
-        ),
+        typer.Option("--fresh", help="Compute the report even if the kept one still holds."),
     ] = False,
     json_out: JsonOpt = False,
     project: ProjectOpt = None,

@@ -151,8 +151,7 @@ def same_project(stamp: dict, root: Path, config_file: Path) -> bool:
         return (
             stamp.get("root") == str(root)
             and stamp.get("env") == {k: os.environ.get(k) for k in ENV_VARS}
-            and stamp.get("config_sha256")
-            == hashlib.sha256(config_file.read_bytes()).hexdigest()
+            and stamp.get("config_sha256") == hashlib.sha256(config_file.read_bytes()).hexdigest()
         )
     except (OSError, AttributeError):
         return False
