@@ -129,14 +129,18 @@ def parse_window(text: str) -> float | None:
 # -- the fingerprint's parts ---------------------------------------------------------------------
 
 
-def project_stamp(root: Path, config_file: Path, store_url: str, artifacts_url: str) -> dict:
+def project_stamp(
+    root: Path, config_file: Path, store_url: str, artifacts_url: str, software: str
+) -> dict:
     """The project's part: its root, the digest of conveyor.yaml's bytes, the variables that
-    override its store locations, and where those point (recorded for the fast path).
+    override its store locations, where those point (recorded for the fast path), and the
+    Conveyor version that computed the report (``software``: another may compute otherwise).
 
     Raises:
         OSError: conveyor.yaml cannot be read.
     """
     return {
+        "software": software,
         "root": str(root),
         "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest(),
         "env": {k: os.environ.get(k) for k in ENV_VARS},
@@ -145,11 +149,13 @@ def project_stamp(root: Path, config_file: Path, store_url: str, artifacts_url: 
     }
 
 
-def same_project(stamp: dict, root: Path, config_file: Path) -> bool:
-    """Whether a recorded project stamp still describes the project at ``root``."""
+def same_project(stamp: dict, root: Path, config_file: Path, software: str) -> bool:
+    """Whether a recorded project stamp still describes the project at ``root`` and this
+    Conveyor (``software``: its version)."""
     try:
         return (
-            stamp.get("root") == str(root)
+            stamp.get("software") == software
+            and stamp.get("root") == str(root)
             and stamp.get("env") == {k: os.environ.get(k) for k in ENV_VARS}
             and stamp.get("config_sha256") == hashlib.sha256(config_file.read_bytes()).hexdigest()
         )
@@ -197,17 +203,19 @@ def routing_plain(conn: sqlite3.Connection, model: str, environment: str) -> str
 
 def routing_store(store: Store, model: str, environment: str) -> str | None:
     """``routing_plain`` through the metadata store (any database): the same digest."""
+    from sqlalchemy import select
+
     from conveyor.store import models as m
 
     with store.session() as s:
         alias = s.get(m.Alias, (model, environment))
         if alias is None:
             return None
-        row = (
-            s.query(m.ModelVersion)
-            .filter(m.ModelVersion.model == model, m.ModelVersion.version == alias.version)
-            .one_or_none()
-        )
+        row = s.scalars(
+            select(m.ModelVersion).where(
+                m.ModelVersion.model == model, m.ModelVersion.version == alias.version
+            )
+        ).one_or_none()
         traffic = s.get(m.Traffic, (model, environment))
         version = None if row is None else {c: getattr(row, c) for c in _VERSION_COLUMNS}
         shares = None if traffic is None else (traffic.version, traffic.mode, traffic.weight)
@@ -324,14 +332,21 @@ def write_defaults(state_dir: Path, project: dict, key: Key, *, model_known: boo
 
 
 def defaults(
-    state_dir: Path, root: Path, config_file: Path, model: str | None, environment: str | None
+    state_dir: Path,
+    root: Path,
+    config_file: Path,
+    software: str,
+    model: str | None,
+    environment: str | None,
 ) -> Key | None:
     """The key of `conveyor monitor -m MODEL --env ENV` with the window and whichever of the
     two is None taken from the recorded defaults, while conveyor.yaml is unchanged (None: no
     such record, or no model named anywhere)."""
     try:
         data = json.loads((state_dir / FOLDER / "defaults.json").read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT or not same_project(data["project"], root, config_file):
+        if data.get("format") != FORMAT or not same_project(
+            data["project"], root, config_file, software
+        ):
             return None
         k = data["key"]
         model = model or k["model"]
