@@ -283,7 +283,6 @@ def kept_monitor_report(read: Read) -> dict[str, Any] | None:
     """The kept report of `conveyor monitor` with these options, as of now, if it holds."""
     from datetime import UTC, datetime
 
-    from conveyor import __version__
     from conveyor.actions.runs import QuickProject, plain_store
     from conveyor.project import CONFIG_FILE, Paths, find_root
     from conveyor.store import kept as keeper
@@ -302,7 +301,7 @@ def kept_monitor_report(read: Read) -> dict[str, Any] | None:
     state = Paths(root).state_dir
     model, env = options.get("name"), options.get("env")
     if model is None or env is None or ("window" not in options and last is None):
-        default = keeper.defaults(state, root, config_file, __version__, model, env)
+        default = keeper.defaults(state, root, config_file, model, env)
         if default is None:
             return None
         if "window" not in options and last is None:
@@ -312,7 +311,7 @@ def kept_monitor_report(read: Read) -> dict[str, Any] | None:
     now = datetime.now(UTC)
     if (
         record is None
-        or not keeper.same_project(record["project"], root, config_file, __version__)
+        or not keeper.same_project(record["project"], root, config_file)
         or not keeper.time_holds(record, now)
     ):
         return None

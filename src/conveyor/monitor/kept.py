@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from conveyor import __version__
 from conveyor.store import kept as keeper
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ def take(config: ProjectConfig, store: Store, key: keeper.Key) -> keeper.Fingerp
         now = datetime.now(UTC)
         root = Path(config.root)
         project = keeper.project_stamp(
-            root, root / CONFIG_FILE, config.store_url(), config.artifacts_url(), __version__
+            root, root / CONFIG_FILE, config.store_url(), config.artifacts_url()
         )
         routing = keeper.routing_store(store, key.model, key.environment)
         if routing is None:
@@ -166,7 +165,7 @@ def kept_report(
     try:
         if (
             record is None
-            or not keeper.same_project(record["project"], root, root / CONFIG_FILE, __version__)
+            or not keeper.same_project(record["project"], root, root / CONFIG_FILE)
             or not keeper.time_holds(record, now)
         ):
             return None

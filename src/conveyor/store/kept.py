@@ -40,6 +40,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,18 +130,16 @@ def parse_window(text: str) -> float | None:
 # -- the fingerprint's parts ---------------------------------------------------------------------
 
 
-def project_stamp(
-    root: Path, config_file: Path, store_url: str, artifacts_url: str, software: str
-) -> dict:
+def project_stamp(root: Path, config_file: Path, store_url: str, artifacts_url: str) -> dict:
     """The project's part: its root, the digest of conveyor.yaml's bytes, the variables that
     override its store locations, where those point (recorded for the fast path), and the
-    Conveyor version that computed the report (``software``: another may compute otherwise).
+    Conveyor version that computed the report (another may compute otherwise).
 
     Raises:
         OSError: conveyor.yaml cannot be read.
     """
     return {
-        "software": software,
+        "software": _software(),
         "root": str(root),
         "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest(),
         "env": {k: os.environ.get(k) for k in ENV_VARS},
@@ -149,18 +148,25 @@ def project_stamp(
     }
 
 
-def same_project(stamp: dict, root: Path, config_file: Path, software: str) -> bool:
+def same_project(stamp: dict, root: Path, config_file: Path) -> bool:
     """Whether a recorded project stamp still describes the project at ``root`` and this
-    Conveyor (``software``: its version)."""
+    Conveyor version."""
     try:
         return (
-            stamp.get("software") == software
+            stamp.get("software") == _software()
             and stamp.get("root") == str(root)
             and stamp.get("env") == {k: os.environ.get(k) for k in ENV_VARS}
             and stamp.get("config_sha256") == hashlib.sha256(config_file.read_bytes()).hexdigest()
         )
     except (OSError, AttributeError):
         return False
+
+
+def _software() -> str:
+    """The Conveyor version, from the package itself: Python imports it before any of its
+    modules, this one included. Importing it by name would make the store layer depend on
+    what the package re-exports from the layers above."""
+    return str(getattr(sys.modules.get("conveyor"), "__version__", "unknown"))
 
 
 def _digest(value: Any) -> str:
@@ -335,7 +341,6 @@ def defaults(
     state_dir: Path,
     root: Path,
     config_file: Path,
-    software: str,
     model: str | None,
     environment: str | None,
 ) -> Key | None:
@@ -344,9 +349,7 @@ def defaults(
     such record, or no model named anywhere)."""
     try:
         data = json.loads((state_dir / FOLDER / "defaults.json").read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT or not same_project(
-            data["project"], root, config_file, software
-        ):
+        if data.get("format") != FORMAT or not same_project(data["project"], root, config_file):
             return None
         k = data["key"]
         model = model or k["model"]
