@@ -132,6 +132,14 @@ def test_a_second_look_answers_from_the_kept_report_without_heavy_imports(served
     assert text["heavy"] == [] and "num@production serving version 1: last 3600s" in text["out"]
     assert "ago by conveyor monitor; the log has not changed since" in text["out"]
 
+    # --metrics is the full command's, which checks the kept report through the store and
+    # writes its gauges without computing
+    prom = root / "monitor.prom"
+    metrics = probe(root, "-m", "num", "--metrics", str(prom))
+    assert metrics["code"] == 0 and "by conveyor monitor" in metrics["out"]
+    assert not {"pandas", "scipy", "duckdb", "pyarrow"} & set(metrics["heavy"])
+    assert 'conveyor_monitor_rows{environment="production",model="num"} 200.0' in prom.read_text()
+
     again = probe(root, "-m", "num", "--json", "--fresh")
     assert "pandas" in again["heavy"] and keeper.FIELD not in json.loads(again["out"])
     assert without_now(json.loads(again["out"])) == without_now(computed)
@@ -192,6 +200,10 @@ def test_a_window_of_seconds_holds_until_its_oldest_row_leaves_it(served) -> Non
         assert full_check(served, registry.store, key, now=expires) is None
         assert full_check(served, registry.store, key, now=computed - timedelta(seconds=1)) is None
     assert fast(served, "--window", "10m") is not None  # now is well before the expiry
+    path = Path(served.root) / ".conveyor" / "monitor" / key.file_name()
+    record["expires_at"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    path.write_text(json.dumps(record))
+    assert fast(served, "--window", "10m") is None  # its oldest row has left the window
 
 
 def test_a_kept_report_that_cannot_be_trusted_is_computed_again(served) -> None:
