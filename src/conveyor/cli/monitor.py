@@ -32,15 +32,25 @@ def monitor(
         Path | None,
         typer.Option(metavar="FILE", help="Write the figures in Prometheus text format."),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option("--fresh", help="Compute the report even if the kept one still holds."),
+    ] = False,
     json_out: JsonOpt = False,
     project: ProjectOpt = None,
 ) -> None:
-    """Drift of live inputs and predictions against the training data, and live quality."""
+    """Drift of live inputs and predictions against the training data, and live quality.
+
+    The last report of each model, environment and window is kept with a fingerprint of what
+    it was computed from (the routing, the log's files, conveyor.yaml, the clock for a window
+    of seconds); while that still matches, the kept report is printed at once. ``--html``
+    plots the window's rows, so it always computes.
+    """
     from conveyor.actions.models import open_registry
     from conveyor.config.deploy import parse_duration
     from conveyor.config.monitor import WindowConfig
-    from conveyor.monitor.html import write_html
-    from conveyor.monitor.report import observe, prometheus_text
+    from conveyor.monitor.kept import look
+    from conveyor.monitor.report import prometheus_text
 
     config = load_project(project)
     spec = None
@@ -54,10 +64,19 @@ def monitor(
     elif last is not None:
         spec = WindowConfig(last=last)
     with open_registry(config) as registry:
-        seen = observe(config, registry, model=name, environment=env, window=spec)
+        seen = look(
+            config,
+            registry,
+            model=name,
+            environment=env,
+            window=spec,
+            fresh=fresh or html is not None,
+        )
     report = seen.report
-    if html is not None:
-        write_html(report, seen.reference, seen.window, html)
+    if html is not None and seen.seen is not None:
+        from conveyor.monitor.html import write_html
+
+        write_html(seen.seen.report, seen.seen.reference, seen.seen.window, html)
     if metrics is not None:
         from conveyor.store.atomic import write_text
 
@@ -65,9 +84,11 @@ def monitor(
     if json_out:
         echo_json(report)
         return
-    from conveyor.cli.console import print_monitor
+    from conveyor.cli.console import print_kept, print_monitor
 
     print_monitor(report)
+    if seen.kept is not None:
+        print_kept(seen.kept)
     if html is not None:
         typer.echo(f"Wrote {html}")
 

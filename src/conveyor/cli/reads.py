@@ -1,5 +1,5 @@
 """The read commands answered before Typer loads: `runs`, `show`, `events`, `status`,
-`models list|show`, `releases` and `release show`.
+`models list|show`, `releases`, `release show`, and `monitor` while its kept report holds.
 
 Typer (which imports pydantic to coerce options) costs ~0.12 s at start-up, more than half of a
 read command's 0.2 s budget. So the executable first hands its arguments to :func:`parse`: a
@@ -16,6 +16,13 @@ and says what is wrong exactly as before.
     models show [NAME] [VERSION] [--json] [-C DIR]
     releases [-m NAME] [--limit N] [--json] [-C DIR]
     release show RELEASE_ID [--json] [-C DIR]
+    monitor [-m NAME] [--env ENV] [--window D] [--last N] [--json] [-C DIR]
+
+`monitor` is answered here only from its kept report (``store/kept.py``), when the report's
+fingerprint still matches, read with ``sqlite3`` and a listing of the log's folders; ``parse``
+checks that, and on any miss (no kept report, a change, a store that is not a SQLite file at
+head) returns None, so the full command computes the report, importing pandas, SciPy,
+SQLAlchemy and DuckDB.
 """
 
 from __future__ import annotations
@@ -54,6 +61,12 @@ _FORMS: dict[tuple[str, ...], _Form] = {
         {"--model": "name", "-m": "name", "--limit": "limit"}, frozenset({"limit"}), (), 0
     ),
     ("release", "show"): _Form({}, frozenset(), ("release_id",), 1),
+    ("monitor",): _Form(
+        {"--model": "name", "-m": "name", "--env": "env", "--window": "window", "--last": "last"},
+        frozenset({"last"}),
+        (),
+        0,
+    ),
 }
 
 
@@ -71,7 +84,10 @@ def parse(argv: list[str]) -> Read | None:
     """The read command ``argv`` asks for, or None: let Typer parse it (help, errors, others)."""
     for words, form in _FORMS.items():
         if tuple(argv[: len(words)]) == words:
-            return _parse_form(words, form, argv[len(words) :])
+            read = _parse_form(words, form, argv[len(words) :])
+            if read is not None and words == ("monitor",):
+                return _with_kept_report(read)
+            return read
     return None
 
 
@@ -251,6 +267,83 @@ def _release_show(read: Read) -> None:
         print_release(release, events)
 
 
+def _with_kept_report(read: Read) -> Read | None:
+    """``read`` holding the kept monitoring report as of now, or None: the full command
+    computes it (or says what is wrong with the command line)."""
+    try:
+        report = kept_monitor_report(read)
+    except Exception:  # a cache never fails the command: the full path decides
+        return None
+    if report is None:
+        return None
+    return Read(read.command, {**read.options, "report": report}, read.as_json, read.project)
+
+
+def kept_monitor_report(read: Read) -> dict[str, Any] | None:
+    """The kept report of `conveyor monitor` with these options, as of now, if it holds."""
+    from datetime import UTC, datetime
+
+    from conveyor.actions.runs import QuickProject, plain_store
+    from conveyor.project import CONFIG_FILE, Paths, find_root
+    from conveyor.store import kept as keeper
+
+    options = read.options
+    if "window" in options and "last" in options:
+        return None
+    seconds = keeper.parse_window(options["window"]) if "window" in options else None
+    last = options.get("last")
+    if (seconds is not None and seconds <= 0) or (last is not None and last < 1):
+        return None
+    if "window" in options and seconds is None:
+        return None
+    root = find_root(read.project)
+    config_file = root / CONFIG_FILE
+    state = Paths(root).state_dir
+    model, env = options.get("name"), options.get("env")
+    if model is None or env is None or ("window" not in options and last is None):
+        default = keeper.defaults(state, root, config_file, model, env)
+        if default is None:
+            return None
+        if "window" not in options and last is None:
+            seconds, last = default.seconds, default.last
+        model, env = default.model, default.environment
+    record = keeper.read_record(state, keeper.Key(model, env, seconds, last))
+    now = datetime.now(UTC)
+    if (
+        record is None
+        or not keeper.same_project(record["project"], root, config_file)
+        or not keeper.time_holds(record, now)
+    ):
+        return None
+    url = str(record["project"]["store_url"])
+    if not url.startswith("sqlite:///"):
+        return None  # another database: the full command checks the kept report through it
+    db = url[len("sqlite:///") :]
+    with plain_store(QuickProject(root, "", db, "", None)) as conn:
+        if conn is None:
+            return None
+        routing = keeper.routing_plain(conn, model, env)
+    log = keeper.log_stamp(
+        str(record["project"]["artifacts_url"]), model, env, record["log"].get("first_day")
+    )
+    if not keeper.holds(record, routing, log):
+        return None
+    return keeper.as_of(record, now)
+
+
+def _monitor(read: Read) -> None:
+    from conveyor.store.kept import FIELD
+
+    report = read.options["report"]
+    if read.as_json:
+        _echo_json(report)
+        return
+    from conveyor.cli.console import print_kept, print_monitor
+
+    print_monitor(report)
+    print_kept(report[FIELD])
+
+
 _HANDLERS: dict[tuple[str, ...], Callable[[Read], None]] = {
     ("runs",): _runs,
     ("show",): _show,
@@ -260,4 +353,5 @@ _HANDLERS: dict[tuple[str, ...], Callable[[Read], None]] = {
     ("models", "show"): _models_show,
     ("releases",): _releases,
     ("release", "show"): _release_show,
+    ("monitor",): _monitor,
 }

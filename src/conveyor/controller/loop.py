@@ -160,6 +160,9 @@ class Controller:
         Never waits for a retraining: it starts one (``retrain_started``) and a later turn
         reports its end (``retrained`` or ``retrain_failed``).
         """
+        # a turn at the real time reports a window that ends when it is read, after the
+        # kept report's fingerprint is taken (monitor/kept.py), so `conveyor monitor` can use it
+        window_end = now
         now = now or utcnow()
         done: list[Act] = []
 
@@ -174,7 +177,7 @@ class Controller:
         outcomes = self.releases.step(now=now)
         tell([_release_act(o) for o in outcomes if o["action"] not in ("wait", "paused")])
         if self.config.monitor is not None and self._due(now):
-            tell(self._monitor(now))
+            tell(self._monitor(now, window_end))
         if self.config.model is not None and self.config.monitor is not None:
             tell(self.retrainer.turn(now, self.last_report))
         if self.config.model is not None and self.config.deploy:
@@ -191,8 +194,9 @@ class Controller:
 
     # -- monitoring and alerts -------------------------------------------------------------
 
-    def _monitor(self, now: datetime) -> list[Act]:
+    def _monitor(self, now: datetime, window_end: datetime | None = None) -> list[Act]:
         from conveyor.monitor.alerts import Alerter, evaluate
+        from conveyor.monitor.kept import keep, key_for, take
         from conveyor.monitor.report import monitor_report, prometheus_text
 
         monitor = self.config.monitor
@@ -203,11 +207,16 @@ class Controller:
             or self.registry.alias(model, monitor.environment) is None
         ):
             return []
+        # kept for `conveyor monitor`, which prints it while the log has not changed since;
+        # the fingerprint is taken before the report reads anything (monitor/kept.py)
+        key = key_for(self.config, None, None, None)
+        fingerprint = take(self.config, self.store, key) if key is not None else None
         try:
-            report = monitor_report(self.config, self.registry, now=now)
+            report = monitor_report(self.config, self.registry, now=window_end)
         except ConveyorError as exc:
             log.warning("monitoring skipped: %s", exc)
             return []
+        keep(self.config, self.store, fingerprint, report, by="conveyor watch")
         self.last_report = report
         self.metrics_text = prometheus_text(report)
         write_text(Path(self.config.root) / ".conveyor" / "monitor.prom", self.metrics_text)
