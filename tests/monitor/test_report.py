@@ -346,12 +346,12 @@ def test_prometheus_text_of_an_empty_window_leaves_drift_out(config) -> None:
     ],
 )
 def test_live_metrics_equal_scikit_learn(truth: list, predicted: list, classes) -> None:
-    from conveyor.monitor.report import _canon, _metrics
+    from conveyor.monitor.report import _metrics, canon
 
     got = _metrics(truth, predicted, classes, regression=False)
-    y, p = [_canon(v) for v in truth], [_canon(v) for v in predicted]
+    y, p = [canon(v) for v in truth], [canon(v) for v in predicted]
     seen = set(y) | set(p)
-    known = [_canon(c) for c in classes] if classes else []
+    known = [canon(c) for c in classes] if classes else []
     if len(known) == 2 and seen <= set(known):
         average: dict = {"average": "binary", "pos_label": known[1]}
     else:
@@ -382,8 +382,8 @@ def test_live_regression_metrics_equal_scikit_learn() -> None:
 
 
 def test_labels_made_canonical_once_per_value_are_those_of_each_value() -> None:
-    from conveyor.monitor.report import _canon, _canon_all
+    from conveyor.monitor.report import canon, canon_all
 
     values = [1, 1.0, True, np.int64(1), "1", 0, -0.0, False, 2.5, float("nan"), None, [1, 2]]
     values = values + values[::-1]
-    assert _canon_all(values) == [_canon(v) for v in values]
+    assert canon_all(values) == [canon(v) for v in values]

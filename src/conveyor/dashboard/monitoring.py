@@ -224,7 +224,7 @@ def series_point(kept: Kept) -> dict[str, Any]:
 def distributions(seen: Monitoring) -> dict[str, Any]:
     """Each feature's reference and live distribution as bins (and the predictions'), for the
     histograms of an environment's page."""
-    from conveyor.monitor.report import _canon
+    from conveyor.monitor.report import canon
 
     report, reference, window = seen.report, seen.reference, seen.window
     out: dict[str, Any] = {"features": {}, "predictions": None}
@@ -249,7 +249,7 @@ def distributions(seen: Monitoring) -> dict[str, Any]:
         ref = reference.predictions.tolist()
         categorical = reference.task != "regression"
         if categorical:  # 1, 1.0 and True name one class, as the report counts them
-            ref, served = [_canon(v) for v in ref], [_canon(v) for v in served]
+            ref, served = [canon(v) for v in ref], [canon(v) for v in served]
         out["predictions"] = _bins(
             pd.Series(ref, dtype=object), pd.Series(served, dtype=object), categorical=categorical
         )

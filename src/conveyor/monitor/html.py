@@ -41,7 +41,7 @@ REF_COLOR, CUR_COLOR = "#4c78a8", "#f58518"
 
 def render_html(report: MonitorReport, reference: Reference, window: Window) -> str:
     """The page as text (``write_html`` writes it)."""
-    from conveyor.monitor.report import _canon
+    from conveyor.monitor.report import canon
 
     drift = report.get("drift")
     features = []
@@ -58,7 +58,7 @@ def render_html(report: MonitorReport, reference: Reference, window: Window) -> 
         categorical = reference.task != "regression"
         ref_values = reference.predictions.tolist()
         if categorical:  # 1, 1.0 and True name one class, as the report counts them
-            ref_values, served = [_canon(v) for v in ref_values], [_canon(v) for v in served]
+            ref_values, served = [canon(v) for v in ref_values], [canon(v) for v in served]
         prediction_plot = _plot(_series(ref_values), _series(served), categorical=categorical)
     metrics = (report.get("quality") or {}).get("metrics") or {}
     view = {

@@ -37,6 +37,8 @@ __all__ = [
     "WindowSpan",
     "monitor_report",
     "observe",
+    "canon",
+    "canon_all",
     "prometheus_text",
 ]
 
@@ -307,8 +309,8 @@ def prediction_drift(
         return None
     classify = version.task != "regression"
     if classify:
-        ref = np.array(_canon_all(reference.predictions.tolist()), dtype=object)
-        cur = np.array(_canon_all(current), dtype=object)
+        ref = np.array(canon_all(reference.predictions.tolist()), dtype=object)
+        cur = np.array(canon_all(current), dtype=object)
     else:
         try:
             cur = np.asarray(current, dtype=np.float64)
@@ -408,12 +410,12 @@ def _classification(
     alone cost ``conveyor monitor`` 0.9 s. ``tests/monitor/test_report.py`` compares both."""
     import numpy as np
 
-    y = np.array(_canon_all(truth), dtype=object)
-    p = np.array(_canon_all(predicted), dtype=object)
+    y = np.array(canon_all(truth), dtype=object)
+    p = np.array(canon_all(predicted), dtype=object)
     if not len(y):
         return {}
     seen = set(y.tolist()) | set(p.tolist())
-    known = [_canon(c) for c in classes] if classes else []
+    known = [canon(c) for c in classes] if classes else []
     if len(known) == 2 and seen <= set(known):
         # the positive class is the second, as predict_proba's column 1 and the evaluation
         labels = [known[1]]
@@ -470,8 +472,8 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _canon_all(values: list[Any]) -> list[str]:
-    """``_canon`` of each value, computed once per distinct value: a million predictions hold
+def canon_all(values: list[Any]) -> list[str]:
+    """``canon`` of each value, computed once per distinct value: a million predictions hold
     a handful of labels, and the call per value cost 0.8 s. Values that compare equal get the
     same text (1 == 1.0 == True all give "1"), so one text per dict key is the same answer."""
     known: dict[Any, str] = {}
@@ -481,15 +483,15 @@ def _canon_all(values: list[Any]) -> list[str]:
         try:
             text = known.get(value)
         except TypeError:  # unhashable (a list): no memo
-            add(_canon(value))
+            add(canon(value))
             continue
         if text is None:
-            text = known[value] = _canon(value)
+            text = known[value] = canon(value)
         add(text)
     return out
 
 
-def _canon(value: Any) -> str:
+def canon(value: Any) -> str:
     """A label as text that agrees across JSON and NumPy: 1, 1.0, True and np.int64(1) -> "1"."""
     item = getattr(value, "item", None)
     if callable(item):
