@@ -254,22 +254,31 @@ def _peak_mb():
 _MONITOR = (
     _PEAK
     + """
-import json, sys, time
+import json, os, sys, time
+from datetime import datetime
 sys.path.insert(0, {repo!r})
 from conveyor.actions.models import open_registry
 from conveyor.config import load_config
 from conveyor.monitor.report import observe
 config = load_config({project!r} + "/conveyor.yaml")
+now = datetime.fromisoformat({now!r})
 with open_registry(config) as registry:
-    import pandas, pyarrow, duckdb, sklearn.metrics, skops.io  # imports: not the report's
+    # the modules the report imports, outside its time (a `conveyor monitor` pays them once);
+    # nothing else: scikit-learn and skops are not the report's (skops.io alone imports torch
+    # through scikit-learn's array-API shims: 229 MB of the 497 MB this child used to hold)
+    import pandas, pyarrow, pyarrow.compute, duckdb, scipy.stats
     from conveyor.config.monitor import WindowConfig
+    loaded = {{m.split(".")[0] for m in sys.modules}}
     _reset_peak()
     before = _peak_mb()
+    load = os.getloadavg()[0]
     started, cpu = time.perf_counter(), time.process_time()
-    seen = observe(config, registry, model="bench", window=WindowConfig(seconds=7200))
+    seen = observe(config, registry, model="bench", window=WindowConfig(seconds=7200), now=now)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    imported = sorted({{m.split(".")[0] for m in sys.modules}} - loaded)
 print(json.dumps({{"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_mb(),
-                  "rows": seen.window.rows, "rss_before_mb": before}}))
+                  "rows": seen.window.rows, "rss_before_mb": before, "load_1m": load,
+                  "imported_during": imported}}))
 """
 )
 
@@ -332,9 +341,21 @@ print(json.dumps({{"seconds": seconds, "peak_rss_mb": _peak_mb(), "rows": table.
 )
 
 
-def monitor_seconds_1m(project: str) -> dict[str, Any]:
-    """``observe()`` over the project's whole log: seconds and the child's peak RSS (MB)."""
-    return _child(_MONITOR.format(repo=str(REPO), project=project))
+def monitor_seconds_1m(project: str, now: str | None = None) -> dict[str, Any]:
+    """``observe()`` over the project's whole log: seconds, CPU seconds (all threads) and the
+    child's peak RSS (MB), with the load average when it started and the top-level modules
+    the report imported that the child had not (none expected).
+
+    The window is the two hours before ``now`` (ISO 8601; default: when the newest log file
+    was written), so that a project built earlier gives the same window, of every row it
+    logged, at any later time: the log spans the hour before its build.
+    """
+    if now is None:
+        from datetime import UTC, datetime
+
+        newest = max(p.stat().st_mtime for p in Path(project, ".conveyor").rglob("*.parquet"))
+        now = datetime.fromtimestamp(newest + 1, UTC).isoformat()
+    return _child(_MONITOR.format(repo=str(REPO), project=project, now=now))
 
 
 def analysis_seconds_1m(project: str) -> dict[str, Any]:
