@@ -387,6 +387,9 @@ def run(quick: bool, project: str | None = None) -> dict[str, Any]:
         if project is None:
             results["log"] = build_project(work / "project", rows)
             project = results["log"]["project"]
+            # the first report of a version scores its holdout (scikit-learn imported, the
+            # model loaded) and keeps the answers on disk; every later one reads them
+            results["monitor_first"] = monitor_seconds_1m(project)
         else:
             parquet = list(Path(project, ".conveyor").rglob("*.parquet"))
             results["log"] = {
@@ -430,6 +433,17 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['monitor'].get('cpu_seconds', float('nan')):.2f} | |",
         f"| its peak RSS, MB (RSS before it: {r['monitor']['rss_before_mb']:.0f}) | "
         f"{r['monitor_peak_rss_mb']} | <= 1024 |",
+        f"| the report's load average when it started | {r['monitor'].get('load_1m', 0):.2f} | |",
+        f"| modules the report imported (the child had the report's own) | "
+        f"{', '.join(r['monitor'].get('imported_during', [])) or 'none'} | |",
+    ]
+    if "monitor_first" in r:
+        first = r["monitor_first"]
+        lines.append(
+            f"| first report of the version (scores the holdout, keeps it), s / CPU s / MB | "
+            f"{first['seconds']:.2f} / {first['cpu_seconds']:.2f} / {first['peak_rss_mb']:.0f} | |"
+        )
+    lines += [
         f"| canary step analysis, s | {r['analysis_seconds_1m']} | <= 0.1 |",
         "",
         "| window read (filters, 25 inputs, sorted, to pandas) | seconds | peak RSS MB |",
