@@ -168,7 +168,7 @@ def gather_requests(
     last: int | None = None,
     columns: Sequence[str] | None = None,
     batch_rows: int = 131_072,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> _T:
     """The rows ``read_requests(ordered=False)`` selects, streamed in record batches to
     ``gather(rows, schema, batches)``, which returns what it kept; ``rows`` is the exact number
@@ -184,9 +184,12 @@ def gather_requests(
     ``gather`` may be called again from the start if a file vanished under the read (a
     compaction replaced it, as for ``read_requests``): it must not keep state across calls.
 
-    ``threads``: DuckDB's threads for the stream. One, by default: on the million-row window
-    (2 CPUs, load 2.5, five runs each) one thread held 590 MB at the window's peak where two
-    held 700-770, and took 1.3-1.7 CPU seconds where two took 1.4-3.5.
+    ``threads``: DuckDB's threads for the stream (default: one up to ``_ONE_THREAD_ROWS``
+    rows, else the connection's two). A second thread costs about 120 MB whatever the size
+    and its gain depends on it: on the million-row window (2 CPUs, load 2.5, five runs each)
+    one thread held 590 MB at the window's peak where two held 700-770, in 1.3-1.7 CPU
+    seconds where two took 1.4-3.5; the report over ten million rows took 71 s with one
+    thread and 37 s with two, at the same peak (5.9 GB).
     """
 
     def read() -> _T:
@@ -200,7 +203,11 @@ def gather_requests(
                 files, paths, since, until, versions, roles, inputs, last, columns, False
             )
             rows = int(con.sql(f"SELECT count(*) FROM ({sql})", params=params).fetchall()[0][0])
-            con.execute(f"SET threads={int(threads)}")
+            if threads is not None:
+                use = int(threads)
+            else:
+                use = 1 if rows <= _ONE_THREAD_ROWS else _THREADS
+            con.execute(f"SET threads={use}")
             try:
                 reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
                 try:
@@ -399,6 +406,7 @@ def _release(con: duckdb.DuckDBPyConnection) -> None:
 
 _LOCAL = threading.local()
 _THREADS = 2  # DuckDB's threads on a kept connection
+_ONE_THREAD_ROWS = 1_500_000  # gather_requests streams up to this many rows on one thread
 _SCHEMAS: dict[str, frozenset[str]] = {}  # file -> its column names (files never change)
 _SCHEMAS_MAX = 200_000
 
