@@ -436,3 +436,24 @@ def test_threads_give_the_same_report() -> None:
     assert drift_report(reference, current, workers=2) == drift_report(
         reference, current, workers=1
     )
+
+
+def test_ks_and_wasserstein_on_a_million_values_with_ties_and_missing_values() -> None:
+    """The monitor's shape: a 10,000-row reference against a million-row window, with ties
+    within and across the sides, NaN and infinities (dropped before the statistics)."""
+    rng = np.random.default_rng(16)
+    a = np.round(rng.normal(0.0, 1.0, 10_000), 2)
+    b = np.round(rng.normal(0.05, 1.0, 1_000_000), 2)
+    a[::97], b[::89], b[5::1013], b[7::2027] = np.nan, np.nan, np.inf, -np.inf
+    finite_a, finite_b = a[np.isfinite(a)], b[np.isfinite(b)]
+
+    got = drift_report(
+        pd.DataFrame({"x": a}), pd.DataFrame({"x": b}), methods={"x": ["ks", "wasserstein"]}
+    )["columns"]["x"]
+
+    expected = stats.ks_2samp(finite_a, finite_b)
+    assert got["stats"]["ks"]["statistic"] == float(expected.statistic)
+    assert _rel(got["stats"]["ks"]["p_value"], float(expected.pvalue)) < 1e-9
+    w = stats.wasserstein_distance(finite_a, finite_b)
+    assert _rel(got["stats"]["wasserstein"]["statistic"], w) < 1e-12
+    assert got["null_share"]["current"] == (len(b) - len(finite_b)) / len(b)

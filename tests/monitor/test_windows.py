@@ -130,11 +130,18 @@ def test_problems_name_the_request_and_field(config) -> None:
     ]
 
 
-def test_a_window_of_files_written_out_of_order_is_in_log_order(config) -> None:
+@pytest.mark.parametrize("batch_rows", [131_072, 7])
+def test_a_window_of_files_written_out_of_order_is_in_log_order(
+    config, monkeypatch: pytest.MonkeyPatch, batch_rows: int
+) -> None:
     """The window reads the log unordered and orders it itself (Arrow's sort on the key
-    columns, then one gather per input): the same rows, in the same order, as DuckDB's
-    ORDER BY of the same files, with requests sharing a timestamp ordered by id."""
+    columns, then each input put in that order in place): the same rows, in the same order, as
+    DuckDB's ORDER BY of the same files, with requests sharing a timestamp ordered by id;
+    whether the rows come in one batch or in batches of 7."""
+    from conveyor.monitor import windows
     from conveyor.store.predictionlog.query import log_of, read_requests
+
+    monkeypatch.setattr(windows, "_BATCH_ROWS", batch_rows)
 
     rng = np.random.default_rng(7)
     logged = []
@@ -180,3 +187,29 @@ def test_a_window_of_files_written_out_of_order_is_in_log_order(config) -> None:
     assert [window.served_at[rid] for rid in dict.fromkeys(window.request_ids)] == [
         e["at"] for e in ordered if e["status"] == 200
     ]
+
+
+def test_a_field_the_log_does_not_have_is_missing_in_every_row(config) -> None:
+    """A signature with a field no logged file has (added since): a nullable one reads as NaN
+    in every row; one that is not nullable skips every row, and the problems name it."""
+    write(config, [entry(f"n{i}", [ROW], [0], ago=50 - i, status=500 if i == 2 else 200)
+                   for i in range(5)])  # fmt: skip
+    with registry_of(config) as registry:
+        signature = dict(registry.version("num", 1).signature)
+        extra = {"name": "f_new", "type": "number"}
+        nullable = {**signature, "inputs": [*signature["inputs"], {**extra, "nullable": True}]}
+        strict = {**signature, "inputs": [*signature["inputs"], {**extra, "nullable": False}]}
+        lenient = read_window(
+            registry.store, "num", "production", seconds=60, now=NOW, signature=nullable
+        )
+        skipped = read_window(
+            registry.store, "num", "production", seconds=60, now=NOW, signature=strict
+        )
+    assert lenient.rows == 4 and lenient.skipped == 0
+    assert lenient.request_ids == ["n0", "n1", "n3", "n4"]
+    assert lenient.inputs[NUM_FIELDS].to_numpy().tolist() == [ROW] * 4
+    assert np.isnan(lenient.inputs["f_new"].to_numpy()).all()
+    assert skipped.rows == 0 and skipped.skipped == 4 and skipped.requests == 5
+    assert skipped.problems[0] == (
+        "request n0 row 0: field 'f_new' is missing, but the field is not nullable"
+    )
