@@ -182,3 +182,34 @@ def test_the_heap_a_burst_freed_is_handed_back_on_glibc() -> None:
     del junk
     assert release_freed_heap() is True
     assert rss_kb() < before_free - 30_000  # at least 30 of the ~60 MB went back
+
+
+@pytest.mark.parametrize(
+    ("priority", "policy"), [("normal", "SCHED_OTHER"), ("idle", "SCHED_IDLE")]
+)
+def test_the_writer_process_runs_at_the_configured_priority(
+    tmp_path: Path, priority: str, policy: str
+) -> None:
+    """serve.log.writer_priority: 'idle' puts the writer process in SCHED_IDLE (it runs only
+    when a core is otherwise idle); 'normal' leaves it at the worker's priority. Rows are
+    written either way."""
+    import os
+
+    config = load(write_project(tmp_path / "p"))
+    with Store(config.store_url()) as store:
+        log = RequestLog(
+            store,
+            gateway="t",
+            writer_priority=priority,
+            log_url=log_url(config.artifacts_url()),
+        )
+        log.start()
+        try:
+            record(log, "one", status=200, inputs="[[1, 2]]", outputs='{"predictions": [0]}')
+            assert log.flush() == 1
+            child = log._writer._proc
+            assert child is not None and child.poll() is None
+            assert os.sched_getscheduler(child.pid) == getattr(os, policy)
+        finally:
+            log.close()
+    assert [r.request_id for r in logged(config)] == ["one"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -76,6 +76,13 @@ class RequestLogConfig(ConfigModel):
         default=False,
         description="Store the inputs of requests answered 4xx (their error text is always "
         "stored).",
+    )
+    writer_priority: Literal["normal", "idle"] = Field(
+        default="normal",
+        description="The CPU priority of the process that writes the log's files: 'idle' runs "
+        "it only when a core is otherwise idle (a pinned, saturated gateway then answers with "
+        "the log-off tail latency, but a flood that keeps every core busy drops most rows); "
+        "'normal' keeps every row and costs the requests its share of the CPU.",
     )
     error_log_seconds: float = Field(
         default=30.0,

@@ -138,6 +138,7 @@ class Gateway:
             max_input_bytes=logcfg.max_input_kb * 1024,
             max_output_bytes=logcfg.max_output_kb * 1024,
             client_error_inputs=logcfg.client_error_inputs,
+            writer_priority=logcfg.writer_priority,
             error_log_seconds=logcfg.error_log_seconds,
             on_drop=lambda n: self.metrics.log_dropped.inc(n),
         )

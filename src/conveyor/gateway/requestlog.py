@@ -32,9 +32,12 @@ import random
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import accumulate, islice
+from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import GatewayError
@@ -74,6 +77,7 @@ class RequestLog:
         max_input_bytes: int = 256 * 1024,
         max_output_bytes: int = 256 * 1024,
         client_error_inputs: bool = False,
+        writer_priority: str = "normal",
         error_log_seconds: float = 30.0,
         on_drop: Callable[[int], None] | None = None,
         log_url: str | None = None,
@@ -111,7 +115,7 @@ class RequestLog:
         self._random = random.random
         self._errors = ErrorThrottle(log, error_log_seconds)
         self._files: LogFiles | None = None
-        self._writer = WriterProcess()
+        self._writer = WriterProcess(idle=writer_priority == "idle")
         weakref.finalize(self, self._writer.stop)  # a log dropped without close() ends its child
         self._signatures: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._recent: dict[str, None] = {}
@@ -241,19 +245,14 @@ class RequestLog:
         total = 0
         with self._flushing:
             while self._buffer:
-                batch: list[Entry] = []
-                size = 0
-                while self._buffer and len(batch) < self.flush_rows and size < _BATCH_BYTES:
-                    row = self._buffer.popleft()
-                    batch.append(row)
-                    size += len(row[9]) + len(row[10]) + _ROW_OVERHEAD
-                self._bytes_out += size
+                batch = self._take()
+                self._bytes_out += _bytes_of(batch)
                 try:
                     self._write(batch)
                 except _Unwritten as exc:  # the log is unreachable: keep the rows, retry later
                     rest = exc.rest
                     self._buffer.extendleft(reversed(rest))
-                    self._bytes_out -= sum(len(r[9]) + len(r[10]) + _ROW_OVERHEAD for r in rest)
+                    self._bytes_out -= _bytes_of(rest)
                     cause = exc.__cause__ or exc
                     self.last_error = f"{type(cause).__name__}: {cause}"
                     self._errors.failed(
@@ -289,8 +288,7 @@ class RequestLog:
             self.files_written += 1
             self.written += written
             self._mine.setdefault(folder, []).append((name, time.monotonic()))
-            for entry in groups[key]:
-                self._remember(entry[0])
+            self._remember(groups[key])
         self.last_error = None
 
     def merge_own(self) -> int:
@@ -311,11 +309,30 @@ class RequestLog:
         self._merged_at = now
         return merged
 
-    def _remember(self, request_id: str) -> None:
+    def _take(self) -> list[Entry]:
+        """The next batch off the buffer's front: at most ``flush_rows`` rows and the first
+        row that reaches ``_BATCH_BYTES`` of text.
+
+        Done with C-level calls (a bulk pop, sizes by ``map``, a bisection), not a Python step
+        per row: this runs in the worker, and each millisecond it holds the interpreter is a
+        millisecond a request may wait (one-client p99, benchmarks/results/gateway-lean.md).
+        Only ``record`` touches the buffer meanwhile, and it only appends to the back."""
+        pop = self._buffer.popleft
+        batch = [pop() for _ in range(min(len(self._buffer), self.flush_rows))]
+        cut = bisect_left(list(accumulate(_sizes(batch))), _BATCH_BYTES) + 1
+        if cut < len(batch):
+            self._buffer.extendleft(reversed(batch[cut:]))
+            del batch[cut:]
+        return batch
+
+    def _remember(self, entries: Sequence[Entry]) -> None:
+        """Keep the ids of written requests (the newest ``_RECENT_IDS``) for feedback."""
         recent = self._recent
-        recent[request_id] = None
-        if len(recent) > _RECENT_IDS:
-            del recent[next(iter(recent))]
+        recent.update(dict.fromkeys(map(_ID, entries)))
+        excess = len(recent) - _RECENT_IDS
+        if excess > 0:  # one pass from the oldest end, not one scan per id
+            for request_id in list(islice(recent, excess)):
+                del recent[request_id]
 
     def _signature(self, model: str, version: int) -> dict[str, Any] | None:
         key = (model, version)
@@ -367,6 +384,20 @@ class RequestLog:
         return found
 
 
+_ID, _AT, _INPUTS, _OUTPUTS = itemgetter(0), itemgetter(1), itemgetter(9), itemgetter(10)
+_FILE_KEY = itemgetter(2, 4, 3)  # model, environment, version
+
+
+def _sizes(entries: Sequence[Entry]) -> list[int]:
+    """The bytes each buffered entry counts for: its texts plus a fixed overhead."""
+    texts = map(add, map(len, map(_INPUTS, entries)), map(len, map(_OUTPUTS, entries)))
+    return [size + _ROW_OVERHEAD for size in texts]
+
+
+def _bytes_of(entries: Sequence[Entry]) -> int:
+    return sum(_sizes(entries))
+
+
 def _marker(text: str) -> str:
     return f'{{"truncated": true, "chars": {len(text)}}}'
 
@@ -384,6 +415,12 @@ class _Unwritten(Exception):
 
 def _groups(batch: Sequence[Entry]) -> dict[tuple[str, str, str, int], list[Entry]]:
     """The batch by the file each row goes to: model, environment, day and version."""
+    times = list(map(_AT, batch))
+    first, last = layout.day_of(float(min(times))), layout.day_of(float(max(times)))
+    keys = set(map(_FILE_KEY, batch))
+    if first == last and len(keys) == 1:  # the usual batch: one model, environment, version, day
+        model, environment, version = keys.pop()
+        return {(model, environment, first, version): list(batch)}
     groups: dict[tuple[str, str, str, int], list[Entry]] = {}
     days: dict[int, str] = {}
     for entry in batch:
