@@ -81,8 +81,9 @@ class RequestLogConfig(ConfigModel):
         default="normal",
         description="The CPU priority of the process that writes the log's files: 'idle' runs "
         "it only when a core is otherwise idle (a pinned, saturated gateway then answers with "
-        "the log-off tail latency, but a flood that keeps every core busy drops most rows); "
-        "'normal' keeps every row and costs the requests its share of the CPU.",
+        "the log-off tail latency, but a flood that keeps every core busy drops most rows, and a "
+        "stop waits for the last flush while other work holds the cores); 'normal' keeps every "
+        "row and costs the requests its share of the CPU.",
     )
     error_log_seconds: float = Field(
         default=30.0,
