@@ -30,6 +30,8 @@ STRINGS: list[list[Any]] = [
     ["a", "", None, "é ü 中文 🚀", "x" * 10_000],
     [None, None],
     np.array(["r1", None, "r3"], dtype=object).tolist(),
+    ["only", "strings", "é", ""],  # the all-str fast path
+    [None] * 5,  # the all-None fast path
 ]
 PREDICTIONS: list[list[Any]] = [
     [0, 1, None, 2**62],
@@ -65,6 +67,8 @@ def test_strings_that_pa_array_refuses_are_still_refused() -> None:
         string_array(["a", 3])
     with pytest.raises(UnicodeEncodeError):
         string_array(["\ud800"])
+    with pytest.raises(UnicodeEncodeError):
+        string_array(["a", "\ud800"])  # the all-str fast path refuses it too
 
 
 @pytest.mark.parametrize(

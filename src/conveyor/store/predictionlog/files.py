@@ -286,6 +286,15 @@ def string_array(values: Any, *, nan_is_null: bool = False) -> pa.Array:
     n = len(values)
     valid = np.ones(n, dtype=bool)
     encoded: list[bytes] = []
+    kinds = set(map(type, values))
+    if kinds == {type(None)}:  # a column no row uses (raw inputs of rows that fit, no error)
+        return pa.nulls(n, pa.string())
+    if kinds == {str}:  # the usual column: every row a str, no Python loop
+        try:
+            encoded = list(map(str.encode, values))
+        except UnicodeEncodeError:  # a lone surrogate: pa.array raises as it always did
+            return pa.array(values, pa.string(), from_pandas=nan_is_null)
+        values = ()
     for i, value in enumerate(values):
         if type(value) is str:
             try:
