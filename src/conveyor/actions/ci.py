@@ -433,7 +433,7 @@ class _Job:
             lineage=self._lineage(),
             holdout=self.holdout_desc,
             onnx=self._onnx_record(),
-            slices=jsonable(_slice_numbers(self.evaluation.get("slices") or {})),
+            slices=jsonable(slice_numbers(self.evaluation.get("slices") or {})),
             gates=gates,
             plots=plots,
             references=self._references(),
@@ -473,11 +473,6 @@ class _Job:
         """Load the candidate as the gateway will and predict rows built from its signature,
         in a clean subprocess: a model that cannot be served is refused with the gateway's
         own error, before it is registered."""
-        import json
-        import os
-        import subprocess
-        import sys
-        import tempfile
         import time
 
         from conveyor.evaluate.steps import class_probabilities, features_of
@@ -507,31 +502,7 @@ class _Job:
             "allow_pickle": self.config.registry.allow_pickle,
             "trusted_extra": list(self.model_cfg.trusted_types),
         }
-        fd, path = tempfile.mkstemp(suffix=".json", dir=self.ctx.artifacts.tmp_dir())
-        with os.fdopen(fd, "w") as f:
-            json.dump(spec, f)
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "conveyor.actions.ci", "--servable", path],
-                capture_output=True,
-                text=True,
-                timeout=SERVABLE_TIMEOUT_S,
-                cwd=str(self.config.root),
-                stdin=subprocess.DEVNULL,
-            )
-            lines = done.stdout.strip().splitlines()
-            answer = json.loads(lines[-1]) if lines else None
-            if not isinstance(answer, dict):
-                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                answer = {"ok": False, "error": f"the check exited {done.returncode}: {tail}"}
-        except subprocess.TimeoutExpired:
-            answer = {
-                "ok": False,
-                "error": f"loading and predicting took over {SERVABLE_TIMEOUT_S} s",
-            }
-        finally:
-            os.unlink(path)
-        result = servable_result(answer, len(rows))
+        result = run_servable_check(spec, self.config.root, tmp_dir=self.ctx.artifacts.tmp_dir())
         result.duration_s = time.perf_counter() - start
         self.notify(result)
         return result
@@ -627,7 +598,7 @@ class _Job:
                 run_id=self.run_id,
                 metrics=jsonable(candidate.metrics),
                 baseline=self.baseline(candidate),
-                slices=jsonable(_slice_numbers(evaluation.get("slices") or {})),
+                slices=jsonable(slice_numbers(evaluation.get("slices") or {})),
                 confusion_matrix=evaluation.get("confusion_matrix"),
                 plots={k: v for k, v in (evaluation.get("plots") or {}).items()},
                 lineage=self._lineage(),
@@ -670,7 +641,7 @@ class _Job:
         return {"alias": "production", "version": number, "metrics": jsonable(numbers)}
 
 
-def _slice_numbers(slices: dict) -> dict:
+def slice_numbers(slices: dict) -> dict:
     """Per-slice metrics without nested tables (each group's confusion matrix)."""
     return {
         column: {
@@ -683,6 +654,42 @@ def _slice_numbers(slices: dict) -> dict:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+def run_servable_check(
+    spec: dict[str, Any], cwd: Path, *, tmp_dir: Path | None = None
+) -> GateResult:
+    """Run ``check_servable(spec)`` in a clean subprocess (``python -m conveyor.actions.ci
+    --servable``) from the project's folder, so the project's own modules import as the
+    gateway imports them, and judge its answer; a crash or a hang is a failed check."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=".json", dir=tmp_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(spec, f)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor.actions.ci", "--servable", path],
+            capture_output=True,
+            text=True,
+            timeout=SERVABLE_TIMEOUT_S,
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+        )
+        lines = done.stdout.strip().splitlines()
+        answer = json.loads(lines[-1]) if lines else None
+        if not isinstance(answer, dict):
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            answer = {"ok": False, "error": f"the check exited {done.returncode}: {tail}"}
+    except subprocess.TimeoutExpired:
+        answer = {"ok": False, "error": f"loading and predicting took over {SERVABLE_TIMEOUT_S} s"}
+    finally:
+        os.unlink(path)
+    return servable_result(answer, int(spec["rows"]))
 
 
 def servable_result(answer: dict[str, Any], rows: int) -> GateResult:

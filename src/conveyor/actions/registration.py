@@ -10,8 +10,6 @@ version whose lineage is the Python run.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -143,6 +141,7 @@ def judge_and_register(
         RegistrationRefused: a blocking gate failed (a ``candidate.rejected`` event is written).
         GateError: the data or a gate cannot be used as given.
     """
+    from conveyor.actions.ci import slice_numbers
     from conveyor.actions.models import store_frame
     from conveyor.evaluate.steps import features_of
     from conveyor.evaluate.values import jsonable
@@ -258,7 +257,7 @@ def judge_and_register(
             lineage=lineage,
             holdout=holdout_desc,
             onnx=onnx_record,
-            slices=jsonable(_slice_numbers(evaluation.get("slices") or {})),
+            slices=jsonable(slice_numbers(evaluation.get("slices") or {})),
             gates=verdicts,
             plots=plots,
             card={
@@ -309,12 +308,6 @@ def _evaluate(
     raise GateError(f"task={task!r}: use 'classification' or 'regression'.")
 
 
-def _slice_numbers(slices: dict[str, Any]) -> dict[str, Any]:
-    from conveyor.actions.ci import _slice_numbers as numbers
-
-    return numbers(slices)
-
-
 def _servable(
     proj: Project,
     spec: dict[str, Any],
@@ -325,11 +318,7 @@ def _servable(
 ) -> Any:
     """The servability gate of ``conveyor ci``, run on this candidate: the same subprocess
     (``python -m conveyor.actions.ci --servable``) and the same verdict."""
-    import json
-    import subprocess
-    import tempfile
-
-    from conveyor.actions.ci import SERVABLE_ROWS, SERVABLE_TIMEOUT_S, servable_result
+    from conveyor.actions.ci import SERVABLE_ROWS, run_servable_check
     from conveyor.evaluate.steps import class_probabilities
     from conveyor.evaluate.values import jsonable
 
@@ -341,28 +330,7 @@ def _servable(
     else:
         expected = jsonable([float(v) for v in model.predict(rows)])
     spec = {**spec, "columns": names, "rows": len(rows), "expected": expected}
-    fd, tmp = tempfile.mkstemp(suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(spec, f)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "conveyor.actions.ci", "--servable", tmp],
-            capture_output=True,
-            text=True,
-            timeout=SERVABLE_TIMEOUT_S,
-            cwd=str(proj.root),
-            stdin=subprocess.DEVNULL,
-        )
-        lines = done.stdout.strip().splitlines()
-        answer = json.loads(lines[-1]) if lines else None
-        if not isinstance(answer, dict):
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            answer = {"ok": False, "error": f"the check exited {done.returncode}: {tail}"}
-    except subprocess.TimeoutExpired:
-        answer = {"ok": False, "error": f"loading and predicting took over {SERVABLE_TIMEOUT_S} s"}
-    finally:
-        os.unlink(tmp)
-    result = servable_result(answer, len(rows))
+    result = run_servable_check(spec, proj.root)
     result.duration_s = time.perf_counter() - start
     return result
 
