@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,6 +40,7 @@ __all__ = [
     "migrate_tables",
     "requests_table",
     "stored_signature",
+    "text_sizes",
     "write_feedback",
     "write_requests",
 ]
@@ -121,6 +123,15 @@ def _migrate_feedback(files: LogFiles, rows: Sequence[Any]) -> None:
             at=[_stamp(r.at) for r in items],
             name=f"m-{items[0].id:012d}.parquet",
         )
+
+
+def text_sizes(entries: Sequence[Entry]) -> Iterator[int]:
+    """The characters of each entry's inputs and outputs texts (what the buffer and the
+    writer's heap hold of it), computed by ``map`` rather than a Python step per entry."""
+    return map(add, map(len, map(_INPUTS, entries)), map(len, map(_OUTPUTS, entries)))
+
+
+_INPUTS, _OUTPUTS = itemgetter(9), itemgetter(10)
 
 
 def stored_signature(store: Store, model: str, version: int) -> dict[str, Any] | None:

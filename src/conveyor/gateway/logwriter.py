@@ -22,7 +22,7 @@ from conveyor.store.predictionlog.files import (
 if TYPE_CHECKING:
     pass
 
-from conveyor.gateway.logtables import write_feedback, write_requests
+from conveyor.gateway.logtables import text_sizes, write_feedback, write_requests
 
 _TRIM_AFTER_BYTES = 2 * 1024 * 1024  # a batch this large leaves enough freed heap to hand back
 
@@ -176,7 +176,7 @@ def serve(*, idle: bool = False) -> None:
         frame = orjson.dumps(reply)
         out.write(len(frame).to_bytes(8, "little") + frame)
         out.flush()
-        if request["op"] == "requests" and _text_size(request["entries"]) >= _TRIM_AFTER_BYTES:
+        if request["op"] == "requests" and sum(text_sizes(request["entries"])) >= _TRIM_AFTER_BYTES:
             del request
             release_freed_heap()
 
@@ -202,11 +202,6 @@ def _yield_to_the_worker() -> None:
             os.nice(19 - os.nice(0))
         except OSError:  # not permitted here: run at the inherited priority
             pass
-
-
-def _text_size(entries: list[Any]) -> int:
-    """The inputs' and outputs' text of a batch of entries (see ``logtables.Entry``)."""
-    return sum(len(e[9]) + len(e[10]) for e in entries)
 
 
 def _run(files: LogFiles, request: dict[str, Any]) -> Any:

@@ -37,11 +37,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import accumulate, islice
-from operator import add, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import GatewayError
-from conveyor.gateway.logtables import Entry, stored_signature
+from conveyor.gateway.logtables import Entry, stored_signature, text_sizes
 from conveyor.gateway.logwriter import WriterProcess, release_freed_heap
 from conveyor.store.predictionlog import layout
 from conveyor.store.predictionlog.files import LogFiles
@@ -245,8 +245,8 @@ class RequestLog:
         total = 0
         with self._flushing:
             while self._buffer:
-                batch = self._take()
-                self._bytes_out += _bytes_of(batch)
+                batch, size = self._take()
+                self._bytes_out += size
                 try:
                     self._write(batch)
                 except _Unwritten as exc:  # the log is unreachable: keep the rows, retry later
@@ -309,9 +309,9 @@ class RequestLog:
         self._merged_at = now
         return merged
 
-    def _take(self) -> list[Entry]:
-        """The next batch off the buffer's front: at most ``flush_rows`` rows and the first
-        row that reaches ``_BATCH_BYTES`` of text.
+    def _take(self) -> tuple[list[Entry], int]:
+        """The next batch off the buffer's front, and its bytes: at most ``flush_rows`` rows
+        and the first row that reaches ``_BATCH_BYTES`` of text.
 
         Done with C-level calls (a bulk pop, sizes by ``map``, a bisection), not a Python step
         per row: this runs in the worker, and each millisecond it holds the interpreter is a
@@ -319,11 +319,12 @@ class RequestLog:
         Only ``record`` touches the buffer meanwhile, and it only appends to the back."""
         pop = self._buffer.popleft
         batch = [pop() for _ in range(min(len(self._buffer), self.flush_rows))]
-        cut = bisect_left(list(accumulate(_sizes(batch))), _BATCH_BYTES) + 1
+        running = list(accumulate(_sizes(batch)))
+        cut = bisect_left(running, _BATCH_BYTES) + 1
         if cut < len(batch):
             self._buffer.extendleft(reversed(batch[cut:]))
             del batch[cut:]
-        return batch
+        return batch, running[len(batch) - 1] if batch else 0
 
     def _remember(self, entries: Sequence[Entry]) -> None:
         """Keep the ids of written requests (the newest ``_RECENT_IDS``) for feedback."""
@@ -384,14 +385,13 @@ class RequestLog:
         return found
 
 
-_ID, _AT, _INPUTS, _OUTPUTS = itemgetter(0), itemgetter(1), itemgetter(9), itemgetter(10)
+_ID, _AT = itemgetter(0), itemgetter(1)
 _FILE_KEY = itemgetter(2, 4, 3)  # model, environment, version
 
 
 def _sizes(entries: Sequence[Entry]) -> list[int]:
     """The bytes each buffered entry counts for: its texts plus a fixed overhead."""
-    texts = map(add, map(len, map(_INPUTS, entries)), map(len, map(_OUTPUTS, entries)))
-    return [size + _ROW_OVERHEAD for size in texts]
+    return [size + _ROW_OVERHEAD for size in text_sizes(entries)]
 
 
 def _bytes_of(entries: Sequence[Entry]) -> int:
