@@ -241,3 +241,20 @@ def test_the_report_prints_as_rich_would(served, capsys, monkeypatch) -> None:
     )
     cli_console.print_monitor(report)  # type: ignore[arg-type]
     assert plain == rich_out.getvalue() and "f0       numeric  ks" in plain
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["30s", "5m", "1.5h", "2d", "250ms", "90", " 2h ", "1.0 d", "5x", "-1m", "h", "", "3 mm"],
+)
+def test_the_fast_path_reads_a_window_as_the_config_does(text: str) -> None:
+    """store/kept.py keeps its own copy of the duration grammar (importing conveyor.config
+    loads pydantic, which the fast path avoids): both must read every text alike."""
+    from conveyor.config.deploy import parse_duration
+    from conveyor.store.kept import parse_window
+
+    try:
+        expected: float | None = parse_duration(text)
+    except ValueError:
+        expected = None
+    assert parse_window(text) == expected
